@@ -1,0 +1,120 @@
+"""Agencies API: thin views over `agencies.services` and `agencies.selectors`."""
+
+from __future__ import annotations
+
+from django_filters import rest_framework as filters
+from drf_spectacular.utils import extend_schema, extend_schema_field
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from agencies import selectors, services
+from agencies.models import Agency
+from balance_gateway.models import RegistrationStatus
+from customers import selectors as customer_selectors
+from customers.apis import INN_RE, BalanceIdsSerializer, CustomerOutputSerializer
+from disbalance.auth import current_service
+from disbalance.fields import AmountField, CharField, EmailField, ExternalIdField, RegexField
+from disbalance.idempotency import idempotent
+from disbalance.openapi import IDEMPOTENCY_KEY_OPTIONAL, filter_parameters, problems
+from disbalance.pagination import paginated_response, validated_filters
+
+
+class AgencyLegalSerializer(serializers.Serializer):
+    inn = RegexField(INN_RE, error_messages={"invalid": "INN is 10 or 12 digits."})
+    kpp = RegexField(r"^\d{9}$", required=False, allow_blank=True,
+                                 error_messages={"invalid": "KPP is 9 digits."})
+    legal_address = CharField(max_length=500)
+
+
+class AgencyCreateSerializer(serializers.Serializer):
+    external_id = ExternalIdField()
+    name = CharField(max_length=255)
+    email = EmailField(max_length=254, required=False, allow_blank=True)
+    phone = CharField(max_length=64, required=False, allow_blank=True)
+    legal = AgencyLegalSerializer(help_text="An agency is a company: INN and legal address are required.")
+
+
+class ContractSerializer(serializers.Serializer):
+    id = serializers.IntegerField(source="balance_contract_id")
+    number = serializers.CharField()
+    active = serializers.BooleanField()
+    payment_type = serializers.CharField()
+    credit_limit = AmountField(allow_zero=True)
+    valid_from = serializers.DateField(allow_null=True)
+    valid_to = serializers.DateField(allow_null=True)
+
+
+class AgencyOutputSerializer(serializers.Serializer):
+    external_id = serializers.CharField()
+    name = serializers.CharField()
+    email = serializers.CharField()
+    phone = serializers.CharField()
+    legal = serializers.SerializerMethodField()
+    status = serializers.ChoiceField(choices=RegistrationStatus.choices)
+    status_reason = serializers.CharField()
+    contracts = ContractSerializer(many=True, source="contracts.all")
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+    balance = serializers.SerializerMethodField()
+
+    @extend_schema_field(AgencyLegalSerializer)
+    def get_legal(self, obj: Agency) -> dict:
+        return {field: getattr(obj, field) for field in services.LEGAL_FIELDS}
+
+    @extend_schema_field(BalanceIdsSerializer)
+    def get_balance(self, obj: Agency) -> dict:
+        return {"client_id": obj.balance_client_id, "person_id": obj.balance_person_id}
+
+
+class AgencyFilter(filters.FilterSet):
+    status = filters.ChoiceFilter(choices=RegistrationStatus.choices)
+    q = filters.CharFilter(max_length=128)
+
+    class Meta:
+        model = Agency
+        fields = ["status", "q"]
+
+
+class AgencyListCreateApi(APIView):
+    @extend_schema(operation_id="agencies_list", parameters=filter_parameters(AgencyFilter),
+                   responses={200: AgencyOutputSerializer(many=True), **problems()})
+    def get(self, request: Request) -> Response:
+        qs = selectors.agency_list(service=current_service(request), **validated_filters(AgencyFilter, request))
+        return paginated_response(request, qs, AgencyOutputSerializer, view=self)
+
+    @extend_schema(
+        operation_id="agencies_register", request=AgencyCreateSerializer, parameters=[IDEMPOTENCY_KEY_OPTIONAL],
+        responses={201: AgencyOutputSerializer, 200: AgencyOutputSerializer, **problems(409)},
+        summary="Register an agency (idempotent by external_id)",
+    )
+    @idempotent(required=False)
+    def post(self, request: Request) -> Response:
+        serializer = AgencyCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        result = services.agency_register(
+            service=current_service(request), external_id=data["external_id"],
+            data=services.AgencyData(name=data["name"], email=data.get("email", ""), phone=data.get("phone", ""),
+                                     legal=data.get("legal")),
+        )
+        agency = selectors.agency_get(service=current_service(request), external_id=result.agency.external_id)
+        return Response(AgencyOutputSerializer(agency).data,
+                        status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
+
+
+class AgencyDetailApi(APIView):
+    @extend_schema(operation_id="agencies_get", responses={200: AgencyOutputSerializer, **problems(404)})
+    def get(self, request: Request, external_id: str) -> Response:
+        agency = selectors.agency_get(service=current_service(request), external_id=external_id)
+        return Response(AgencyOutputSerializer(agency).data)
+
+
+class AgencyCustomersApi(APIView):
+    @extend_schema(operation_id="agencies_customers", responses={200: CustomerOutputSerializer(many=True),
+                                                                 **problems(404)})
+    def get(self, request: Request, external_id: str) -> Response:
+        agency = selectors.agency_get(service=current_service(request), external_id=external_id)
+        qs = customer_selectors.customer_list(service=current_service(request), agency=agency.external_id)
+        return paginated_response(request, qs, CustomerOutputSerializer, view=self)

@@ -1,0 +1,60 @@
+"""Agencies: Balance clients with the agency flag that pay for their customers, and their contracts."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+from simple_history.models import HistoricalRecords
+
+from balance_gateway.models import BalanceParty
+from disbalance.models import history_user
+from disbalance.money import MoneyField
+
+
+class Agency(BalanceParty):
+    """An agency of one consumer service, addressed by the service's own `external_id`. Always a company (`ur`)."""
+
+    service = models.ForeignKey("disbalance.ConsumerService", on_delete=models.PROTECT, related_name="agencies")
+    external_id = models.CharField(max_length=128)
+    contracts_refreshed_at = models.DateTimeField(null=True, blank=True)
+    history = HistoricalRecords(get_user=history_user)
+
+    IS_AGENCY = True
+
+    class Meta:
+        verbose_name_plural = "agencies"
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["service", "external_id"], name="agency_external_id_unique_per_service"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.external_id} ({self.name})"
+
+
+class Contract(models.Model):
+    """An agency's contract as read from Balance (`GetClientContracts`); refreshed periodically, never edited here."""
+
+    class PaymentType(models.TextChoices):
+        PREPAID = "prepaid"
+        POSTPAID = "postpaid"
+
+    agency = models.ForeignKey(Agency, on_delete=models.CASCADE, related_name="contracts")
+    balance_contract_id = models.BigIntegerField()
+    number = models.CharField(max_length=100, blank=True, default="")
+    active = models.BooleanField(default=False)
+    payment_type = models.CharField(max_length=10, choices=PaymentType.choices)
+    credit_limit = MoneyField(default=0)
+    valid_from = models.DateField(null=True, blank=True)
+    valid_to = models.DateField(null=True, blank=True)
+    services = models.JSONField(default=list, blank=True)
+    refreshed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-active", "-valid_from", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["agency", "balance_contract_id"], name="contract_unique_per_agency"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.number or self.balance_contract_id} ({self.payment_type})"

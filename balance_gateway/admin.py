@@ -1,0 +1,74 @@
+"""Support UI for the Balance link: outbox operations (with "retry now") and the call log."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from balance_gateway.models import BalanceCall, BalanceNotification, OutboxOperation
+from balance_gateway.outbox import outbox_retry
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class BalanceCallInline(admin.TabularInline):
+    model = BalanceCall
+    fields = ("created_at", "method", "outcome", "error_code", "error_message", "duration_ms")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ("-id",)
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(OutboxOperation)
+class OutboxOperationAdmin(ReadOnlyAdmin):
+    list_display = ("id", "kind", "subject", "status", "attempts", "next_attempt_at", "short_error", "updated_at")
+    list_filter = ("status", "kind", "service")
+    search_fields = ("subject", "kind", "dedup_key", "last_error")
+    readonly_fields = ("kind", "subject", "service", "status", "attempts", "max_attempts", "next_attempt_at",
+                       "leased_until", "last_error", "payload", "result", "created_at", "updated_at", "done_at")
+    inlines = [BalanceCallInline]
+    actions = ["retry_now"]
+    date_hierarchy = "created_at"
+
+    @admin.display(description="last error")
+    def short_error(self, obj: OutboxOperation) -> str:
+        return (obj.last_error[:80] + "…") if len(obj.last_error) > 80 else obj.last_error
+
+    @admin.action(description="Retry now", permissions=["view"])
+    def retry_now(self, request: HttpRequest, queryset: QuerySet[OutboxOperation]) -> None:
+        retried = 0
+        for operation in queryset.exclude(status__in=[OutboxOperation.Status.DONE]):
+            outbox_retry(operation=operation)
+            retried += 1
+        self.message_user(request, f"{retried} operation(s) queued again.", messages.SUCCESS)
+
+
+@admin.register(BalanceCall)
+class BalanceCallAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "method", "outcome", "error_code", "duration_ms", "operation")
+    list_filter = ("outcome", "method")
+    search_fields = ("method", "error_code", "error_message", "arguments")
+    readonly_fields = [f.name for f in BalanceCall._meta.fields]
+    date_hierarchy = "created_at"
+
+
+@admin.register(BalanceNotification)
+class BalanceNotificationAdmin(ReadOnlyAdmin):
+    list_display = ("received_at", "kind", "object_key", "tid", "outcome", "applied_at")
+    list_filter = ("kind", "outcome")
+    search_fields = ("object_key",)
+    readonly_fields = [f.name for f in BalanceNotification._meta.fields]

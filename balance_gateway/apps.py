@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class BalanceGatewayConfig(AppConfig):
+    name = "balance_gateway"
+    verbose_name = "Balance gateway"

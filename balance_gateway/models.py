@@ -1,0 +1,168 @@
+"""Billing's side of the Balance link: the outbox of operations, the log of calls, received notifications,
+and the Balance identity that customers and agencies share.
+
+The emulator keeps its own state elsewhere (`balance_gateway.emulator`), never in these tables.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class RegistrationStatus(models.TextChoices):
+    REGISTERING = "registering"
+    ACTIVE = "active"
+    FAILED = "failed"
+
+
+class BalanceParty(models.Model):
+    """What a customer and an agency have in common: a Balance client, its person (payer) and its sync state.
+
+    `status` goes registering -> active once the client, the person and the user links exist in Balance;
+    `failed` carries `status_reason` and is retried by the system (and by support from the admin).
+    """
+
+    name = models.CharField(max_length=255)
+    email = models.CharField(max_length=254, blank=True, default="")
+    phone = models.CharField(max_length=64, blank=True, default="")
+    inn = models.CharField("INN", max_length=12, blank=True, default="")
+    kpp = models.CharField("KPP", max_length=9, blank=True, default="")
+    legal_address = models.CharField(max_length=500, blank=True, default="")
+    lname = models.CharField("last name", max_length=100, blank=True, default="")
+    fname = models.CharField("first name", max_length=100, blank=True, default="")
+    mname = models.CharField("middle name", max_length=100, blank=True, default="")
+    status = models.CharField(max_length=16, choices=RegistrationStatus.choices, default=RegistrationStatus.REGISTERING)
+    status_reason = models.CharField(max_length=500, blank=True, default="")
+    balance_client_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    balance_person_id = models.BigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        abstract = True
+
+    IS_AGENCY = False
+
+    @property
+    def person_type(self) -> str:
+        return "ur"
+
+    @property
+    def balance_key(self) -> str:
+        """The service's own key for the Balance client (SERVICE_CLIENT_ID): makes creation safe to repeat."""
+        prefix = "agency" if self.IS_AGENCY else "customer"
+        return f"disbalance:{prefix}:{self.pk}"
+
+
+class OutboxOperation(models.Model):
+    """One piece of Balance (or webhook) work, written in the same transaction as the domain change.
+
+    Sent by a Celery task after commit and re-sent by the periodic sweep; every handler is safe to repeat
+    (it looks state up before creating). Retries use capped exponential backoff with jitter; after
+    `max_attempts` the operation is `failed` and waits for a retry from the admin.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        IN_PROGRESS = "in_progress"
+        DONE = "done"
+        FAILED = "failed"
+
+    kind = models.CharField(max_length=64, db_index=True)
+    subject = models.CharField(max_length=100, db_index=True, help_text="What it is about, e.g. customer:12")
+    dedup_key = models.CharField(max_length=200, blank=True, default="")
+    service = models.ForeignKey("disbalance.ConsumerService", null=True, blank=True, on_delete=models.PROTECT)
+    payload = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=12)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    leased_until = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    result = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now)
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="outbox_due_idx")]
+        constraints = [
+            # At most one waiting operation per dedup key: a second PATCH while the first sync still waits
+            # adds nothing (the handler reads the current state when it runs).
+            models.UniqueConstraint(
+                fields=["dedup_key"],
+                condition=Q(status="pending") & ~Q(dedup_key=""),
+                name="outbox_one_pending_per_dedup_key",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.subject} [{self.status}]"
+
+
+class BalanceCall(models.Model):
+    """Every call billing made to Balance: method, key arguments, duration, outcome, error. For the admin."""
+
+    class Outcome(models.TextChoices):
+        OK = "ok"
+        FAULT = "fault"
+        HTTP_ERROR = "http_error"
+        CONNECTION_ERROR = "connection_error"
+        TIMEOUT = "timeout"
+        LOST_RESPONSE = "lost_response"
+        BAD_RESPONSE = "bad_response"
+
+    method = models.CharField(max_length=64, db_index=True)
+    arguments = models.JSONField(default=dict, blank=True)
+    outcome = models.CharField(max_length=20, choices=Outcome.choices)
+    error_code = models.CharField(max_length=64, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    duration_ms = models.PositiveIntegerField(default=0)
+    operation = models.ForeignKey(
+        OutboxOperation, null=True, blank=True, on_delete=models.SET_NULL, related_name="calls"
+    )
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.outcome}"
+
+
+class BalanceNotification(models.Model):
+    """A notification received from Balance, stored before it is applied (dj-stripe's WebhookEventTrigger).
+
+    (kind, object_key, tid) is unique: a duplicate is answered and ignored by the database itself.
+    Only a Tid greater than the last applied one for the object is applied.
+    """
+
+    class Kind(models.TextChoices):
+        ORDER = "order"
+        CLIENT = "client"
+
+    class Outcome(models.TextChoices):
+        RECEIVED = "received"
+        APPLIED = "applied"
+        STALE = "stale"
+        UNKNOWN_OBJECT = "unknown_object"
+
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    object_key = models.CharField(max_length=100, help_text="ServiceID:ServiceOrderID, or ClientID")
+    tid = models.BigIntegerField()
+    payload = models.JSONField(default=dict)
+    outcome = models.CharField(max_length=20, choices=Outcome.choices, default=Outcome.RECEIVED)
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    applied_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "object_key", "tid"], name="notification_unique_tid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.object_key} tid={self.tid} [{self.outcome}]"

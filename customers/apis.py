@@ -1,0 +1,175 @@
+"""Customers API: thin views over `customers.services` and `customers.selectors`."""
+
+from __future__ import annotations
+
+from django_filters import rest_framework as filters
+from drf_spectacular.utils import extend_schema, extend_schema_field
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from balance_gateway.models import RegistrationStatus
+from customers import selectors, services
+from customers.models import Customer
+from disbalance.auth import current_service
+from disbalance.fields import CharField, EmailField, ExternalIdField, RegexField
+from disbalance.idempotency import idempotent
+from disbalance.openapi import IDEMPOTENCY_KEY_OPTIONAL, filter_parameters, problems
+from disbalance.pagination import paginated_response, validated_filters
+
+INN_RE = r"^(\d{10}|\d{12})$"
+
+
+class LegalSerializer(serializers.Serializer):
+    inn = RegexField(INN_RE, required=False, allow_blank=True,
+                                 error_messages={"invalid": "INN is 10 or 12 digits."})
+    kpp = RegexField(r"^\d{9}$", required=False, allow_blank=True,
+                                 error_messages={"invalid": "KPP is 9 digits."})
+    legal_address = CharField(max_length=500, required=False, allow_blank=True)
+    lname = CharField(max_length=100, required=False, allow_blank=True)
+    fname = CharField(max_length=100, required=False, allow_blank=True)
+    mname = CharField(max_length=100, required=False, allow_blank=True)
+
+
+def validate_legal_for_kind(kind: str, legal: dict) -> None:
+    """Balance needs INN and legal address for a company (`ur`), last and first name for a person (`ph`)."""
+    if kind == Customer.Kind.COMPANY:
+        missing = [f for f in ("inn", "legal_address") if not legal.get(f)]
+    else:
+        missing = [f for f in ("lname", "fname") if not legal.get(f)]
+    if missing:
+        raise serializers.ValidationError({"legal": {f: [f"Required for a {kind}."] for f in missing}})
+
+
+class CustomerCreateSerializer(serializers.Serializer):
+    external_id = ExternalIdField()
+    kind = serializers.ChoiceField(choices=Customer.Kind.choices)
+    name = CharField(max_length=255)
+    email = EmailField(max_length=254, required=False, allow_blank=True)
+    phone = CharField(max_length=64, required=False, allow_blank=True)
+    legal = LegalSerializer(required=False)
+    agency = ExternalIdField(required=False, allow_null=True)
+    user_uids = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=2**63 - 1), required=False, max_length=100
+    )
+
+    def validate(self, attrs: dict) -> dict:
+        validate_legal_for_kind(attrs["kind"], attrs.get("legal") or {})
+        return attrs
+
+
+class CustomerUpdateSerializer(serializers.Serializer):
+    name = CharField(max_length=255, required=False)
+    email = EmailField(max_length=254, required=False, allow_blank=True)
+    phone = CharField(max_length=64, required=False, allow_blank=True)
+    legal = LegalSerializer(required=False)
+
+
+class BalanceIdsSerializer(serializers.Serializer):
+    """Balance's ids of the customer: read-only, for support; consumers never need them."""
+
+    client_id = serializers.IntegerField(allow_null=True)
+    person_id = serializers.IntegerField(allow_null=True)
+
+
+class CustomerOutputSerializer(serializers.Serializer):
+    external_id = serializers.CharField()
+    kind = serializers.CharField()
+    name = serializers.CharField()
+    email = serializers.CharField()
+    phone = serializers.CharField()
+    legal = serializers.SerializerMethodField()
+    status = serializers.ChoiceField(choices=RegistrationStatus.choices)
+    status_reason = serializers.CharField()
+    agency = serializers.SerializerMethodField()
+    blocked = serializers.BooleanField()
+    user_uids = serializers.ListField(child=serializers.IntegerField())
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+    balance = serializers.SerializerMethodField()
+
+    @extend_schema_field(LegalSerializer)
+    def get_legal(self, obj: Customer) -> dict:
+        return {field: getattr(obj, field) for field in services.LEGAL_FIELDS}
+
+    def get_agency(self, obj: Customer) -> str | None:
+        return obj.agency.external_id if obj.agency_id else None  # type: ignore[union-attr]
+
+    @extend_schema_field(BalanceIdsSerializer)
+    def get_balance(self, obj: Customer) -> dict:
+        return {"client_id": obj.balance_client_id, "person_id": obj.balance_person_id}
+
+
+class CustomerFilter(filters.FilterSet):
+    status = filters.ChoiceFilter(choices=RegistrationStatus.choices)
+    agency = filters.CharFilter(max_length=128, help_text="Agency external_id")
+    q = filters.CharFilter(max_length=128, help_text="Search in external_id, name, e-mail; exact INN")
+
+    class Meta:
+        model = Customer
+        fields = ["status", "agency", "q"]
+
+
+class CustomerListCreateApi(APIView):
+    @extend_schema(
+        operation_id="customers_list", parameters=filter_parameters(CustomerFilter), responses={200: CustomerOutputSerializer(many=True),
+                                                                               **problems()},
+        summary="List customers (newest first, cursor pagination)",
+    )
+    def get(self, request: Request) -> Response:
+        params = validated_filters(CustomerFilter, request)
+        qs = selectors.customer_list(service=current_service(request), **params)
+        return paginated_response(request, qs, CustomerOutputSerializer, view=self)
+
+    @extend_schema(
+        operation_id="customers_register",
+        request=CustomerCreateSerializer,
+        parameters=[IDEMPOTENCY_KEY_OPTIONAL],
+        responses={201: CustomerOutputSerializer, 200: CustomerOutputSerializer, **problems(409)},
+        summary="Register a customer (idempotent by external_id)",
+        description="201 for a new customer, 200 when the same external_id exists with the same data, "
+        "409 invalid_state when it exists with other data. Registration in Balance runs in the background: "
+        "`status` goes `registering` to `active` (or `failed` with `status_reason`).",
+    )
+    @idempotent(required=False)
+    def post(self, request: Request) -> Response:
+        serializer = CustomerCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        result = services.customer_register(
+            service=current_service(request),
+            external_id=data["external_id"],
+            data=services.CustomerData(
+                kind=data["kind"], name=data["name"], email=data.get("email", ""), phone=data.get("phone", ""),
+                legal=data.get("legal"), agency_external_id=data.get("agency"),
+                user_uids=tuple(data.get("user_uids", ())),
+            ),
+        )
+        customer = selectors.customer_get(service=current_service(request), external_id=result.customer.external_id)
+        return Response(CustomerOutputSerializer(customer).data,
+                        status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
+
+
+class CustomerDetailApi(APIView):
+    @extend_schema(operation_id="customers_get", responses={200: CustomerOutputSerializer, **problems(404)})
+    def get(self, request: Request, external_id: str) -> Response:
+        customer = selectors.customer_get(service=current_service(request), external_id=external_id)
+        return Response(CustomerOutputSerializer(customer).data)
+
+    @extend_schema(
+        operation_id="customers_update", request=CustomerUpdateSerializer,
+        responses={200: CustomerOutputSerializer, **problems(404)},
+        summary="Change name, contacts or legal details (synced to Balance)",
+    )
+    def patch(self, request: Request, external_id: str) -> Response:
+        customer = selectors.customer_get(service=current_service(request), external_id=external_id)
+        serializer = CustomerUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        changes = dict(serializer.validated_data)
+        if "legal" in changes:
+            merged = {f: getattr(customer, f) for f in services.LEGAL_FIELDS} | changes["legal"]
+            validate_legal_for_kind(customer.kind, merged)
+        services.customer_update(customer=customer, changes=changes)
+        customer = selectors.customer_get(service=current_service(request), external_id=external_id)
+        return Response(CustomerOutputSerializer(customer).data)

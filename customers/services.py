@@ -1,0 +1,173 @@
+"""Writes for customers: registration (idempotent by external_id), updates, and their sync to Balance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from balance_gateway.client import BalanceClient
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from agencies.models import Agency
+from balance_gateway.models import OutboxOperation, RegistrationStatus
+from balance_gateway.outbox import outbox_enqueue, outbox_handler, outbox_on_failure
+from balance_gateway.services import party_sync
+from customers.exceptions import CustomerExists, ValidationFailed
+from customers.models import Customer
+from disbalance.models import ConsumerService
+
+LEGAL_FIELDS = ("inn", "kpp", "legal_address", "lname", "fname", "mname")
+SYNC_KIND = "customer.sync"
+
+
+@dataclass(frozen=True)
+class CustomerData:
+    """What a consumer registers; `legal` holds the person's fields (company or individual)."""
+
+    kind: str
+    name: str
+    email: str = ""
+    phone: str = ""
+    legal: dict[str, str] | None = None
+    agency_external_id: str | None = None
+    user_uids: tuple[int, ...] = ()
+
+    def legal_values(self) -> dict[str, str]:
+        legal = self.legal or {}
+        return {field: legal.get(field) or "" for field in LEGAL_FIELDS}
+
+
+@dataclass(frozen=True)
+class RegisterResult:
+    customer: Customer
+    created: bool
+
+
+def _agency_for(service: ConsumerService, external_id: str | None) -> Agency | None:
+    if not external_id:
+        return None
+    agency = Agency.objects.filter(service=service, external_id=external_id).first()
+    if agency is None:
+        raise ValidationFailed(f"Agency {external_id!r} is not registered.", errors={"agency": ["Unknown agency."]})
+    return agency
+
+
+def _differences(customer: Customer, data: CustomerData, agency: Agency | None) -> list[str]:
+    wanted: dict[str, Any] = {"kind": data.kind, "name": data.name, "email": data.email, "phone": data.phone,
+                              **data.legal_values()}
+    diffs = [field for field, value in wanted.items() if getattr(customer, field) != value]
+    if customer.agency_id != (agency.pk if agency else None):
+        diffs.append("agency")
+    if sorted(set(customer.user_uids)) != sorted(set(data.user_uids)):
+        diffs.append("user_uids")
+    return diffs
+
+
+def enqueue_sync(customer: Customer, *, update: bool) -> OutboxOperation:
+    return outbox_enqueue(
+        kind=SYNC_KIND, subject=f"customer:{customer.pk}", payload={"customer_id": customer.pk, "update": update},
+        service=customer.service, dedup_key=f"{SYNC_KIND}:{customer.pk}",
+    )
+
+
+def customer_register(*, service: ConsumerService, external_id: str, data: CustomerData) -> RegisterResult:
+    """Register a customer, or return it if it exists with the same data (409 if with other data).
+
+    The Balance client, person and user links are made in the background (outbox), status `registering`.
+    """
+    agency = _agency_for(service, data.agency_external_id)
+    existing = Customer.objects.filter(service=service, external_id=external_id).first()
+    if existing is None:
+        try:
+            with transaction.atomic():
+                customer = Customer.objects.create(
+                    service=service, external_id=external_id, kind=data.kind, name=data.name, email=data.email,
+                    phone=data.phone, agency=agency, user_uids=sorted(set(data.user_uids)), **data.legal_values(),
+                )
+                enqueue_sync(customer, update=False)
+                _on_registered(customer)
+            return RegisterResult(customer=customer, created=True)
+        except IntegrityError:
+            # Registered concurrently by another request: answer as for a repeat.
+            existing = Customer.objects.get(service=service, external_id=external_id)
+    diffs = _differences(existing, data, agency)
+    if diffs:
+        raise CustomerExists(
+            f"Customer {external_id!r} exists with other data ({', '.join(diffs)}); use PATCH to change it.",
+            extra={"fields": diffs},
+        )
+    return RegisterResult(customer=existing, created=False)
+
+
+def _on_registered(customer: Customer) -> None:
+    """Hook for later stages (wallet set-up). Runs inside the registration transaction."""
+
+
+UPDATABLE_FIELDS = ("name", "email", "phone", *LEGAL_FIELDS)
+
+
+@transaction.atomic
+def customer_update(*, customer: Customer, changes: dict[str, Any]) -> Customer:
+    """Change name, contacts or legal details; the change is synced to Balance through the outbox."""
+    customer = Customer.objects.select_for_update().get(pk=customer.pk)
+    legal = changes.pop("legal", None) or {}
+    values = {**{k: v for k, v in changes.items() if k in UPDATABLE_FIELDS},
+              **{k: (v or "") for k, v in legal.items() if k in LEGAL_FIELDS}}
+    changed = [field for field, value in values.items() if getattr(customer, field) != value]
+    if not changed:
+        return customer
+    for field in changed:
+        setattr(customer, field, values[field])
+    customer.updated_at = timezone.now()
+    fields = [*changed, "updated_at"]
+    if customer.status == RegistrationStatus.FAILED:
+        customer.status = RegistrationStatus.REGISTERING
+        customer.status_reason = ""
+        fields += ["status", "status_reason"]
+    customer.save(update_fields=fields)
+    enqueue_sync(customer, update=customer.balance_client_id is not None)
+    return customer
+
+
+def _set_status(customer_id: int, status: str, reason: str) -> None:
+    customer = Customer.objects.get(pk=customer_id)
+    if customer.status == status and customer.status_reason == reason:
+        return
+    customer.status = status
+    customer.status_reason = reason[:500]
+    customer.updated_at = timezone.now()
+    customer.save(update_fields=["status", "status_reason", "updated_at"])
+
+
+@outbox_handler(SYNC_KIND)
+def customer_sync_to_balance(operation: OutboxOperation) -> dict:
+    """Outbox handler: client, person and user links in Balance, then `active`. Safe to repeat."""
+    customer = Customer.objects.select_related("service").get(pk=operation.payload["customer_id"])
+    client = BalanceClient()
+    done = party_sync(party=customer, client=client, update=bool(operation.payload.get("update")))
+    linked = set(customer.linked_user_uids)
+    notes = []
+    for uid in customer.user_uids:
+        if uid in linked:
+            continue
+        result = client.create_user_client_association(client_id=customer.balance_client_id, user_uid=uid)
+        if result.already_linked:
+            notes.append(f"user {uid}: {result.message}")
+        linked.add(uid)
+        Customer.objects.filter(pk=customer.pk).update(linked_user_uids=sorted(linked))
+    with transaction.atomic():
+        _set_status(customer.pk, RegistrationStatus.ACTIVE, "; ".join(notes))
+    return {**done, "linked_users": sorted(linked)}
+
+
+@outbox_on_failure(SYNC_KIND)
+def _customer_sync_failed(operation: OutboxOperation, error: str, final: bool) -> None:
+    customer_id = operation.payload["customer_id"]
+    current = Customer.objects.filter(pk=customer_id).values_list("status", flat=True).first()
+    if current is None:
+        return
+    if final:
+        _set_status(customer_id, RegistrationStatus.FAILED, f"Balance: {error}")
+    elif current != RegistrationStatus.ACTIVE:
+        _set_status(customer_id, current, f"retrying (attempt {operation.attempts}): {error}")

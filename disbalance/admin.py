@@ -1,0 +1,95 @@
+"""Support UI for consumer services and their tokens (tokens show only their prefix; the hash never leaves)."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from simple_history.admin import SimpleHistoryAdmin
+
+from disbalance.models import ConsumerService, IdempotencyRecord, ServiceToken
+from disbalance.services import service_token_issue, service_token_revoke
+
+admin.site.site_header = "Disbalance support"
+admin.site.site_title = "Disbalance"
+admin.site.index_title = "Billing support console"
+
+
+class ServiceTokenInline(admin.TabularInline):
+    model = ServiceToken
+    fields = ("prefix", "label", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(ConsumerService)
+class ConsumerServiceAdmin(SimpleHistoryAdmin):
+    list_display = ("slug", "name", "balance_service_id", "currency", "webhook_url", "is_active", "created_at")
+    search_fields = ("slug", "name", "balance_service_id")
+    list_filter = ("is_active", "currency")
+    inlines = [ServiceTokenInline]
+    actions = ["issue_token"]
+    exclude = ("webhook_secret",)
+
+    @admin.action(description="Issue a new API token (shown once)", permissions=["change"])
+    def issue_token(self, request: HttpRequest, queryset: QuerySet[ConsumerService]) -> None:
+        for service in queryset:
+            result = service_token_issue(service=service, label=f"admin:{request.user}")
+            self.message_user(
+                request, f"New token for {service.slug} (copy it now, it is not shown again): {result.raw_token}",
+                messages.WARNING,
+            )
+
+    def get_actions(self, request: HttpRequest) -> dict:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(ServiceToken)
+class ServiceTokenAdmin(admin.ModelAdmin):
+    list_display = ("prefix", "service", "label", "created_at", "last_used_at", "revoked_at")
+    list_filter = ("service", ("revoked_at", admin.EmptyFieldListFilter))
+    search_fields = ("prefix", "service__slug", "label")
+    fields = ("service", "prefix", "label", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = fields
+    actions = ["revoke"]
+
+    @admin.action(description="Revoke the selected tokens now", permissions=["change"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ServiceToken]) -> None:
+        for token in queryset:
+            service_token_revoke(token=token)
+        self.message_user(request, f"Revoked {queryset.count()} token(s).", messages.SUCCESS)
+
+    def get_actions(self, request: HttpRequest) -> dict:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # tokens are issued with the service's "issue token" action or the command
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(IdempotencyRecord)
+class IdempotencyRecordAdmin(admin.ModelAdmin):
+    list_display = ("key", "service", "method", "path", "status", "response_status", "created_at")
+    list_filter = ("status", "service")
+    search_fields = ("key", "path")
+    readonly_fields = [f.name for f in IdempotencyRecord._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

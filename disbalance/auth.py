@@ -1,0 +1,88 @@
+"""Bearer-token authentication of consumer services, and per-service throttling.
+
+`request.user` is a `ServicePrincipal`; every view scopes its querysets by `request.user.service`,
+so another service's object is simply not found (404, never 403).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.utils import timezone
+from rest_framework import authentication, exceptions, permissions, throttling
+from rest_framework.request import Request
+
+from disbalance.models import ConsumerService, ServiceToken, hash_token
+
+
+@dataclass(frozen=True)
+class ServicePrincipal:
+    service: ConsumerService
+    token: ServiceToken
+
+    is_authenticated = True
+    is_anonymous = False
+    is_staff = False
+
+    @property
+    def pk(self) -> int:
+        return self.service.pk
+
+    def __str__(self) -> str:
+        return f"service:{self.service.slug}"
+
+
+class ServiceTokenAuthentication(authentication.BaseAuthentication):
+    keyword = "Bearer"
+    # Touch last_used_at at most this often: a hot token must not turn every request into a write.
+    touch_interval = timedelta(minutes=5)
+
+    def authenticate(self, request: Request) -> tuple[ServicePrincipal, ServiceToken] | None:
+        header = authentication.get_authorization_header(request).split()
+        if not header:
+            return None
+        if header[0].lower() != self.keyword.lower().encode():
+            raise exceptions.AuthenticationFailed("Use `Authorization: Bearer <token>`.")
+        if len(header) != 2:
+            raise exceptions.AuthenticationFailed("Malformed Authorization header.")
+        try:
+            raw = header[1].decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise exceptions.AuthenticationFailed("Malformed token.") from exc
+        if len(raw) > 200:
+            raise exceptions.AuthenticationFailed("Invalid token.")
+        token = (
+            ServiceToken.objects.select_related("service")
+            .filter(token_hash=hash_token(raw), revoked_at__isnull=True, service__is_active=True)
+            .first()
+        )
+        if token is None:
+            raise exceptions.AuthenticationFailed("Invalid or revoked token.")
+        now = timezone.now()
+        if token.last_used_at is None or now - token.last_used_at > self.touch_interval:
+            ServiceToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        return ServicePrincipal(service=token.service, token=token), token
+
+    def authenticate_header(self, request: Request) -> str:
+        return self.keyword
+
+
+class IsConsumerService(permissions.BasePermission):
+    def has_permission(self, request: Request, view: object) -> bool:
+        return isinstance(request.user, ServicePrincipal)
+
+
+class ServiceRateThrottle(throttling.SimpleRateThrottle):
+    """One bucket per consumer service (rate: API_RATE_LIMIT, e.g. `6000/min`)."""
+
+    scope = "service"
+
+    def get_cache_key(self, request: Request, view: object) -> str | None:
+        if isinstance(request.user, ServicePrincipal):
+            return self.cache_format % {"scope": self.scope, "ident": request.user.service.pk}
+        return None
+
+
+def current_service(request: Request) -> ConsumerService:
+    return request.user.service  # type: ignore[union-attr]

@@ -1,0 +1,72 @@
+"""Serializer fields shared by every API: external ids and money amounts."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.core.validators import RegexValidator
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from disbalance.money import InvalidAmount, format_amount, parse_amount
+
+EXTERNAL_ID_PATTERN = r"^[A-Za-z0-9:_\-.@]{1,128}$"
+
+
+class StrictStringMixin:
+    """Refuse numbers, booleans and objects where a string is expected (DRF would coerce `12` to `"12"`)."""
+
+    def to_internal_value(self, data: object) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")  # type: ignore[attr-defined]
+        return super().to_internal_value(data)  # type: ignore[misc]
+
+
+class CharField(StrictStringMixin, serializers.CharField):
+    pass
+
+
+class EmailField(StrictStringMixin, serializers.EmailField):
+    pass
+
+
+class RegexField(StrictStringMixin, serializers.RegexField):
+    pass
+
+
+class ExternalIdField(CharField):
+    def __init__(self, **kwargs: object) -> None:
+        kwargs.setdefault("max_length", 128)
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.validators.append(
+            RegexValidator(EXTERNAL_ID_PATTERN, "1 to 128 characters of letters, digits and :_-.@")
+        )
+
+
+@extend_schema_field({"type": "string", "pattern": r"^\d+\.\d{2}$", "example": "1500.00"})
+class AmountField(serializers.Field):
+    """A positive amount: a decimal string with at most 2 places, or an integer. Output: "1500.00"."""
+
+    default_error_messages = {"invalid": "{message}"}
+
+    def __init__(self, *, allow_zero: bool = False, allow_negative: bool = False, **kwargs: object) -> None:
+        self.allow_zero = allow_zero
+        self.allow_negative = allow_negative
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+
+    def to_internal_value(self, data: object) -> Decimal:
+        try:
+            return parse_amount(data, allow_zero=self.allow_zero, allow_negative=self.allow_negative)
+        except InvalidAmount as exc:
+            self.fail("invalid", message=str(exc))
+            raise  # pragma: no cover
+
+    def to_representation(self, value: Decimal) -> str:
+        return format_amount(value)
+
+
+@extend_schema_field(OpenApiTypes.STR)
+class SignedAmountField(AmountField):
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(allow_zero=True, allow_negative=True, **kwargs)  # type: ignore[arg-type]

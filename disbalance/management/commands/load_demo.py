@@ -1,0 +1,73 @@
+"""`manage.py load_demo`: a small demo for `make run` (idempotent). Prints only the demo token on stdout."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+from agencies.models import Agency
+from agencies.services import AgencyData, agency_contracts_refresh, agency_register
+from balance_gateway.client import EmulatorControl
+from balance_gateway.exceptions import BalanceError
+from balance_gateway.outbox import outbox_drain
+from customers.services import CustomerData, customer_register
+from disbalance.models import ServiceToken, hash_token
+from disbalance.services import service_create, service_token_issue
+
+DEMO_TOKEN = "dsb_demo_local_only_token"
+
+
+class Command(BaseCommand):
+    help = "Load the demo service, token, admin user, an agency and customers (for `make run`; DEBUG only)."
+
+    def handle(self, *args, **options):
+        if not settings.DEBUG:
+            raise CommandError("load_demo is for local demos only (DEBUG is off)")
+        service = service_create(slug="demo", name="Demo classifieds", balance_service_id=7).service
+        if not ServiceToken.objects.filter(token_hash=hash_token(DEMO_TOKEN)).exists():
+            service_token_issue(service=service, label="demo", raw_token=DEMO_TOKEN)
+        user_model = get_user_model()
+        if not user_model.objects.filter(username="admin").exists():
+            user_model.objects.create_superuser("admin", "admin@example.com", "admin")
+        self._load_products(service)
+
+        agency = agency_register(
+            service=service, external_id="agency:1",
+            data=AgencyData(name="Demo Agency LLC", email="agency@example.com",
+                            legal={"inn": "7701234567", "legal_address": "Moscow, Tverskaya 1"}),
+        ).agency
+        customer_register(
+            service=service, external_id="dealer:20101",
+            data=CustomerData(kind="company", name="Demo Motors LLC", email="dealer@example.com",
+                              legal={"inn": "7709876543", "legal_address": "Moscow, Lenina 2"}),
+        )
+        customer_register(
+            service=service, external_id="user:501",
+            data=CustomerData(kind="individual", name="Ivan Petrov", email="ivan@example.com",
+                              legal={"lname": "Petrov", "fname": "Ivan"}),
+        )
+        outbox_drain(max_rounds=3)
+        self._demo_contract(Agency.objects.get(pk=agency.pk))
+        self.stdout.write(DEMO_TOKEN)
+
+    def _load_products(self, service) -> None:
+        try:
+            from payments.services import product_create
+        except ImportError:
+            return
+        product_create(service=service, code="placement", name="Listing placement", kind="placement",
+                       balance_product_id=503162)
+        product_create(service=service, code="boost", name="Boost to the top", kind="vas", balance_product_id=503163)
+        product_create(service=service, code="highlight", name="Highlighting", kind="vas", balance_product_id=503164)
+
+    def _demo_contract(self, agency: Agency) -> None:
+        if agency.balance_client_id is None or agency.contracts.filter(active=True).exists():
+            return
+        try:
+            EmulatorControl(settings.BALANCE_URL).create_contract(
+                agency.balance_client_id, payment_type="prepaid", services=[agency.service.balance_service_id]
+            )
+            agency_contracts_refresh(agency=agency)
+        except (BalanceError, OSError) as exc:
+            self.stderr.write(f"demo contract not created (is Balance the emulator?): {exc}")

@@ -1,0 +1,100 @@
+"""Consumer services (the tenants), their API tokens, and stored idempotent responses."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.db import models
+from django.utils import timezone
+from simple_history.models import HistoricalRecords
+
+
+def history_user(instance: object = None, request: object = None, **kwargs: object) -> object:
+    """The staff user behind a change, for django-simple-history; API changes (by a service) have none."""
+    from django.contrib.auth.models import AbstractBaseUser
+
+    user = getattr(request, "user", None) if request is not None else None
+    if user is None:
+        from simple_history.models import HistoricalRecords
+
+        context_request = getattr(HistoricalRecords.context, "request", None)
+        user = getattr(context_request, "user", None)
+    return user if isinstance(user, AbstractBaseUser) and user.is_authenticated else None
+
+
+class ConsumerService(models.Model):
+    """A consumer service (tenant), e.g. `autoru`. Everything a consumer sees is scoped to its service."""
+
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    balance_service_id = models.PositiveIntegerField(help_text="Balance ServiceID")
+    currency = models.CharField(max_length=3, default="RUB")
+    webhook_url = models.URLField(blank=True, default="")
+    webhook_secret = models.CharField(max_length=128, blank=True, default="")
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    history = HistoricalRecords(get_user=history_user)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+def hash_token(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class ServiceToken(models.Model):
+    """A bearer token of one service. Only the SHA-256 hash is stored; the token is shown once when issued."""
+
+    service = models.ForeignKey(ConsumerService, on_delete=models.PROTECT, related_name="tokens")
+    prefix = models.CharField(max_length=16, help_text="First characters, to tell tokens apart")
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    label = models.CharField(max_length=100, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.service.slug}:{self.prefix}…"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    @staticmethod
+    def generate() -> str:
+        return f"dsb_{secrets.token_urlsafe(32)}"
+
+
+class IdempotencyRecord(models.Model):
+    """The first response to a POST with an `Idempotency-Key`, replayed for repeats (per service, per key)."""
+
+    class Status(models.TextChoices):
+        IN_PROGRESS = "in_progress"
+        DONE = "done"
+
+    service = models.ForeignKey(ConsumerService, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    method = models.CharField(max_length=10)
+    path = models.CharField(max_length=500)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.IN_PROGRESS)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["service", "key"], name="idempotency_key_unique_per_service")]
+        indexes = [models.Index(fields=["created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.service_id}:{self.key} [{self.status}]"
+

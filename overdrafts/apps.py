@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class OverdraftsConfig(AppConfig):
+    name = "overdrafts"
+    verbose_name = "Overdrafts"

@@ -1,0 +1,96 @@
+"""Shared fixtures: consumer services and tokens, API clients, and the Balance emulator over real HTTP."""
+
+from __future__ import annotations
+
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from tests.emulator_fixtures import *  # noqa: F403 - the balance_emulator fixture and helpers
+
+requires_postgres = pytest.mark.skipif(
+    not settings.IS_POSTGRES, reason="needs PostgreSQL row locks (set DATABASE_URL to a PostgreSQL database)"
+)
+requires_redis = pytest.mark.skipif(not settings.REDIS_URL, reason="needs a Redis broker (set REDIS_URL)")
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache():
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+
+
+@pytest.fixture
+def service(db):
+    from disbalance.services import service_create
+
+    return service_create(slug="autoru", name="Auto.ru", balance_service_id=7).service
+
+
+@pytest.fixture
+def other_service(db):
+    from disbalance.services import service_create
+
+    return service_create(slug="realty", name="Realty", balance_service_id=8).service
+
+
+@pytest.fixture
+def token(service):
+    from disbalance.services import service_token_issue
+
+    return service_token_issue(service=service).raw_token
+
+
+@pytest.fixture
+def api(token) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client
+
+
+@pytest.fixture
+def other_api(other_service) -> APIClient:
+    from disbalance.services import service_token_issue
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {service_token_issue(service=other_service).raw_token}")
+    return client
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _celery_in_process():
+    """Tests run Celery tasks in-process (after commit); the real-worker tests switch this off themselves."""
+    from disbalance.celery import app
+
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    app.conf.task_always_eager = True
+    yield
+
+
+@pytest.fixture
+def balance(balance_emulator, settings):
+    """The emulator over real HTTP, with billing pointed at it (short timeouts keep fault tests quick)."""
+    settings.BALANCE_URL = balance_emulator.url
+    settings.BALANCE_CONNECT_TIMEOUT = 1.0
+    settings.BALANCE_READ_TIMEOUT = 1.0
+    settings.OUTBOX_BACKOFF_BASE_SECONDS = 0.01
+    settings.OUTBOX_BACKOFF_CAP_SECONDS = 0.05
+    return balance_emulator
+
+
+@pytest.fixture
+def emulator(balance):
+    """Control of the emulator (`Emulator.*` calls) over HTTP."""
+    from balance_gateway.client import EmulatorControl
+
+    return EmulatorControl(balance.url)
+
+
+@pytest.fixture
+def run_outbox():
+    """Run every pending outbox operation now (skipping backoff waits), as workers and the sweep would."""
+    from balance_gateway.outbox import outbox_drain
+
+    return outbox_drain
