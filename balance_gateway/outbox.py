@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -159,6 +160,22 @@ def _reschedule(operation: OutboxOperation, error: str) -> float | None:
     return delay
 
 
+def _run_with_quick_retries(handler: Handler, operation: OutboxOperation) -> dict[str, Any] | None:
+    """Run the handler, retrying at once (briefly) after a quick retryable Balance error.
+
+    Handlers are safe to repeat and keep their progress, so a flaky Balance costs a second try now rather than a
+    backoff wait. Timeouts are not retried inline: a slow Balance should not hold a worker longer.
+    """
+    for attempt in range(settings.OUTBOX_INLINE_RETRIES + 1):
+        try:
+            return handler(operation)
+        except BalanceRetryableError as exc:
+            if attempt == settings.OUTBOX_INLINE_RETRIES or getattr(exc, "code", "") == "TIMEOUT":
+                raise
+            time.sleep(min(0.05 * (2**attempt), 0.5) * random.uniform(0.5, 1.0))
+    return None  # pragma: no cover - the loop returns or raises
+
+
 @dataclass(frozen=True)
 class ProcessResult:
     operation_id: int
@@ -182,7 +199,7 @@ def outbox_process(*, operation_id: int, ignore_schedule: bool = False) -> Proce
                  "attempt": operation.attempts}
     try:
         with operation_context(operation.pk):
-            result = handler(operation)
+            result = _run_with_quick_retries(handler, operation)
     except (BalanceRetryableError, OutboxRetry) as exc:
         error = f"{type(exc).__name__}: {exc}"
         retry_in = _reschedule(operation, error)

@@ -1,3 +1,7 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from balance_gateway import apis
+
+urlpatterns = [
+    path("notify", apis.balance_notify, name="balance-notify"),
+]

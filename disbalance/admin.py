@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
 from simple_history.admin import SimpleHistoryAdmin
 
-from disbalance.models import ConsumerService, IdempotencyRecord, ServiceToken
+from disbalance.models import ConsumerService, IdempotencyRecord, ServiceToken, WebhookEvent
 from disbalance.services import service_token_issue, service_token_revoke
+from disbalance.webhooks import WebhookNotConfigured, webhook_resend
 
 admin.site.site_header = "Disbalance support"
 admin.site.site_title = "Disbalance"
@@ -92,4 +97,59 @@ class IdempotencyRecordAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(admin.ModelAdmin):
+    """Webhook events and their delivery; read-only except for the "Re-send" action (needs `change`)."""
+
+    list_display = ("created_at", "service", "type", "status", "attempts", "last_status_code")
+    list_filter = ("service", "type", "status")
+    list_select_related = ("service",)
+    search_fields = ("=id", "=dedup_key")
+    search_help_text = "Event id (exact) or dedup key (exact)"
+    date_hierarchy = "created_at"
+    fields = ("id", "service", "type", "status", "created_at", "dedup_key", "data_pretty", "attempts",
+              "last_status_code", "last_error", "delivered_at", "operation_link", "note")
+    readonly_fields = fields
+    actions = ["resend"]
+
+    @admin.display(description="data")
+    def data_pretty(self, obj: WebhookEvent) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(obj.data, indent=2, ensure_ascii=False, sort_keys=True))
+
+    @admin.display(description="outbox operation")
+    def operation_link(self, obj: WebhookEvent) -> str:
+        if obj.operation_id is None:
+            return "-"
+        url = reverse("admin:balance_gateway_outboxoperation_change", args=[obj.operation_id])
+        return format_html('<a href="{}">#{} ({})</a>', url, obj.operation_id, obj.operation.status)
+
+    @admin.action(description="Re-send the selected events", permissions=["change"])
+    def resend(self, request: HttpRequest, queryset: QuerySet[WebhookEvent]) -> None:
+        sent = 0
+        for event in queryset.select_related("service"):
+            try:
+                webhook_resend(event=event, user=request.user)
+            except WebhookNotConfigured as exc:
+                self.message_user(request, f"{event.id}: {exc.message}", messages.ERROR)
+                continue
+            sent += 1
+        if sent:
+            self.message_user(request, f"{sent} event(s) queued for delivery again.", messages.SUCCESS)
+
+    def get_actions(self, request: HttpRequest) -> dict:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        # `change` on the list enables "Re-send"; an event itself is never edited (the form is view-only).
+        return obj is None and super().has_change_permission(request)
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import uuid
 
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.utils import timezone
 from simple_history.models import HistoricalRecords
@@ -98,3 +100,61 @@ class IdempotencyRecord(models.Model):
     def __str__(self) -> str:
         return f"{self.service_id}:{self.key} [{self.status}]"
 
+
+
+class WebhookEvent(models.Model):
+    """One event for a consumer service's webhook, e.g. `topup.succeeded`, written in the domain transaction.
+
+    Delivery is at-least-once: the outbox operation in `operation` POSTs it after commit and retries with
+    backoff; a consumer may therefore receive the same event more than once (a lost answer, a re-send from the
+    admin) and must de-duplicate by `id`, which is the `id` in the body and never changes between attempts.
+    `status`: `pending` until a 2xx answer (`delivered`), `failed` when the outbox gives up (support can
+    re-send), `skipped` when the service had no webhook URL. `dedup_key`, when not empty, is unique: it lets
+    domain code emit "once per fact" (e.g. `topup.succeeded:<top-up id>`).
+    """
+
+    class Type(models.TextChoices):
+        CUSTOMER_REGISTERED = "customer.registered", "customer.registered"
+        CUSTOMER_REGISTRATION_FAILED = "customer.registration_failed", "customer.registration_failed"
+        TOPUP_SUCCEEDED = "topup.succeeded", "topup.succeeded"
+        TOPUP_FAILED = "topup.failed", "topup.failed"
+        WALLET_LOW_BALANCE = "wallet.low_balance", "wallet.low_balance"
+        CUSTOMER_BLOCKED = "customer.blocked", "customer.blocked"
+        CUSTOMER_UNBLOCKED = "customer.unblocked", "customer.unblocked"
+        AGENCY_CHANGED = "agency.changed", "agency.changed"
+        HOLD_EXPIRED = "hold.expired", "hold.expired"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+        SKIPPED = "skipped"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    service = models.ForeignKey(ConsumerService, on_delete=models.PROTECT, related_name="webhook_events")
+    type = models.CharField(max_length=64, choices=Type.choices)
+    data = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+    dedup_key = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0, help_text="HTTP attempts made, re-sends included")
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    note = models.TextField(blank=True, default="", help_text="Re-sends: who asked and when")
+    operation = models.ForeignKey(
+        "balance_gateway.OutboxOperation", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="The outbox operation of the latest delivery",
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["service", "status"], name="webhookevent_service_status")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["dedup_key"], condition=~models.Q(dedup_key=""), name="webhookevent_unique_dedup_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.id} [{self.status}]"

@@ -38,6 +38,30 @@ PERIODIC_JOBS: list[PeriodicJob] = [
         timedelta(minutes=30),
         "Re-read every active agency's contracts from Balance (GetClientContracts).",
     ),
+    PeriodicJob(
+        "spend_report",
+        "payments.tasks.spend_report",
+        timedelta(minutes=1),
+        "Report each changed child order's cumulative spend to Balance (UpdateCampaigns, batched).",
+    ),
+    PeriodicJob(
+        "orders_pull",
+        "payments.tasks.orders_pull",
+        timedelta(minutes=2),
+        "Read orders with top-ups awaiting payment from Balance (GetOrdersInfo): a lost notification delays little.",
+    ),
+    PeriodicJob(
+        "topups_expire",
+        "payments.tasks.topups_expire",
+        timedelta(minutes=10),
+        "Top-ups whose payment request expired unpaid become `expired`.",
+    ),
+    PeriodicJob(
+        "holds_expire",
+        "payments.tasks.holds_expire",
+        timedelta(minutes=1),
+        "Release holds past their expiry (status `expired`, webhook `hold.expired`).",
+    ),
 ]
 
 

@@ -182,7 +182,9 @@ BALANCE_NOTIFY_ALLOWED_IPS = env_list("BALANCE_NOTIFY_ALLOWED_IPS")
 BALANCE_CALL_RETENTION_DAYS = env_int("BALANCE_CALL_RETENTION_DAYS", 30)
 
 # Outbox: capped exponential backoff with full jitter, `failed` after OUTBOX_MAX_ATTEMPTS.
-OUTBOX_MAX_ATTEMPTS = env_int("OUTBOX_MAX_ATTEMPTS", 12)
+OUTBOX_MAX_ATTEMPTS = env_int("OUTBOX_MAX_ATTEMPTS", 20)
+# Quick retries inside one attempt after a fast retryable Balance error (not after a timeout).
+OUTBOX_INLINE_RETRIES = env_int("OUTBOX_INLINE_RETRIES", 2)
 OUTBOX_BACKOFF_BASE_SECONDS = env_float("OUTBOX_BACKOFF_BASE_SECONDS", 2.0)
 OUTBOX_BACKOFF_CAP_SECONDS = env_float("OUTBOX_BACKOFF_CAP_SECONDS", 600.0)
 OUTBOX_LEASE_SECONDS = env_int("OUTBOX_LEASE_SECONDS", 120)
@@ -246,3 +248,12 @@ LOGGING = {
 }
 
 PROMETHEUS_EXPORT_MIGRATIONS = False
+
+# --- Money ---------------------------------------------------------------------------------------------------
+# The Balance ProductID of wallet (parent) orders of the unified account.
+BALANCE_WALLET_PRODUCT_ID = env_int("BALANCE_WALLET_PRODUCT_ID", 503000)
+TOPUP_EXPIRY_HOURS = env_int("TOPUP_EXPIRY_HOURS", 72)
+HOLD_DEFAULT_DAYS = env_int("HOLD_DEFAULT_DAYS", 7)
+HOLD_MAX_DAYS = env_int("HOLD_MAX_DAYS", 90)
+SPEND_REPORT_BATCH = env_int("SPEND_REPORT_BATCH", 500)
+ORDERS_PULL_BATCH = env_int("ORDERS_PULL_BATCH", 200)

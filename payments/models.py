@@ -1,1 +1,220 @@
-"""Models of the payments app."""
+"""What consumers pay for and with: products, Balance orders (the unified account), top-ups, charges, holds
+and refunds. Money itself moves only in the ledger (`wallets`); these rows are the operations behind it.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.db.models import F, Q
+from django.utils import timezone
+from simple_history.models import HistoricalRecords
+
+from disbalance.models import history_user
+from disbalance.money import MoneyField
+
+
+class Product(models.Model):
+    """A product of a consumer service's catalog (placement or VAS), mapped to a Balance ProductID."""
+
+    class Kind(models.TextChoices):
+        PLACEMENT = "placement"
+        VAS = "vas"
+
+    service = models.ForeignKey("disbalance.ConsumerService", on_delete=models.PROTECT, related_name="products")
+    code = models.SlugField(max_length=64)
+    name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    balance_product_id = models.PositiveIntegerField()
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    history = HistoricalRecords(get_user=history_user)
+
+    class Meta:
+        ordering = ["service", "code"]
+        constraints = [models.UniqueConstraint(fields=["service", "code"], name="product_code_unique_per_service")]
+
+    def __str__(self) -> str:
+        return f"{self.service.slug}:{self.code}"
+
+
+class BalanceOrder(models.Model):
+    """Billing's mirror of one Balance order (ServiceOrderID = this row's id).
+
+    For each customer and payer there is one `wallet` order (payments land there) and one `child` order per
+    product (completions are reported there, `GroupServiceOrderID` = the wallet order). `credited_qty` is the
+    ConsumeQty billing has credited to the wallet; `reported_qty` the cumulative completion last accepted by
+    Balance. Invariant: a notification is applied only if its Tid is greater than `last_tid`.
+    """
+
+    class Kind(models.TextChoices):
+        WALLET = "wallet"
+        CHILD = "child"
+
+    class SyncStatus(models.TextChoices):
+        PENDING = "pending"
+        SYNCED = "synced"
+        FAILED = "failed"
+
+    service = models.ForeignKey("disbalance.ConsumerService", on_delete=models.PROTECT, related_name="+")
+    customer = models.ForeignKey("customers.Customer", on_delete=models.PROTECT, related_name="balance_orders")
+    payer_agency = models.ForeignKey("agencies.Agency", null=True, blank=True, on_delete=models.PROTECT,
+                                     related_name="+")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    product = models.ForeignKey(Product, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
+    key = models.CharField(max_length=100, unique=True, help_text="wallet:c<customer>:p<payer> / child:…:<product>")
+    sync_status = models.CharField(max_length=8, choices=SyncStatus.choices, default=SyncStatus.PENDING)
+    sync_error = models.CharField(max_length=500, blank=True, default="")
+    synced_client_id = models.BigIntegerField(null=True, blank=True)
+    synced_agency_id = models.BigIntegerField(null=True, blank=True)
+    credited_qty = MoneyField(default=0, help_text="ConsumeQty already credited to the wallet")
+    reported_qty = MoneyField(default=0, help_text="Cumulative completion Balance has accepted")
+    reported_at = models.DateTimeField(null=True, blank=True)
+    balance_consume_qty = MoneyField(default=0, help_text="Last ConsumeQty seen from Balance")
+    balance_completion_qty = MoneyField(default=0, help_text="Last CompletionQty seen from Balance")
+    last_tid = models.BigIntegerField(default=0)
+    balance_refreshed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["kind", "sync_status"])]
+
+    def __str__(self) -> str:
+        return f"order {self.pk} ({self.key})"
+
+
+
+class TopUp(models.Model):
+    """A payment request in Balance for a customer's wallet (payer = the agency if any).
+
+    pending (request not yet in Balance) -> awaiting_payment (payment_url set) -> succeeded (credited) |
+    failed | expired. The credit itself is a `topup` ledger transaction made when Balance reports the money.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        AWAITING_PAYMENT = "awaiting_payment"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        EXPIRED = "expired"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    service = models.ForeignKey("disbalance.ConsumerService", on_delete=models.PROTECT, related_name="+")
+    customer = models.ForeignKey("customers.Customer", on_delete=models.PROTECT, related_name="topups")
+    payer_agency = models.ForeignKey("agencies.Agency", null=True, blank=True, on_delete=models.PROTECT,
+                                     related_name="+")
+    order = models.ForeignKey(BalanceOrder, on_delete=models.PROTECT, related_name="topups")
+    amount = MoneyField()
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    status_reason = models.CharField(max_length=500, blank=True, default="")
+    return_url = models.URLField(max_length=2000, blank=True, default="")
+    payment_url = models.URLField(max_length=2000, blank=True, default="")
+    balance_request_id = models.BigIntegerField(null=True, blank=True)
+    expires_at = models.DateTimeField()
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+    succeeded_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "expires_at"])]
+        constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="topup_amount_positive")]
+
+    def __str__(self) -> str:
+        return f"top-up {self.amount} {self.status}"
+
+
+class Charge(models.Model):
+    """Money spent on a product: immediately, or by capturing a hold (`hold` set).
+
+    Invariant: 0 <= refunded_amount <= amount. The ledger holds the money side (`charge`/`capture` transaction).
+    """
+
+    class Status(models.TextChoices):
+        SUCCEEDED = "succeeded"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    service = models.ForeignKey("disbalance.ConsumerService", on_delete=models.PROTECT, related_name="+")
+    customer = models.ForeignKey("customers.Customer", on_delete=models.PROTECT, related_name="charges")
+    payer_agency = models.ForeignKey("agencies.Agency", null=True, blank=True, on_delete=models.PROTECT,
+                                     related_name="+")
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="charges")
+    amount = MoneyField()
+    refunded_amount = MoneyField(default=0)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.SUCCEEDED)
+    description = models.CharField(max_length=500, blank=True, default="")
+    metadata = models.JSONField(default=dict, blank=True)
+    hold = models.OneToOneField("Hold", null=True, blank=True, on_delete=models.PROTECT, related_name="charge")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="charge_amount_positive"),
+            models.CheckConstraint(condition=Q(refunded_amount__gte=0) & Q(refunded_amount__lte=F("amount")),
+                                   name="charge_refunds_within_amount"),
+        ]
+
+    def __str__(self) -> str:
+        return f"charge {self.amount} {self.product_id}"
+
+
+class Hold(models.Model):
+    """Money reserved for a product until captured, released or expired (each happens at most once).
+
+    Invariant: status `held` <=> the amount sits in the payer's `holds` account; captured_amount <= amount.
+    The hold stays with the payer it was made under, even after an agency change.
+    """
+
+    class Status(models.TextChoices):
+        HELD = "held"
+        CAPTURED = "captured"
+        RELEASED = "released"
+        EXPIRED = "expired"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    service = models.ForeignKey("disbalance.ConsumerService", on_delete=models.PROTECT, related_name="+")
+    customer = models.ForeignKey("customers.Customer", on_delete=models.PROTECT, related_name="holds")
+    payer_agency = models.ForeignKey("agencies.Agency", null=True, blank=True, on_delete=models.PROTECT,
+                                     related_name="+")
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="holds")
+    amount = MoneyField()
+    captured_amount = MoneyField(default=0)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.HELD)
+    description = models.CharField(max_length=500, blank=True, default="")
+    metadata = models.JSONField(default=dict, blank=True)
+    expires_at = models.DateTimeField()
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "expires_at"])]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="hold_amount_positive"),
+            models.CheckConstraint(condition=Q(captured_amount__gte=0) & Q(captured_amount__lte=F("amount")),
+                                   name="hold_capture_within_amount"),
+        ]
+
+    def __str__(self) -> str:
+        return f"hold {self.amount} {self.status}"
+
+
+class Refund(models.Model):
+    """Money given back for (part of) a charge; the sum of a charge's refunds never exceeds the charge."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    charge = models.ForeignKey(Charge, on_delete=models.PROTECT, related_name="refunds")
+    amount = MoneyField()
+    reason = models.CharField(max_length=500)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="refund_amount_positive")]
+
+    def __str__(self) -> str:
+        return f"refund {self.amount}"

@@ -94,3 +94,10 @@ def run_outbox():
     from balance_gateway.outbox import outbox_drain
 
     return outbox_drain
+
+
+@pytest.fixture
+def balance_live(balance, live_server, settings):
+    """The emulator with notifications delivered to billing's /balance/notify on a live server thread."""
+    balance.notify_url = f"{live_server.url}/balance/notify?secret={settings.BALANCE_NOTIFY_SECRET}"
+    return balance

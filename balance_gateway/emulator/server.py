@@ -1,0 +1,420 @@
+"""The emulator's HTTP side: XML-RPC at `POST /xmlrpc`, the payer's pages at `/paystep/<id>`, and `BalanceEmulator`,
+which ties the state, the notifier and fault injection together and runs them in daemon threads.
+
+    emu = BalanceEmulator(port=0, notify_url="http://127.0.0.1:8000/balance/notify?secret=x").start()
+    emu.url                          # "http://127.0.0.1:<port>/xmlrpc"
+    emu.wait_notifications_idle(10)  # True once nothing is queued or being retried
+    emu.stop()
+
+Every call runs under the state's one lock; each mutating call then saves the state file (if any) atomically.
+Faults never touch `Emulator.*` calls. A faulted error answers without applying the call; a timeout applies it
+and answers after `timeout_seconds`; a lost response applies it and closes the connection without an answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import logging
+import os
+import re
+import socket
+import tempfile
+import threading
+import time
+import xmlrpc.client
+from collections.abc import Callable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from pyexpat import ExpatError
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+from xml.sax.saxutils import escape
+
+from balance_gateway.emulator import faults as fault_kinds
+from balance_gateway.emulator import pages
+from balance_gateway.emulator.faults import FaultPlan
+from balance_gateway.emulator.notifier import Notifier
+from balance_gateway.emulator.state import EmulatorState
+from balance_gateway.emulator.values import BalanceError, invalid, parse_int, safe_loads, to_wire
+
+logger = logging.getLogger("balance_gateway.emulator")
+
+MAX_BODY = 10 * 1024 * 1024
+_PAYSTEP = re.compile(r"/paystep/([0-9]{1,10})/?")
+
+# XML-RPC name -> (EmulatorState method, mutating)
+BALANCE_METHODS: dict[str, tuple[str, bool]] = {
+    "Balance2.CreateClient": ("create_client", True),
+    "Balance2.CreatePerson": ("create_person", True),
+    "Balance2.CreateUserClientAssociation": ("create_user_client_association", True),
+    "Balance2.FindClient": ("find_client", False),
+    "Balance2.GetClientByIdBatch": ("get_client_by_id_batch", False),
+    "Balance2.GetClientPersons": ("get_client_persons", False),
+    "Balance2.GetClientContracts": ("get_client_contracts", False),
+    "Balance2.CreateOrUpdateOrdersBatch": ("create_or_update_orders_batch", True),
+    "Balance2.GetOrdersInfo": ("get_orders_info", False),
+    "Balance2.CreateRequest2": ("create_request2", True),
+    "Balance2.UpdateCampaigns": ("update_campaigns", True),
+    "Balance2.CreateTransferMultiple": ("create_transfer_multiple", True),
+    "Balance2.GetOverdraftParams": ("get_overdraft_params", False),
+    "Balance2.GetClientCreditLimits": ("get_client_credit_limits", False),
+}
+_STATE_EMULATOR_METHODS: dict[str, tuple[str, bool]] = {
+    "Emulator.PayRequest": ("pay_request", True),
+    "Emulator.GrantOverdraft": ("grant_overdraft", True),
+    "Emulator.CreateContract": ("create_contract", True),
+    "Emulator.UpdateOrder": ("update_order", True),
+    "Emulator.SetOverdraftSpent": ("set_overdraft_spent", True),
+}
+
+
+def fault_body(code: str, msg: str, method: str) -> bytes:
+    text = f"<error><msg>{escape(msg)}</msg><code>{code}</code><method>{escape(method)}</method></error>"
+    return xmlrpc.client.dumps(xmlrpc.client.Fault(-1, text), methodresponse=True).encode()
+
+
+def _short(value: Any, limit: int = 300) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class BalanceEmulator:
+    """A standalone Balance: no Django, no database; its own state in memory (and in `state_file`, if given)."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        notify_url: str | None = None,
+        state_file: str | os.PathLike | None = None,
+        seed: int = 0,
+        timeout_seconds: float = 2.0,
+        *,
+        public_url: str | None = None,
+        notify_timeout: float = 5.0,
+        notify_retry_initial: float = 0.2,
+        notify_retry_max: float = 5.0,
+        notify_give_up_after: float = 600.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.notify_url = notify_url  # read by the notifier at every send: settable at any time
+        self.state_file = Path(state_file) if state_file else None
+        self.seed = seed
+        self.timeout_seconds = timeout_seconds
+        self.public_url = public_url.rstrip("/") if public_url else None
+        self.state = EmulatorState()
+        self.faults = FaultPlan(seed, set(BALANCE_METHODS))
+        self.notifier = Notifier(
+            lambda: self.notify_url,
+            lambda: self.faults.notify,
+            seed=seed,
+            timeout=notify_timeout,
+            retry_initial=notify_retry_initial,
+            retry_max=notify_retry_max,
+            give_up_after=notify_give_up_after,
+        )
+        self._methods = self._build_methods()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        if self.state_file and self.state_file.exists():
+            self._load()
+
+    # --------------------------------------------------------------------------------------------- lifecycle
+    def start(self) -> BalanceEmulator:
+        if self._server is not None:
+            return self
+        self._stopping.clear()
+        server_class = _Server6 if ":" in self.host else _Server
+        self._server = server_class((self.host, self.port), _Handler)
+        self._server.emulator = self
+        self.port = self._server.server_address[1]
+        self.state.base_url = self.base_url
+        self.notifier.start()
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="balance-emulator", daemon=True
+        )
+        self._thread.start()
+        logger.info("Balance emulator serving %s, notifying %s", self.url, self.notify_url or "nobody")
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()  # wakes handlers sleeping on latency or timeout faults
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+        self.notifier.stop()
+        if self.state_file:
+            with self.state.lock:
+                self._save_locked()
+
+    def __enter__(self) -> BalanceEmulator:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url
+        host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)  # noqa: S104
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/xmlrpc"
+
+    def wait_notifications_idle(self, timeout: float = 10) -> bool:
+        """True once no notification is queued, held back or being retried; False after `timeout` seconds."""
+        return self.notifier.wait_idle(timeout)
+
+    # ------------------------------------------------------------------------------------------------ calls
+    def _build_methods(self) -> dict[str, tuple[Callable[..., Any], bool]]:
+        methods: dict[str, tuple[Callable[..., Any], bool]] = {}
+        for name, (attr, mutating) in {**BALANCE_METHODS, **_STATE_EMULATOR_METHODS}.items():
+            methods[name] = (getattr(self.state, attr), mutating)
+        methods.update(
+            {
+                "Emulator.Reset": (self._rpc_reset, True),
+                "Emulator.State": (self._rpc_state, False),
+                "Emulator.SetFaults": (self._rpc_set_faults, False),
+                "Emulator.DropNextNotifications": (self._rpc_drop_next_notifications, False),
+            }
+        )
+        return methods
+
+    def call(self, method: str, params: tuple | list = ()) -> Any:
+        """Run one call as XML-RPC would (validation, lock, notifications, state file), without HTTP or faults."""
+        entry = self._methods.get(method)
+        if entry is None:
+            raise invalid(f"Unknown method {method}")
+        function, mutating = entry
+        try:
+            inspect.signature(function).bind(*params)
+        except TypeError as exc:
+            raise invalid(f"{method}: wrong arguments ({exc})") from exc
+        with self.state.lock:
+            try:
+                return function(*params)
+            except BalanceError:
+                raise
+            except Exception as exc:
+                logger.exception("%s failed", method)
+                raise BalanceError("INTERNAL_ERROR", f"{type(exc).__name__}: {exc}") from exc
+            finally:
+                for notify_method, payload in self.state.take_outbox():
+                    self.notifier.enqueue(notify_method, payload)
+                if mutating and self.state_file:
+                    self._save_locked()
+
+    def _rpc_reset(self) -> list:
+        self.state.reset()
+        self.faults.reset(self.seed)
+        self.notifier.reset(self.seed)
+        return [0, "SUCCESS"]
+
+    def _rpc_state(self) -> dict:
+        return {**self.state.snapshot(), "notifications": self.notifier.stats(), "faults": self.faults.describe()}
+
+    def _rpc_set_faults(self, spec: Any) -> list:
+        seed = self.faults.configure(spec)
+        if seed is not None:
+            self.notifier.reseed(seed)
+        return [0, "SUCCESS"]
+
+    def _rpc_drop_next_notifications(self, count: Any) -> list:
+        self.notifier.drop_next(parse_int(count, "n"))
+        return [0, "SUCCESS"]
+
+    # ------------------------------------------------------------------------------------------- state file
+    def _save_locked(self) -> None:
+        assert self.state_file is not None
+        data = self.state.to_json()
+        data["pending_notifications"] = self.notifier.pending()
+        directory = self.state_file.parent
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, temp_name = tempfile.mkstemp(prefix=f".{self.state_file.name}.", dir=directory)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(data, handle, indent=1, sort_keys=True)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp_name, self.state_file)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp_name)
+            raise
+
+    def _load(self) -> None:
+        assert self.state_file is not None
+        data = json.loads(self.state_file.read_text(encoding="utf-8"))
+        with self.state.lock:
+            self.state.load_json(data)
+        for item in data.get("pending_notifications", []):
+            self.notifier.enqueue(item["method"], item["payload"])
+        logger.info("loaded state from %s", self.state_file)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    emulator: BalanceEmulator
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.0"
+    server_version = "BalanceEmulator/1.0"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("%s %s", self.address_string(), format % args)
+
+    @property
+    def emulator(self) -> BalanceEmulator:
+        return self.server.emulator
+
+    # ---------------------------------------------------------------------------------------------- routing
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        match = _PAYSTEP.fullmatch(path)
+        if match:
+            self._paystep_get(int(match[1]))
+        elif path in ("/", "/health"):
+            self._send(HTTPStatus.OK, b"Balance emulator: XML-RPC at POST /xmlrpc\n", "text/plain; charset=utf-8")
+        elif path in ("/xmlrpc", "/xmlrpc/"):
+            self._send(HTTPStatus.METHOD_NOT_ALLOWED, b"POST XML-RPC here\n", "text/plain; charset=utf-8")
+        else:
+            self._send(HTTPStatus.NOT_FOUND, b"Not found\n", "text/plain; charset=utf-8")
+
+    def do_POST(self) -> None:
+        path = urlsplit(self.path).path
+        match = _PAYSTEP.fullmatch(path)
+        if path in ("/xmlrpc", "/xmlrpc/"):
+            self._xmlrpc()
+        elif match:
+            self._paystep_post(int(match[1]))
+        else:
+            self._send(HTTPStatus.NOT_FOUND, b"Not found\n", "text/plain; charset=utf-8")
+
+    # ------------------------------------------------------------------------------------------------- I/O
+    def _body(self) -> bytes | None:
+        length = self.headers.get("Content-Length")
+        if length is None or not length.strip().isdigit():
+            self._send(HTTPStatus.LENGTH_REQUIRED, b"Content-Length required\n", "text/plain; charset=utf-8")
+            return None
+        if int(length) > MAX_BODY:
+            self._send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, b"Too large\n", "text/plain; charset=utf-8")
+            return None
+        return self.rfile.read(int(length))
+
+    def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            logger.info("the client went away before the answer")
+
+    # ---------------------------------------------------------------------------------------------- XML-RPC
+    def _xmlrpc(self) -> None:
+        started = time.monotonic()
+        body = self._body()
+        if body is None:
+            return
+        try:
+            params, method = safe_loads(body)
+        except (ExpatError, ValueError, TypeError, IndexError, KeyError, xmlrpc.client.Error) as error:
+            logger.info("malformed XML-RPC request: %s", error)
+            self._send(
+                HTTPStatus.OK, fault_body("INVALID_PARAM", f"malformed XML-RPC request: {error}", ""), "text/xml"
+            )
+            return
+        if not method:
+            self._send(HTTPStatus.OK, fault_body("INVALID_PARAM", "no methodName", ""), "text/xml")
+            return
+        emulator = self.emulator
+        decision = emulator.faults.decide(method)
+        if decision.latency:
+            emulator._stopping.wait(decision.latency)
+        if decision.outcome == fault_kinds.ERROR_FAULT:
+            self._send(HTTPStatus.OK, fault_body("INTERNAL_ERROR", "injected error", method), "text/xml")
+            self._log(method, params, "fault INTERNAL_ERROR", decision.outcome, started)
+            return
+        if decision.outcome == fault_kinds.ERROR_HTTP:
+            self._send(HTTPStatus.SERVICE_UNAVAILABLE, b"injected error\n", "text/plain; charset=utf-8")
+            self._log(method, params, "HTTP 503", decision.outcome, started)
+            return
+        try:
+            result = emulator.call(method, params)
+            response = xmlrpc.client.dumps((to_wire(result),), methodresponse=True).encode()
+            summary = "ok " + _short(result, 200)
+        except BalanceError as error:
+            response = fault_body(error.code, error.msg, method)
+            summary = f"fault {error.code}: {error.msg}"
+        if decision.outcome == fault_kinds.LOST_RESPONSE:
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            self._log(method, params, summary, "lost_response (applied, no answer)", started)
+            return
+        if decision.outcome == fault_kinds.TIMEOUT:
+            emulator._stopping.wait(emulator.timeout_seconds)
+        self._send(HTTPStatus.OK, response, "text/xml")
+        extra = "timeout (applied, answered late)" if decision.outcome == fault_kinds.TIMEOUT else ""
+        self._log(method, params, summary, extra, started)
+
+    def _log(self, method: str, params: Any, summary: str, fault: str, started: float) -> None:
+        elapsed = (time.monotonic() - started) * 1000
+        suffix = f" [injected {fault}]" if fault and fault != fault_kinds.OK else ""
+        logger.info("%s%s -> %s (%.0f ms)%s", method, _short(tuple(params)), summary, elapsed, suffix)
+
+    # ---------------------------------------------------------------------------------------- payment page
+    def _paystep_get(self, request_id: int) -> None:
+        state = self.emulator.state
+        with state.lock:
+            request = state.requests.get(request_id)
+            data = state.request_struct(request) if request else None
+        if data is None:
+            self._send(HTTPStatus.NOT_FOUND, pages.message_page("Not found", f"No request {request_id}"), "text/html")
+            return
+        self._send(HTTPStatus.OK, pages.request_page(data), "text/html; charset=utf-8")
+
+    def _paystep_post(self, request_id: int) -> None:
+        body = self._body()
+        if body is None:
+            return
+        form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+        amount = (form.get("amount") or [""])[0].strip()
+        params: tuple = (request_id, amount) if amount else (request_id,)
+        try:
+            self.emulator.call("Emulator.PayRequest", params)
+        except BalanceError as error:
+            status = HTTPStatus.NOT_FOUND if error.code == "NOT_FOUND" else HTTPStatus.BAD_REQUEST
+            logger.info("POST /paystep/%s amount=%r -> %s: %s", request_id, amount, error.code, error.msg)
+            self._send(status, pages.message_page("Cannot pay", error.msg), "text/html; charset=utf-8")
+            return
+        state = self.emulator.state
+        with state.lock:
+            data = state.request_struct(state.requests[request_id])
+        logger.info("POST /paystep/%s -> paid %s", request_id, data["PaidAmount"])
+        if data["ReturnPath"]:
+            self._send(HTTPStatus.SEE_OTHER, b"", "text/plain", {"Location": data["ReturnPath"]})
+        else:
+            self._send(HTTPStatus.OK, pages.paid_page(data), "text/html; charset=utf-8")

@@ -1,0 +1,68 @@
+"""`manage.py balance_emulator`: run the bundled Balance emulator in the foreground until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from balance_gateway.emulator import BalanceEmulator
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the Balance emulator (XML-RPC at /xmlrpc, payment pages at /paystep/<id>) until SIGINT/SIGTERM, "
+        "logging one line per call."
+    )
+    requires_system_checks: list[str] = []  # the emulator uses nothing of the project: no database, no models
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+        parser.add_argument("--port", type=int, default=8002, help="port to listen on (default 8002; 0 = any)")
+        parser.add_argument("--notify-url", default=None, help="billing's XML-RPC notification URL (with its secret)")
+        parser.add_argument("--state-file", default=None, help="JSON file: loaded at start, saved on every change")
+        parser.add_argument("--seed", type=int, default=0, help="seed of the fault-injection generators")
+        parser.add_argument(
+            "--timeout-seconds", type=float, default=2.0, help="how long an injected timeout holds the answer"
+        )
+        parser.add_argument("--public-url", default=None, help="base URL for payment links (default from host:port)")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        logger = logging.getLogger("balance_gateway.emulator")
+        if not logger.handlers and not logging.getLogger().handlers:  # else the project's LOGGING prints it
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+            logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG if options["verbosity"] >= 3 else logging.INFO)
+
+        emulator = BalanceEmulator(
+            host=options["host"],
+            port=options["port"],
+            notify_url=options["notify_url"],
+            state_file=options["state_file"],
+            seed=options["seed"],
+            timeout_seconds=options["timeout_seconds"],
+            public_url=options["public_url"],
+        )
+        stop = threading.Event()
+
+        def request_stop(signum: int, frame: Any) -> None:
+            logger.info("got %s, stopping", signal.Signals(signum).name)
+            stop.set()
+
+        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        emulator.start()
+        self.stdout.write(f"Balance emulator at {emulator.url} (payment pages at {emulator.base_url}/paystep/<id>)")
+        self.stdout.flush()
+        try:
+            while not stop.wait(0.5):
+                pass
+        finally:
+            emulator.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        self.stdout.write("Balance emulator stopped")

@@ -1,0 +1,589 @@
+"""Writes for payments: products, Balance orders (unified account), top-ups, money reported by Balance,
+charges, holds, refunds, and spend reported to Balance.
+
+Locking: every write to a customer's money locks the customer first (`wallets.services.lock_customer`), then the
+ledger accounts, then this app's own rows (order, hold, charge), inside one short transaction; figures are
+re-read and validated under the lock. Balance is called only by outbox handlers and periodic jobs, never inside
+a transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, OuterRef, QuerySet, Subquery, Value
+from django.db.models.functions import Replace
+from django.utils import timezone
+
+from agencies.models import Agency
+from balance_gateway.client import BalanceClient, CompletionReport, OrderSpec, RequestItem
+from balance_gateway.models import OutboxOperation, RegistrationStatus
+from balance_gateway.notifications import notification_applier
+from balance_gateway.outbox import OutboxFinalError, OutboxRetry, outbox_enqueue, outbox_handler, outbox_on_failure
+from customers.models import Customer
+from disbalance.exceptions import CustomerBlocked, CustomerNotActive, ValidationFailed
+from disbalance.models import ConsumerService
+from disbalance.money import ZERO, format_amount
+from disbalance.webhooks import webhook_emit
+from overdrafts.selectors import effective_overdraft_limit
+from payments.exceptions import HoldNotHeld, RefundTooLarge
+from payments.models import BalanceOrder, Charge, Hold, Product, Refund, TopUp
+from wallets import services as ledger
+from wallets.models import Account
+
+logger = logging.getLogger(__name__)
+
+ORDERS_SYNC = "orders.sync"
+TOPUP_REQUEST = "topup.request"
+
+
+# --- products -------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ProductCreateResult:
+    product: Product
+    created: bool
+    changed: list[str]
+
+
+@transaction.atomic
+def product_create(*, service: ConsumerService, code: str, name: str, kind: str,
+                   balance_product_id: int) -> ProductCreateResult:
+    """Create a product of the service's catalog, or bring it up to date (idempotent by code)."""
+    product = Product.objects.select_for_update().filter(service=service, code=code).first()
+    wanted = {"name": name, "kind": kind, "balance_product_id": balance_product_id}
+    if product is None:
+        product = Product(service=service, code=code, **wanted)
+        product.full_clean()
+        product.save()
+        return ProductCreateResult(product, True, [])
+    changed = [field for field, value in wanted.items() if getattr(product, field) != value]
+    for field in changed:
+        setattr(product, field, wanted[field])
+    if changed:
+        product.full_clean()
+        product.save()
+    return ProductCreateResult(product, False, changed)
+
+
+# --- Balance orders (unified account) -----------------------------------------------------------------------
+
+def _payer_key(payer: Agency | None) -> str:
+    return f"p{payer.pk}" if payer else "pself"
+
+
+def _order_get_or_create(*, customer: Customer, payer: Agency | None, kind: str, product: Product | None,
+                         parent: BalanceOrder | None) -> tuple[BalanceOrder, bool]:
+    key = f"wallet:c{customer.pk}:{_payer_key(payer)}"
+    if kind == BalanceOrder.Kind.CHILD:
+        key = f"child:c{customer.pk}:{_payer_key(payer)}:{product.code}"  # type: ignore[union-attr]
+    order = BalanceOrder.objects.filter(key=key).first()
+    if order is not None:
+        return order, False
+    try:
+        with transaction.atomic():
+            order = BalanceOrder.objects.create(
+                key=key, service=customer.service, customer=customer, payer_agency=payer, kind=kind,
+                product=product, parent=parent,
+            )
+            return order, True
+    except IntegrityError:
+        return BalanceOrder.objects.get(key=key), False
+
+
+def orders_ensure(*, customer: Customer, payer: Agency | None, product: Product | None = None) -> BalanceOrder:
+    """The wallet order for (customer, payer), and the product's child order if a product is given.
+
+    New orders are created in Balance through the outbox; returns the wallet order or the child order.
+    """
+    wallet, created = _order_get_or_create(customer=customer, payer=payer, kind=BalanceOrder.Kind.WALLET,
+                                           product=None, parent=None)
+    order, child_created = wallet, False
+    if product is not None:
+        order, child_created = _order_get_or_create(customer=customer, payer=payer, kind=BalanceOrder.Kind.CHILD,
+                                                    product=product, parent=wallet)
+    if created or child_created:
+        enqueue_orders_sync(customer)
+    return order
+
+
+def enqueue_orders_sync(customer: Customer) -> OutboxOperation:
+    return outbox_enqueue(kind=ORDERS_SYNC, subject=f"customer:{customer.pk}", payload={"customer_id": customer.pk},
+                          service=customer.service, dedup_key=f"{ORDERS_SYNC}:{customer.pk}")
+
+
+def _order_spec(order: BalanceOrder) -> OrderSpec:
+    customer = order.customer
+    if customer.balance_client_id is None:
+        raise OutboxRetry(f"customer {customer.external_id} is not registered in Balance yet")
+    agency_id = None
+    if order.payer_agency is not None:
+        agency_id = order.payer_agency.balance_client_id
+        if agency_id is None:
+            raise OutboxRetry(f"agency {order.payer_agency.external_id} is not registered in Balance yet")
+    product_id = order.product.balance_product_id if order.product else settings.BALANCE_WALLET_PRODUCT_ID
+    return OrderSpec(
+        service_id=order.service.balance_service_id, service_order_id=order.pk, product_id=product_id,
+        client_id=customer.balance_client_id, agency_id=agency_id,
+        group_service_order_id=order.parent_id, text=order.key,
+    )
+
+
+@outbox_handler(ORDERS_SYNC)
+def orders_sync_to_balance(operation: OutboxOperation) -> dict:
+    """Outbox handler: create or update the customer's unsynced orders (wallet orders first). Safe to repeat:
+    orders are keyed by billing's ServiceOrderID."""
+    orders = list(
+        BalanceOrder.objects.select_related("customer", "payer_agency", "product", "service")
+        .filter(customer_id=operation.payload["customer_id"])
+        .exclude(sync_status=BalanceOrder.SyncStatus.SYNCED)
+        .order_by("kind", "id")  # "child" < "wallet": reversed below so that parents go first
+    )
+    orders.sort(key=lambda o: (o.kind != BalanceOrder.Kind.WALLET, o.pk))
+    if not orders:
+        return {"orders": 0}
+    specs = [_order_spec(order) for order in orders]
+    results = BalanceClient().create_or_update_orders_batch(specs)
+    failed = []
+    for order, spec, result in zip(orders, specs, results, strict=True):
+        if result.ok:
+            BalanceOrder.objects.filter(pk=order.pk).update(
+                sync_status=BalanceOrder.SyncStatus.SYNCED, sync_error="", synced_client_id=spec.client_id,
+                synced_agency_id=spec.agency_id,
+            )
+        else:
+            failed.append(f"order {order.pk}: {result.message}")
+            BalanceOrder.objects.filter(pk=order.pk).update(
+                sync_status=BalanceOrder.SyncStatus.FAILED, sync_error=result.message[:500]
+            )
+    if failed:
+        raise OutboxFinalError("; ".join(failed))
+    return {"orders": len(orders)}
+
+
+# --- top-ups --------------------------------------------------------------------------------------------------
+
+def _require_active(customer: Customer) -> None:
+    if customer.status != RegistrationStatus.ACTIVE:
+        raise CustomerNotActive(f"Customer {customer.external_id!r} is {customer.status}, not active.")
+
+
+def _require_not_blocked(customer: Customer) -> None:
+    if customer.blocked:
+        raise CustomerBlocked(f"Customer {customer.external_id!r} is blocked: spending is refused until repaid.")
+
+
+@transaction.atomic
+def topup_create(*, customer: Customer, amount: Decimal, return_url: str = "") -> TopUp:
+    """A payment request in Balance for the customer's wallet, payer = its agency if any (sent via the outbox)."""
+    customer = ledger.lock_customer(customer.pk)
+    _require_active(customer)
+    payer = customer.agency
+    wallet_order = orders_ensure(customer=customer, payer=payer)
+    topup = TopUp.objects.create(
+        service=customer.service, customer=customer, payer_agency=payer, order=wallet_order, amount=amount,
+        return_url=return_url, expires_at=timezone.now() + timedelta(hours=settings.TOPUP_EXPIRY_HOURS),
+    )
+    outbox_enqueue(kind=TOPUP_REQUEST, subject=f"customer:{customer.pk}", payload={"topup_id": str(topup.id)},
+                   service=customer.service)
+    return topup
+
+
+@outbox_handler(TOPUP_REQUEST)
+def topup_request_in_balance(operation: OutboxOperation) -> dict:
+    """Outbox handler: CreateRequest2 on the wallet order. Repeating after an unknown outcome only leaves an
+    unpaid request behind, which is harmless (the protocol's rule)."""
+    topup = TopUp.objects.select_related("order", "payer_agency", "customer", "service").get(
+        pk=operation.payload["topup_id"]
+    )
+    if topup.status != TopUp.Status.PENDING:
+        return {"skipped": topup.status}
+    order = topup.order
+    if order.sync_status != BalanceOrder.SyncStatus.SYNCED:
+        if order.sync_status == BalanceOrder.SyncStatus.FAILED:
+            raise OutboxFinalError(f"the wallet order is not in Balance: {order.sync_error}")
+        raise OutboxRetry("the wallet order is not in Balance yet")
+    payer_client_id = (topup.payer_agency.balance_client_id if topup.payer_agency
+                       else topup.customer.balance_client_id)
+    request = BalanceClient().create_request2(
+        payer_client_id=payer_client_id,
+        items=[RequestItem(service_id=topup.service.balance_service_id, service_order_id=order.pk, qty=topup.amount)],
+        return_path=topup.return_url or None,
+    )
+    TopUp.objects.filter(pk=topup.pk, status=TopUp.Status.PENDING).update(
+        status=TopUp.Status.AWAITING_PAYMENT, balance_request_id=request.request_id, payment_url=request.user_path,
+        updated_at=timezone.now(),
+    )
+    return {"request_id": request.request_id}
+
+
+@outbox_on_failure(TOPUP_REQUEST)
+def _topup_request_failed(operation: OutboxOperation, error: str, final: bool) -> None:
+    if not final:
+        return
+    with transaction.atomic():
+        topup = TopUp.objects.select_for_update().get(pk=operation.payload["topup_id"])
+        if topup.status != TopUp.Status.PENDING:
+            return
+        topup.status = TopUp.Status.FAILED
+        topup.status_reason = error[:500]
+        topup.updated_at = timezone.now()
+        topup.save(update_fields=["status", "status_reason", "updated_at"])
+        webhook_emit(service=topup.service, type="topup.failed", data=_topup_event(topup),
+                     dedup_key=f"topup.failed:{topup.id}")
+
+
+def _topup_event(topup: TopUp) -> dict:
+    return {"id": str(topup.id), "customer": topup.customer.external_id, "amount": format_amount(topup.amount),
+            "status": topup.status, "payer": topup.payer_agency.external_id if topup.payer_agency else None}
+
+
+def topups_expire(*, now: datetime | None = None) -> int:
+    """Top-ups whose payment request expired unpaid become `expired`."""
+    now = now or timezone.now()
+    expired = 0
+    for topup_id in TopUp.objects.filter(
+        status__in=[TopUp.Status.PENDING, TopUp.Status.AWAITING_PAYMENT], expires_at__lte=now
+    ).values_list("id", flat=True):
+        with transaction.atomic():
+            topup = TopUp.objects.select_for_update().get(pk=topup_id)
+            if topup.status in (TopUp.Status.PENDING, TopUp.Status.AWAITING_PAYMENT):
+                topup.status = TopUp.Status.EXPIRED
+                topup.updated_at = now
+                topup.save(update_fields=["status", "updated_at"])
+                webhook_emit(service=topup.service, type="topup.failed", data=_topup_event(topup),
+                             dedup_key=f"topup.failed:{topup.id}")
+                expired += 1
+    return expired
+
+
+# --- money reported by Balance (notifications and pulls) ----------------------------------------------------
+
+@dataclass(frozen=True)
+class OrderState:
+    consume_qty: Decimal
+    completion_qty: Decimal
+    tid: int
+
+
+def _credit(order: BalanceOrder, customer: Customer, amount: Decimal, topup: TopUp | None) -> None:
+    description = f"Top-up {topup.id}" if topup else f"Money received on Balance order {order.pk}"
+    ledger.wallet_credit_topup(
+        customer=customer, payer_agency=order.payer_agency, amount=amount,
+        reference_kind="topup" if topup else "balance_order", reference_id=str(topup.id if topup else order.pk),
+        description=description,
+    )
+
+
+def _match_topups(order: BalanceOrder, delta: Decimal) -> list[TopUp]:
+    """Top-ups this money pays: an exact match first, else the oldest that fit, in order."""
+    waiting = list(
+        TopUp.objects.select_for_update().filter(
+            order=order, status__in=[TopUp.Status.AWAITING_PAYMENT, TopUp.Status.PENDING, TopUp.Status.EXPIRED]
+        ).order_by("created_at")
+    )
+    exact = next((t for t in waiting if t.amount == delta and t.status != TopUp.Status.EXPIRED), None)
+    if exact is not None:
+        return [exact]
+    matched, remaining = [], delta
+    for topup in waiting:
+        if topup.status != TopUp.Status.EXPIRED and topup.amount <= remaining:
+            matched.append(topup)
+            remaining -= topup.amount
+    return matched
+
+
+@transaction.atomic
+def order_apply_balance_state(*, order_id: int, state: OrderState) -> str:
+    """Apply Balance's totals for an order if its Tid is new: credit the difference between ConsumeQty and what
+    was already credited (matching top-ups become `succeeded`; money without a top-up is credited too).
+
+    Returns `applied` or `stale`. Duplicates and older Tids change nothing.
+    """
+    customer_id = BalanceOrder.objects.values_list("customer_id", flat=True).get(pk=order_id)
+    customer = ledger.lock_customer(customer_id)
+    order = BalanceOrder.objects.select_for_update().select_related("payer_agency").get(pk=order_id)
+    if state.tid <= order.last_tid:
+        return "stale"
+    delta = state.consume_qty - order.credited_qty
+    if delta > 0:
+        remaining = delta
+        for topup in _match_topups(order, delta):
+            _credit(order, customer, topup.amount, topup)
+            remaining -= topup.amount
+            topup.status = TopUp.Status.SUCCEEDED
+            topup.succeeded_at = topup.updated_at = timezone.now()
+            topup.save(update_fields=["status", "succeeded_at", "updated_at"])
+            webhook_emit(service=customer.service, type="topup.succeeded", data=_topup_event(topup),
+                         dedup_key=f"topup.succeeded:{topup.id}")
+        if remaining > 0:
+            _credit(order, customer, remaining, None)
+    elif delta < 0:
+        # Balance took money off the order (a refund or transfer made in Balance): mirror it, with the reason.
+        ledger.wallet_adjust(
+            customer=customer, payer_agency=order.payer_agency, amount=delta, created_by=None,
+            reason=f"Balance lowered ConsumeQty of order {order.pk} to {format_amount(state.consume_qty)}",
+            reference_kind="balance_order", reference_id=str(order.pk),
+        )
+    order.credited_qty = state.consume_qty
+    order.balance_consume_qty = state.consume_qty
+    order.balance_completion_qty = state.completion_qty
+    order.last_tid = state.tid
+    order.balance_refreshed_at = timezone.now()
+    order.save(update_fields=["credited_qty", "balance_consume_qty", "balance_completion_qty", "last_tid",
+                              "balance_refreshed_at"])
+    return "applied"
+
+
+def _order_for_key(object_key: str) -> BalanceOrder | None:
+    service_id, _, service_order_id = object_key.partition(":")
+    if not service_order_id.isdigit() or not service_id.isdigit():
+        return None
+    return BalanceOrder.objects.filter(pk=int(service_order_id), service__balance_service_id=int(service_id)).first()
+
+
+@notification_applier("order")
+class OrderNotifications:
+    """NotifyOrder2: the order's totals; applied through `order_apply_balance_state`."""
+
+    @staticmethod
+    def exists(object_key: str) -> bool:
+        return _order_for_key(object_key) is not None
+
+    @staticmethod
+    def apply(object_key: str, tid: int, payload: dict[str, Any]) -> str:
+        from disbalance.money import from_balance
+
+        order = _order_for_key(object_key)
+        assert order is not None
+        state = OrderState(consume_qty=from_balance(payload.get("ConsumeQty")),
+                           completion_qty=from_balance(payload.get("CompletionQty")), tid=tid)
+        return order_apply_balance_state(order_id=order.pk, state=state)
+
+
+def orders_pull(*, orders: list[BalanceOrder] | None = None, client: BalanceClient | None = None) -> dict[str, int]:
+    """Read orders with top-ups still waiting from Balance (GetOrdersInfo, batched) and apply them, so that a lost
+    notification delays nothing for long."""
+    if orders is None:
+        waiting = TopUp.objects.filter(status__in=[TopUp.Status.AWAITING_PAYMENT]).values("order_id")
+        orders = list(BalanceOrder.objects.filter(pk__in=waiting, sync_status=BalanceOrder.SyncStatus.SYNCED)
+                      .select_related("service"))
+    client = client or BalanceClient()
+    outcomes = {"orders": len(orders), "applied": 0, "stale": 0, "missing": 0}
+    batch = settings.ORDERS_PULL_BATCH
+    for start in range(0, len(orders), batch):
+        chunk = orders[start:start + batch]
+        infos = client.get_orders_info([(o.service.balance_service_id, o.pk) for o in chunk])
+        by_id = {int(info.service_order_id): info for info in infos}
+        for order in chunk:
+            info = by_id.get(order.pk)
+            if info is None:
+                outcomes["missing"] += 1
+                continue
+            outcome = order_apply_balance_state(order_id=order.pk, state=OrderState(
+                consume_qty=info.consume_qty, completion_qty=info.completion_qty, tid=info.tid))
+            outcomes[outcome] += 1
+    return outcomes
+
+
+# --- charges, holds, refunds --------------------------------------------------------------------------------
+
+def _spend_checks(customer: Customer) -> None:
+    _require_active(customer)
+    _require_not_blocked(customer)
+
+
+@transaction.atomic
+def charge_create(*, customer: Customer, product: Product, amount: Decimal, description: str = "",
+                  metadata: dict[str, str] | None = None) -> Charge:
+    """An immediate charge under the customer's current payer; `402 insufficient_funds` writes nothing."""
+    customer = ledger.lock_customer(customer.pk)
+    _spend_checks(customer)
+    payer = customer.agency
+    charge = Charge(service=customer.service, customer=customer, payer_agency=payer, product=product, amount=amount,
+                    description=description, metadata=metadata or {})
+    ledger.wallet_charge(
+        customer=customer, payer_agency=payer, product_code=product.code, amount=amount,
+        overdraft_limit=effective_overdraft_limit(customer=customer), reference_kind="charge",
+        reference_id=str(charge.id), description=description or f"{product.name}",
+    )
+    charge.save(force_insert=True)
+    orders_ensure(customer=customer, payer=payer, product=product)
+    return charge
+
+
+@transaction.atomic
+def hold_create(*, customer: Customer, product: Product, amount: Decimal, expires_at: datetime | None = None,
+                description: str = "", metadata: dict[str, str] | None = None) -> Hold:
+    """Reserve money under the current payer until captured, released or expired (default 7 days, max 90)."""
+    now = timezone.now()
+    expires_at = expires_at or now + timedelta(days=settings.HOLD_DEFAULT_DAYS)
+    if expires_at <= now or expires_at > now + timedelta(days=settings.HOLD_MAX_DAYS):
+        raise ValidationFailed(f"expires_at must be in the future and at most {settings.HOLD_MAX_DAYS} days away.",
+                               errors={"expires_at": ["Out of range."]})
+    customer = ledger.lock_customer(customer.pk)
+    _spend_checks(customer)
+    payer = customer.agency
+    hold = Hold(service=customer.service, customer=customer, payer_agency=payer, product=product, amount=amount,
+                expires_at=expires_at, description=description, metadata=metadata or {})
+    ledger.wallet_hold(
+        customer=customer, payer_agency=payer, amount=amount,
+        overdraft_limit=effective_overdraft_limit(customer=customer), reference_kind="hold",
+        reference_id=str(hold.id), description=description or f"Hold for {product.name}",
+    )
+    hold.save(force_insert=True)
+    orders_ensure(customer=customer, payer=payer, product=product)
+    return hold
+
+
+def _lock_hold(hold: Hold) -> Hold:
+    ledger.lock_customer(hold.customer_id)
+    locked = Hold.objects.select_for_update().select_related("product", "payer_agency", "customer").get(pk=hold.pk)
+    if locked.status != Hold.Status.HELD:
+        raise HoldNotHeld(f"Hold {hold.id} is {locked.status}.")
+    return locked
+
+
+@transaction.atomic
+def hold_capture(*, hold: Hold, amount: Decimal | None = None) -> Hold:
+    """Capture all or part of a hold (the rest is released) under the payer it was made under; at most once."""
+    hold = _lock_hold(hold)
+    captured = hold.amount if amount is None else amount
+    if captured > hold.amount:
+        raise ValidationFailed(f"Cannot capture {format_amount(captured)} of a {format_amount(hold.amount)} hold.",
+                               errors={"amount": ["Must not exceed the held amount."]})
+    charge = Charge(service=hold.service, customer=hold.customer, payer_agency=hold.payer_agency,
+                    product=hold.product, amount=captured, description=hold.description, metadata=hold.metadata,
+                    hold=hold)
+    ledger.wallet_capture(
+        customer=hold.customer, payer_agency=hold.payer_agency, product_code=hold.product.code,
+        hold_amount=hold.amount, captured=captured, reference_kind="hold", reference_id=str(hold.id),
+        description=f"Capture of hold {hold.id}",
+    )
+    hold.status = Hold.Status.CAPTURED
+    hold.captured_amount = captured
+    hold.closed_at = timezone.now()
+    hold.save(update_fields=["status", "captured_amount", "closed_at"])
+    charge.save(force_insert=True)
+    orders_ensure(customer=hold.customer, payer=hold.payer_agency, product=hold.product)
+    return hold
+
+
+def _release(hold: Hold, status: str) -> Hold:
+    hold = _lock_hold(hold)
+    ledger.wallet_release(
+        customer=hold.customer, payer_agency=hold.payer_agency, amount=hold.amount, reference_kind="hold",
+        reference_id=str(hold.id), description=f"{'Expiry' if status == Hold.Status.EXPIRED else 'Release'} "
+                                               f"of hold {hold.id}",
+    )
+    hold.status = status
+    hold.closed_at = timezone.now()
+    hold.save(update_fields=["status", "closed_at"])
+    return hold
+
+
+@transaction.atomic
+def hold_release(*, hold: Hold) -> Hold:
+    """Give the held money back; at most once (the loser of a race gets `409 invalid_state`)."""
+    return _release(hold, Hold.Status.RELEASED)
+
+
+def holds_expire(*, now: datetime | None = None) -> int:
+    """Release every hold past its expiry (status `expired`), each in its own transaction."""
+    now = now or timezone.now()
+    expired = 0
+    for hold in Hold.objects.filter(status=Hold.Status.HELD, expires_at__lte=now).only("pk", "customer_id"):
+        try:
+            with transaction.atomic():
+                hold = _release(hold, Hold.Status.EXPIRED)
+                webhook_emit(service=hold.service, type="hold.expired", dedup_key=f"hold.expired:{hold.id}", data={
+                    "id": str(hold.id), "customer": hold.customer.external_id,
+                    "amount": format_amount(hold.amount), "product": hold.product.code})
+                expired += 1
+        except HoldNotHeld:
+            continue  # captured or released in between
+    return expired
+
+
+@transaction.atomic
+def refund_create(*, charge: Charge, amount: Decimal | None, reason: str) -> Refund:
+    """Refund all or part of a charge to the payer it was charged to; refunds never exceed the charge."""
+    ledger.lock_customer(charge.customer_id)
+    charge = Charge.objects.select_for_update().select_related("product", "payer_agency", "customer").get(
+        pk=charge.pk
+    )
+    left = charge.amount - charge.refunded_amount
+    amount = left if amount is None else amount
+    if amount <= ZERO or amount > left:
+        raise RefundTooLarge(f"Refund {format_amount(amount)} exceeds what is left to refund "
+                             f"({format_amount(left)}) of charge {charge.id}.")
+    refund = Refund(charge=charge, amount=amount, reason=reason)
+    ledger.wallet_refund(
+        customer=charge.customer, payer_agency=charge.payer_agency, product_code=charge.product.code, amount=amount,
+        reference_kind="refund", reference_id=str(refund.id), description=f"Refund of charge {charge.id}: {reason}",
+    )
+    refund.save(force_insert=True)
+    Charge.objects.filter(pk=charge.pk).update(refunded_amount=F("refunded_amount") + amount)
+    return refund
+
+
+# --- spend reported to Balance --------------------------------------------------------------------------------
+
+def orders_with_unreported_spend() -> QuerySet[BalanceOrder]:
+    """Synced child orders whose cumulative spend in the ledger differs from what Balance last accepted.
+
+    A child order `child:c<customer>:p<payer>:<product>` and its spend account `spend:c<customer>:p<payer>:<product>`
+    share the key's tail, which joins them without a second foreign key.
+    """
+    spend = Account.objects.filter(kind=Account.Kind.SPEND, key=OuterRef("spend_key")).values("balance")[:1]
+    return (
+        BalanceOrder.objects.filter(kind=BalanceOrder.Kind.CHILD, sync_status=BalanceOrder.SyncStatus.SYNCED)
+        .annotate(spend_key=Replace(F("key"), Value("child:"), Value("spend:")))
+        .annotate(spend=Subquery(spend))
+        .exclude(spend__isnull=True)
+        .exclude(spend=F("reported_qty"))
+        .select_related("service")
+        .order_by("id")
+    )
+
+
+def spend_report(*, client: BalanceClient | None = None, batch_size: int | None = None) -> dict[str, int]:
+    """Send each changed child order's cumulative spend with UpdateCampaigns, many orders per call.
+
+    Safe to repeat and to crash mid-way: figures are cumulative, and `reported_qty` moves only after Balance
+    accepted the value sent.
+    """
+    client = client or BalanceClient()
+    batch_size = batch_size or settings.SPEND_REPORT_BATCH
+    totals = {"orders": 0, "calls": 0, "rejected": 0}
+    last_id = 0
+    while True:
+        chunk = list(orders_with_unreported_spend().filter(id__gt=last_id)[:batch_size])
+        if not chunk:
+            break
+        last_id = chunk[-1].pk
+        now = timezone.now()
+        reports = [CompletionReport(service_id=o.service.balance_service_id, service_order_id=o.pk, money=o.spend,
+                                    dt=now) for o in chunk]
+        results = client.update_campaigns(reports)
+        totals["calls"] += 1
+        for order, accepted in zip(chunk, results, strict=True):
+            if accepted:
+                BalanceOrder.objects.filter(pk=order.pk).update(reported_qty=order.spend, reported_at=now)
+                totals["orders"] += 1
+            else:
+                totals["rejected"] += 1
+                BalanceOrder.objects.filter(pk=order.pk).update(sync_status=BalanceOrder.SyncStatus.PENDING)
+                enqueue_orders_sync_by_id(order.customer_id)
+    return totals
+
+
+def enqueue_orders_sync_by_id(customer_id: int) -> None:
+    with transaction.atomic():
+        enqueue_orders_sync(Customer.objects.select_related("service").get(pk=customer_id))

@@ -1,0 +1,30 @@
+"""Fixtures of the ledger tests: a service, a customer paying itself, an agency, and the full invariant check."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.factories import AgencyFactory, ConsumerServiceFactory, CustomerFactory
+
+
+@pytest.fixture(autouse=True)
+def _full_ledger_check(monkeypatch):
+    """Re-sum every touched account after each posting, on top of the cheap check that always runs."""
+    from wallets import services
+
+    monkeypatch.setattr(services, "FULL_CHECK", True)
+
+
+@pytest.fixture
+def svc(db):
+    return ConsumerServiceFactory(slug="autoru", name="Auto.ru")
+
+
+@pytest.fixture
+def customer(svc):
+    return CustomerFactory(service=svc, external_id="dealer:20101")
+
+
+@pytest.fixture
+def agency(svc):
+    return AgencyFactory(service=svc, external_id="agency:7")

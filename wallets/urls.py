@@ -1,0 +1,9 @@
+from django.urls import path
+
+from wallets import apis
+
+urlpatterns = [
+    path("customers/<str:external_id>/wallet", apis.WalletApi.as_view(), name="customer-wallet"),
+    path("customers/<str:external_id>/wallet/transactions", apis.WalletTransactionsApi.as_view(),
+         name="customer-wallet-transactions"),
+]
