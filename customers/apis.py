@@ -113,8 +113,8 @@ class CustomerFilter(filters.FilterSet):
 
 class CustomerListCreateApi(APIView):
     @extend_schema(
-        operation_id="customers_list", parameters=filter_parameters(CustomerFilter), responses={200: CustomerOutputSerializer(many=True),
-                                                                               **problems()},
+        operation_id="customers_list", parameters=filter_parameters(CustomerFilter),
+        responses={200: CustomerOutputSerializer(many=True), **problems()},
         summary="List customers (newest first, cursor pagination)",
     )
     def get(self, request: Request) -> Response:

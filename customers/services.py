@@ -5,17 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from balance_gateway.client import BalanceClient
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agencies.models import Agency
+from balance_gateway.client import BalanceClient
 from balance_gateway.models import OutboxOperation, RegistrationStatus
 from balance_gateway.outbox import outbox_enqueue, outbox_handler, outbox_on_failure
 from balance_gateway.services import party_sync
 from customers.exceptions import CustomerExists, ValidationFailed
 from customers.models import Customer
 from disbalance.models import ConsumerService
+from disbalance.webhooks import webhook_emit
 
 LEGAL_FIELDS = ("inn", "kpp", "legal_address", "lname", "fname", "mname")
 SYNC_KIND = "customer.sync"
@@ -158,7 +159,14 @@ def customer_sync_to_balance(operation: OutboxOperation) -> dict:
         Customer.objects.filter(pk=customer.pk).update(linked_user_uids=sorted(linked))
     with transaction.atomic():
         _set_status(customer.pk, RegistrationStatus.ACTIVE, "; ".join(notes))
+        webhook_emit(service=customer.service, type="customer.registered", data=_event_data(customer),
+                     dedup_key=f"customer.registered:{customer.pk}")
     return {**done, "linked_users": sorted(linked)}
+
+
+def _event_data(customer: Customer) -> dict:
+    customer.refresh_from_db(fields=["status", "status_reason", "balance_client_id"])
+    return {"customer": customer.external_id, "status": customer.status, "status_reason": customer.status_reason}
 
 
 @outbox_on_failure(SYNC_KIND)
@@ -168,6 +176,10 @@ def _customer_sync_failed(operation: OutboxOperation, error: str, final: bool) -
     if current is None:
         return
     if final:
-        _set_status(customer_id, RegistrationStatus.FAILED, f"Balance: {error}")
+        with transaction.atomic():
+            _set_status(customer_id, RegistrationStatus.FAILED, f"Balance: {error}")
+            customer = Customer.objects.select_related("service").get(pk=customer_id)
+            webhook_emit(service=customer.service, type="customer.registration_failed", data=_event_data(customer),
+                         dedup_key=f"customer.registration_failed:{customer.pk}:{operation.pk}")
     elif current != RegistrationStatus.ACTIVE:
         _set_status(customer_id, current, f"retrying (attempt {operation.attempts}): {error}")

@@ -6,4 +6,4 @@ class DisbalanceConfig(AppConfig):
     verbose_name = "Consumer services"
 
     def ready(self) -> None:
-        from disbalance import schema  # noqa: F401 - registers the OpenAPI extension
+        from disbalance import schema, webhooks  # noqa: F401 - the OpenAPI extension, the webhook outbox handler

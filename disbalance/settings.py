@@ -226,7 +226,12 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
-    "ENUM_NAME_OVERRIDES": {},
+    "ENUM_NAME_OVERRIDES": {
+        "RegistrationStatusEnum": "balance_gateway.models.RegistrationStatus",
+        "TopUpStatusEnum": "payments.models.TopUp.Status",
+        "HoldStatusEnum": "payments.models.Hold.Status",
+        "TransactionTypeEnum": "wallets.models.LedgerTransaction.Type",
+    },
 }
 
 # --- Logging: one JSON object per line, with the request id -------------------------------------------------

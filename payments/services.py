@@ -308,7 +308,7 @@ def order_apply_balance_state(*, order_id: int, state: OrderState) -> str:
     """
     customer_id = BalanceOrder.objects.values_list("customer_id", flat=True).get(pk=order_id)
     customer = ledger.lock_customer(customer_id)
-    order = BalanceOrder.objects.select_for_update().select_related("payer_agency").get(pk=order_id)
+    order = BalanceOrder.objects.select_for_update(of=("self",)).select_related("payer_agency").get(pk=order_id)
     if state.tid <= order.last_tid:
         return "stale"
     delta = state.consume_qty - order.credited_qty
@@ -444,7 +444,8 @@ def hold_create(*, customer: Customer, product: Product, amount: Decimal, expire
 
 def _lock_hold(hold: Hold) -> Hold:
     ledger.lock_customer(hold.customer_id)
-    locked = Hold.objects.select_for_update().select_related("product", "payer_agency", "customer").get(pk=hold.pk)
+    locked = (Hold.objects.select_for_update(of=("self",)).select_related("product", "payer_agency", "customer")
+              .get(pk=hold.pk))
     if locked.status != Hold.Status.HELD:
         raise HoldNotHeld(f"Hold {hold.id} is {locked.status}.")
     return locked
@@ -515,7 +516,7 @@ def holds_expire(*, now: datetime | None = None) -> int:
 def refund_create(*, charge: Charge, amount: Decimal | None, reason: str) -> Refund:
     """Refund all or part of a charge to the payer it was charged to; refunds never exceed the charge."""
     ledger.lock_customer(charge.customer_id)
-    charge = Charge.objects.select_for_update().select_related("product", "payer_agency", "customer").get(
+    charge = Charge.objects.select_for_update(of=("self",)).select_related("product", "payer_agency", "customer").get(
         pk=charge.pk
     )
     left = charge.amount - charge.refunded_amount

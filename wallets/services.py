@@ -170,7 +170,7 @@ def ledger_post(
     if len(entries) < 2:
         raise LedgerImbalanced("a ledger transaction needs at least two entries")
     amounts: dict[int, Decimal] = {}
-    given: dict[int, list[Account]] = {}
+    given: dict[int, Account] = {}
     for account, amount in entries:
         if account.pk is None:
             raise LedgerInvalidPosting("post to saved accounts only")
@@ -180,8 +180,11 @@ def ledger_post(
             raise LedgerInvalidPosting(f"account {account.key} belongs to another service")
         if account.currency != service.currency:
             raise LedgerInvalidPosting(f"account {account.key} is in {account.currency}, not {service.currency}")
+        # One customer per transaction: the one whose lock the caller holds.
+        if account.customer_id is not None and account.customer_id != (customer.pk if customer else None):
+            raise LedgerInvalidPosting(f"account {account.key} is not the transaction customer's")
         amounts[account.pk] = _check_amount(amount)
-        given.setdefault(account.pk, []).append(account)
+        given[account.pk] = account
     total = sum(amounts.values(), ZERO)
     if total != 0:
         raise LedgerImbalanced(f"ledger entries sum to {total}, not zero")
@@ -190,8 +193,8 @@ def ledger_post(
     ).exists():
         raise LedgerDuplicate(f"{type} for {reference_kind} {reference_id} is already in the ledger")
 
-    cached_ids = [pk for pk, accounts in given.items() if accounts[0].cached]
-    locked = lock_accounts(given[pk][0] for pk in cached_ids) if cached_ids else {}
+    cached = [account for account in given.values() if account.cached]
+    locked = lock_accounts(cached) if cached else {}
     _check_last_balance_after(locked)
 
     txn = LedgerTransaction.objects.create(
@@ -205,9 +208,8 @@ def ledger_post(
     )
     for pk in sorted(new_balances):
         Account.objects.filter(pk=pk).update(balance=new_balances[pk])
-        for account in given[pk]:
-            account.balance = new_balances[pk]
-    if full_check if full_check is not None else FULL_CHECK:
+        given[pk].balance = new_balances[pk]
+    if FULL_CHECK if full_check is None else full_check:
         _check_sums(new_balances)
     return txn
 

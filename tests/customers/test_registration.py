@@ -89,7 +89,7 @@ def test_faults_on_every_method_leave_no_duplicates(api, emulator, run_outbox, s
     for i in range(15):
         body = {**COMPANY, "external_id": f"dealer:{i}", "user_uids": [9000 + i]}
         assert api.post("/api/v1/customers", body, format="json").status_code == 201
-    for _ in range(10):
+    for _ in range(30):
         run_outbox()
         if not Customer.objects.exclude(status="active").exists():
             break

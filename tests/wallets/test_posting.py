@@ -257,3 +257,13 @@ class TestImmutability:
             with connection.cursor() as cursor:
                 cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
             LedgerTransaction.objects.create(service=txn.service, type="topup")
+
+
+def test_accounts_of_another_customer_are_refused(customer, accounts, svc):
+    wallet, clearing = accounts
+    other_wallet = wallet_account_get_or_create(customer=CustomerFactory(service=svc), payer_agency=None)
+    with pytest.raises(LedgerInvalidPosting, match="not the transaction customer's"):
+        post(customer, [(wallet, D("1.00")), (other_wallet, D("-1.00"))])
+    with pytest.raises(LedgerInvalidPosting, match="not the transaction customer's"), transaction.atomic():
+        ledger_post(service=svc, type="topup", entries=[(wallet, D("1.00")), (clearing, D("-1.00"))])
+    assert counts() == (0, 0)
