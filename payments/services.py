@@ -272,12 +272,14 @@ class OrderState:
     tid: int
 
 
-def _credit(order: BalanceOrder, customer: Customer, amount: Decimal, topup: TopUp | None) -> None:
+def _credit(order: BalanceOrder, customer: Customer, amount: Decimal, topup: TopUp | None, tid: int) -> None:
+    """A `topup` transaction: for the top-up it pays, or for money that came without one (paid elsewhere),
+    referenced by the order and the Tid that brought it, so that each is in the ledger once."""
     description = f"Top-up {topup.id}" if topup else f"Money received on Balance order {order.pk}"
     ledger.wallet_credit_topup(
         customer=customer, payer_agency=order.payer_agency, amount=amount,
-        reference_kind="topup" if topup else "balance_order", reference_id=str(topup.id if topup else order.pk),
-        description=description,
+        reference_kind="topup" if topup else "balance_order",
+        reference_id=str(topup.id) if topup else f"{order.pk}@{tid}", description=description,
     )
 
 
@@ -315,7 +317,7 @@ def order_apply_balance_state(*, order_id: int, state: OrderState) -> str:
     if delta > 0:
         remaining = delta
         for topup in _match_topups(order, delta):
-            _credit(order, customer, topup.amount, topup)
+            _credit(order, customer, topup.amount, topup, state.tid)
             remaining -= topup.amount
             topup.status = TopUp.Status.SUCCEEDED
             topup.succeeded_at = topup.updated_at = timezone.now()
@@ -323,13 +325,13 @@ def order_apply_balance_state(*, order_id: int, state: OrderState) -> str:
             webhook_emit(service=customer.service, type="topup.succeeded", data=_topup_event(topup),
                          dedup_key=f"topup.succeeded:{topup.id}")
         if remaining > 0:
-            _credit(order, customer, remaining, None)
+            _credit(order, customer, remaining, None, state.tid)
     elif delta < 0:
         # Balance took money off the order (a refund or transfer made in Balance): mirror it, with the reason.
         ledger.wallet_adjust(
             customer=customer, payer_agency=order.payer_agency, amount=delta, created_by=None,
             reason=f"Balance lowered ConsumeQty of order {order.pk} to {format_amount(state.consume_qty)}",
-            reference_kind="balance_order", reference_id=str(order.pk),
+            reference_kind="balance_order", reference_id=f"{order.pk}@{state.tid}",
         )
     order.credited_qty = state.consume_qty
     order.balance_consume_qty = state.consume_qty
