@@ -106,6 +106,13 @@ def outbox_enqueue(
     return operation
 
 
+SUBJECT_BUSY_DELAY = 2.0
+
+
+class _SubjectBusy(Exception):
+    """Another operation of the same subject is running: this one waits a little."""
+
+
 def _claim(operation_id: int, *, ignore_schedule: bool = False) -> OutboxOperation | None:
     now = timezone.now()
     with transaction.atomic():
@@ -124,9 +131,9 @@ def _claim(operation_id: int, *, ignore_schedule: bool = False) -> OutboxOperati
             .order_by("id")
         )
         if any(s.status == Status.IN_PROGRESS and s.leased_until and s.leased_until > now for s in siblings):
-            operation.next_attempt_at = now + timedelta(seconds=2)
+            operation.next_attempt_at = now + timedelta(seconds=SUBJECT_BUSY_DELAY)
             operation.save(update_fields=["next_attempt_at"])
-            return None
+            raise _SubjectBusy
         operation.status = Status.IN_PROGRESS
         operation.attempts += 1
         operation.leased_until = now + timedelta(seconds=settings.OUTBOX_LEASE_SECONDS)
@@ -188,7 +195,10 @@ def outbox_process(*, operation_id: int, ignore_schedule: bool = False) -> Proce
     """One attempt at one operation. Safe to call from several workers at once."""
     from balance_gateway.client import operation_context
 
-    operation = _claim(operation_id, ignore_schedule=ignore_schedule)
+    try:
+        operation = _claim(operation_id, ignore_schedule=ignore_schedule)
+    except _SubjectBusy:
+        return ProcessResult(operation_id, "retry", SUBJECT_BUSY_DELAY)
     if operation is None:
         return ProcessResult(operation_id, "skipped")
     handler = _HANDLERS.get(operation.kind)
@@ -260,13 +270,17 @@ def outbox_sweep() -> dict[str, int]:
     """Send every operation that is due. With a broker, each goes to a worker; embedded, it runs here."""
     from balance_gateway.tasks import outbox_dispatch
 
-    ids = outbox_due_ids()
     if settings.CELERY_TASK_ALWAYS_EAGER:
+        ids = outbox_due_ids()
         outcomes: dict[str, int] = {}
         for operation_id in ids:
             result = outbox_process(operation_id=operation_id)
             outcomes[result.outcome] = outcomes.get(result.outcome, 0) + 1
         return {"due": len(ids), **outcomes}
+    # With workers, every operation already has a task (after commit, or a countdown retry): only what has been
+    # due for a while was left behind. Re-queueing everything due would flood the queue with duplicates.
+    grace = timedelta(seconds=settings.OUTBOX_SWEEP_GRACE_SECONDS)
+    ids = outbox_due_ids(now=timezone.now() - grace)
     for operation_id in ids:
         outbox_dispatch.delay(operation_id)
     return {"due": len(ids), "queued": len(ids)}

@@ -189,6 +189,8 @@ OUTBOX_BACKOFF_BASE_SECONDS = env_float("OUTBOX_BACKOFF_BASE_SECONDS", 2.0)
 OUTBOX_BACKOFF_CAP_SECONDS = env_float("OUTBOX_BACKOFF_CAP_SECONDS", 600.0)
 OUTBOX_LEASE_SECONDS = env_int("OUTBOX_LEASE_SECONDS", 120)
 OUTBOX_SWEEP_BATCH = env_int("OUTBOX_SWEEP_BATCH", 200)
+# With workers, the sweep re-sends only operations overdue by this much (their own task should have run).
+OUTBOX_SWEEP_GRACE_SECONDS = env_int("OUTBOX_SWEEP_GRACE_SECONDS", 30)
 
 IDEMPOTENCY_KEY_TTL_DAYS = env_int("IDEMPOTENCY_KEY_TTL_DAYS", 30)
 # A key whose first request never finished (crashed process) may be taken over after this many seconds.

@@ -9,6 +9,7 @@ a transaction.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -284,21 +285,27 @@ def _credit(order: BalanceOrder, customer: Customer, amount: Decimal, topup: Top
 
 
 def _match_topups(order: BalanceOrder, delta: Decimal) -> list[TopUp]:
-    """Top-ups this money pays: an exact match first, else the oldest that fit, in order."""
+    """The top-ups this money pays. Balance reports totals, not requests: prefer a set of waiting top-ups whose
+    amounts add up exactly to the new money (fewest, oldest first), else the oldest that fit."""
     waiting = list(
         TopUp.objects.select_for_update().filter(
-            order=order, status__in=[TopUp.Status.AWAITING_PAYMENT, TopUp.Status.PENDING, TopUp.Status.EXPIRED]
-        ).order_by("created_at")
+            order=order, status__in=[TopUp.Status.AWAITING_PAYMENT, TopUp.Status.PENDING]
+        ).order_by("created_at")[:MATCH_WINDOW]
     )
-    exact = next((t for t in waiting if t.amount == delta and t.status != TopUp.Status.EXPIRED), None)
-    if exact is not None:
-        return [exact]
+    for size in range(1, min(len(waiting), MATCH_MAX_SET) + 1):
+        for combo in itertools.combinations(waiting, size):
+            if sum((t.amount for t in combo), ZERO) == delta:
+                return list(combo)
     matched, remaining = [], delta
     for topup in waiting:
-        if topup.status != TopUp.Status.EXPIRED and topup.amount <= remaining:
+        if topup.amount <= remaining:
             matched.append(topup)
             remaining -= topup.amount
     return matched
+
+
+# How many waiting top-ups of one order are considered, and the largest set tried for an exact match.
+MATCH_WINDOW, MATCH_MAX_SET = 24, 4
 
 
 @transaction.atomic

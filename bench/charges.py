@@ -1,0 +1,843 @@
+"""Charges benchmark: charges per second and latency through the service layer, over HTTP under gunicorn, and
+against a raw-SQL floor that writes the same rows; plus Balance calls per 10,000 charges. See bench/README.md.
+
+    .venv/bin/python bench/charges.py            # full run (1,000 wallets; a few minutes on 2 cores)
+    .venv/bin/python bench/charges.py --quick    # smoke check (100 wallets, 2,000 cold charges)
+
+It drops and recreates the PostgreSQL database `disbalance_bench`, starts its own Balance emulator and gunicorn
+(both on free ports), and leaves the database behind for inspection. The printed report is also saved under
+bench/results/ (git-ignored), with the emulator and gunicorn logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import os
+import platform
+import random
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Protocol
+
+import psycopg
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+DB_NAME = "disbalance_bench"
+CLIENTS = 16
+PRODUCTS = (("placement", "Listing placement", "placement", 503162), ("boost", "Boost to the top", "vas", 503163))
+SPREAD_FUNDING = Decimal("1000000.00")
+HOT_FUNDING = Decimal("100000000.00")
+SEED = 20240601
+
+# (customer index, product index, amount)
+Op = tuple[int, int, Decimal]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    wallets: int
+    cold_charges: int  # the first charges over wallets x products: Balance orders are created on the way
+    spread_ops: int  # per path, once every wallet and product has its Balance orders
+    hot_ops: int  # per path, on the one hot wallet
+    anatomy_ops: int  # single-threaded, to count SQL statements per charge
+
+
+FULL = Sizes(wallets=1000, cold_charges=10_000, spread_ops=4_000, hot_ops=2_500, anatomy_ops=200)
+QUICK = Sizes(wallets=100, cold_charges=2_000, spread_ops=800, hot_ops=500, anatomy_ops=50)
+
+
+# --- output ---------------------------------------------------------------------------------------------------
+
+class Report:
+    """Prints to stdout and keeps a copy for bench/results/."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, text: str = "") -> None:
+        print(text, flush=True)
+        self.lines.extend(text.split("\n"))
+
+    def save(self, path: Path) -> None:
+        path.write_text("\n".join(self.lines) + "\n")
+
+
+out = Report()
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an already sorted list (q in 0..100)."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+# --- infrastructure: database, emulator, gunicorn --------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def recreate_database(pg_base: str) -> None:
+    with psycopg.connect(f"{pg_base}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+
+
+def manage(*args: str, env: dict[str, str]) -> str:
+    result = subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                            check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
+def start_emulator(env: dict[str, str], log_dir: Path) -> tuple[subprocess.Popen, str]:
+    """`manage.py balance_emulator --port 0` in its own process; returns it and its XML-RPC URL."""
+    log = (log_dir / "emulator.log").open("w")
+    proc = subprocess.Popen([PYTHON, "manage.py", "balance_emulator", "--port", "0"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=log, text=True)
+    line = proc.stdout.readline() if proc.stdout else ""
+    match = re.search(r"at (http://\S+/xmlrpc)", line)
+    if not match:
+        proc.terminate()
+        raise RuntimeError(f"the Balance emulator did not start: {line!r}; see {log_dir / 'emulator.log'}")
+    return proc, match.group(1)
+
+
+@dataclass(frozen=True)
+class GunicornConfig:
+    workers: int
+    threads: int
+
+    def args(self) -> list[str]:
+        args = ["--workers", str(self.workers)]
+        if self.threads > 1:
+            args += ["--threads", str(self.threads)]  # gthread worker class
+        return args
+
+    def describe(self) -> str:
+        kind = f"gthread, {self.threads} threads each" if self.threads > 1 else "sync"
+        return f"{self.workers} workers ({kind})"
+
+
+def start_gunicorn(config: GunicornConfig, env: dict[str, str], log_dir: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    gunicorn = str(Path(PYTHON).parent / "gunicorn")
+    log = log_dir / "gunicorn.log"
+    proc = subprocess.Popen(
+        [gunicorn, "disbalance.wsgi:application", "--bind", f"127.0.0.1:{port}", *config.args(),
+         "--timeout", "120", "--log-level", "warning", "--error-logfile", str(log)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {proc.returncode}; see {log}")
+        try:
+            if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
+                return proc, base
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    proc.terminate()
+    raise RuntimeError(f"gunicorn did not answer /healthz within 60 s; see {log}")
+
+
+def stop(proc: subprocess.Popen | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds(parent_pid: int) -> float:
+    """User + system CPU of the direct children of `parent_pid` (gunicorn's workers), from /proc."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == parent_pid:  # fields[0] is the state, [1] the parent pid
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / CLOCK_TICKS
+
+
+# --- the clients: one per thread, each with its own connection -------------------------------------------------
+
+class Client(Protocol):
+    def open(self) -> None: ...
+    def charge(self, op: Op) -> str | None: ...  # None, or an error label
+    def close(self) -> None: ...
+
+
+@dataclass
+class World:
+    """What the clients charge: the service, its token, products, customers, and the ledger accounts."""
+
+    service_id: int
+    token: str
+    product_ids: list[int]
+    product_codes: list[str]
+    product_names: list[str]
+    customer_ids: list[int]  # spread customers, by index
+    external_ids: list[str]
+    hot_index: int  # index of the hot customer in customer_ids (the last one)
+    wallet_ids: dict[int, int] = field(default_factory=dict)  # customer id -> wallet account id
+    spend_ids: dict[tuple[int, int], int] = field(default_factory=dict)  # (customer id, product idx) -> account
+
+
+class ServiceClient:
+    """`payments.services.charge_create` in this thread, on this thread's Django connection."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def open(self) -> None:
+        from django.db import connection
+
+        from customers.models import Customer
+        from payments.models import Product
+
+        connection.ensure_connection()
+        self.products = [Product.objects.get(pk=pk) for pk in self.world.product_ids]
+        # charge_create locks and re-reads the customer by pk: an instance with the pk is all it needs.
+        self.customers = [Customer(pk=pk) for pk in self.world.customer_ids]
+
+    def charge(self, op: Op) -> str | None:
+        from disbalance.exceptions import ApplicationError
+        from payments.services import charge_create
+
+        index, product, amount = op
+        try:
+            charge_create(customer=self.customers[index], product=self.products[product], amount=amount)
+        except ApplicationError as exc:
+            return exc.code
+        except Exception as exc:
+            return f"{type(exc).__name__}: {str(exc)[:80]}"
+        return None
+
+    def close(self) -> None:
+        from django.db import connections
+
+        connections.close_all()
+
+
+class HttpClient:
+    """POST /api/v1/customers/<id>/charges with a fresh Idempotency-Key, over one requests.Session."""
+
+    def __init__(self, world: World, base_url: str) -> None:
+        self.world = world
+        self.base_url = base_url
+
+    def open(self) -> None:
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {self.world.token}"
+
+    def charge(self, op: Op) -> str | None:
+        index, product, amount = op
+        try:
+            response = self.session.post(
+                f"{self.base_url}/api/v1/customers/{self.world.external_ids[index]}/charges",
+                json={"product": self.world.product_codes[product], "amount": f"{amount:.2f}"},
+                headers={"Idempotency-Key": str(uuid.uuid4())}, timeout=60,
+            )
+        except requests.RequestException as exc:
+            return f"{type(exc).__name__}"
+        if response.status_code == 201:
+            return None
+        try:
+            code = response.json().get("code", "")
+        except ValueError:
+            code = ""
+        return f"HTTP {response.status_code} {code}".strip()
+
+    def close(self) -> None:
+        self.session.close()
+
+
+FLOOR_LOCK = "SELECT id, balance FROM wallets_account WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE"
+FLOOR_TXN = """INSERT INTO wallets_ledgertransaction (public_id, type, reference_kind, reference_id, description,
+    reason, created_at, created_by_id, customer_id, payer_agency_id, service_id)
+    VALUES (%s, 'charge', 'charge', %s, %s, '', %s, NULL, %s, NULL, %s) RETURNING id"""
+FLOOR_ENTRIES = """INSERT INTO wallets_ledgerentry (amount, balance_after, account_id, transaction_id)
+    VALUES (%s, %s, %s, %s), (%s, %s, %s, %s)"""
+FLOOR_BALANCE = "UPDATE wallets_account SET balance = %s WHERE id = %s"
+FLOOR_CHARGE = """INSERT INTO payments_charge (id, amount, refunded_amount, status, description, metadata, created_at,
+    customer_id, payer_agency_id, service_id, hold_id, product_id)
+    VALUES (%s, %s, 0, 'succeeded', '', '{}', %s, %s, NULL, %s, NULL, %s)"""
+
+
+class InsufficientFloorFunds(Exception):
+    pass
+
+
+class FloorClient:
+    """The least a charge must do, in raw SQL on psycopg: lock the wallet (and the spend account, which is
+    needed for its balance_after), insert the ledger transaction and its 2 entries, move the 2 cached balances,
+    insert the charge row; one transaction. Same rows as `charge_create`, so `verify_ledger` checks it too."""
+
+    def __init__(self, world: World, conninfo: str) -> None:
+        self.world = world
+        self.conninfo = conninfo
+
+    def open(self) -> None:
+        self.conn = psycopg.connect(self.conninfo, autocommit=True)
+        self.cur = self.conn.cursor()
+
+    def charge(self, op: Op) -> str | None:
+        index, product, amount = op
+        world = self.world
+        customer_id = world.customer_ids[index]
+        wallet, spend = world.wallet_ids[customer_id], world.spend_ids[(customer_id, product)]
+        charge_id, now = uuid.uuid4(), datetime.now(UTC)
+        cur = self.cur
+        try:
+            with self.conn.transaction():
+                balances = dict(cur.execute(FLOOR_LOCK, ([wallet, spend],)).fetchall())
+                if balances[wallet] < amount:
+                    raise InsufficientFloorFunds
+                wallet_after, spend_after = balances[wallet] - amount, balances[spend] + amount
+                (txn_id,) = cur.execute(FLOOR_TXN, (uuid.uuid4(), str(charge_id), world.product_names[product], now,
+                                                    customer_id, world.service_id)).fetchone()
+                cur.execute(FLOOR_ENTRIES, (-amount, wallet_after, wallet, txn_id, amount, spend_after, spend, txn_id))
+                cur.execute(FLOOR_BALANCE, (wallet_after, wallet))
+                cur.execute(FLOOR_BALANCE, (spend_after, spend))
+                cur.execute(FLOOR_CHARGE, (charge_id, amount, now, customer_id, world.service_id,
+                                           world.product_ids[product]))
+        except InsufficientFloorFunds:
+            return "insufficient_funds"
+        except psycopg.Error as exc:
+            return f"{type(exc).__name__}"
+        return None
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+# --- running clients and collecting figures --------------------------------------------------------------------
+
+@dataclass
+class RunResult:
+    scenario: str
+    path: str
+    ops: int
+    seconds: float
+    latencies_ms: list[float]
+    errors: Counter
+    bench_cpu: float = 0.0  # CPU seconds of this process (the clients; for `service`, the application too)
+    server_cpu: float | None = None  # CPU seconds of gunicorn's workers (HTTP runs)
+    verdict: str = ""
+
+    @property
+    def ok(self) -> int:
+        return self.ops - sum(self.errors.values())
+
+    @property
+    def rate(self) -> float:
+        return self.ok / self.seconds if self.seconds else 0.0
+
+    def p(self, q: float) -> float:
+        return percentile(self.latencies_ms, q)
+
+    def cpu_ms(self, seconds: float | None) -> str:
+        return "" if seconds is None else f"{seconds * 1000 / self.ops:.2f}"
+
+
+def run_clients(ops: list[Op], make_client: Callable[[int], Client], clients: int = CLIENTS
+                ) -> tuple[float, list[float], Counter]:
+    """Run `ops` from `clients` threads pulling from one shared queue; time from the common start to the last
+    thread done. Each thread opens its client (connection) before the start and closes it at the end."""
+    lock = threading.Lock()
+    pending = iter(ops)
+    barrier = threading.Barrier(clients + 1)
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors: Counter = Counter()
+    failures: list[BaseException] = []
+
+    def loop(n: int) -> None:
+        client = make_client(n)
+        try:
+            try:
+                client.open()
+            except BaseException as exc:
+                failures.append(exc)
+                barrier.abort()
+                raise
+            barrier.wait()
+            mine = latencies[n]
+            while True:
+                with lock:
+                    op = next(pending, None)
+                if op is None:
+                    break
+                started = time.perf_counter()
+                error = client.charge(op)
+                mine.append((time.perf_counter() - started) * 1000)
+                if error:
+                    with lock:
+                        errors[error] += 1
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=loop, args=(n,), name=f"client-{n}") for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    try:
+        barrier.wait()
+    except threading.BrokenBarrierError:
+        for thread in threads:
+            thread.join()
+        raise RuntimeError(f"a client could not start: {failures[0]!r}") from failures[0]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    merged = sorted(value for mine in latencies for value in mine)
+    return elapsed, merged, errors
+
+
+def verify_ledger() -> str:
+    """`manage.py verify_ledger` on the bench database, plus: every charge row has its ledger transaction."""
+    from django.core.management import call_command
+    from django.db import connection
+
+    buffer = io.StringIO()
+    try:
+        call_command("verify_ledger", stdout=buffer)
+        ok = True
+    except SystemExit:
+        ok = False
+    lines = buffer.getvalue().strip().splitlines()
+    checked = lines[0] if lines else ""
+    verdict = lines[-1] if lines else "no output"
+    if not ok:
+        out(buffer.getvalue())
+    with connection.cursor() as cursor:
+        cursor.execute("""SELECT (SELECT COUNT(*) FROM payments_charge),
+                                 (SELECT COUNT(*) FROM wallets_ledgertransaction WHERE type = 'charge'),
+                                 (SELECT COUNT(*) FROM payments_charge c WHERE NOT EXISTS (
+                                     SELECT 1 FROM wallets_ledgertransaction t WHERE t.type = 'charge'
+                                     AND t.reference_kind = 'charge' AND t.reference_id = c.id::text))""")
+        charges, charge_txns, orphans = cursor.fetchone()
+    match = "" if charges == charge_txns and orphans == 0 else f"; CHARGES/LEDGER MISMATCH ({orphans} orphans)"
+    return f"{verdict} [{checked}; {charges} charges = {charge_txns} charge transactions{match}]"
+
+
+def measure(scenario: str, path: str, ops: list[Op], make_client: Callable[[int], Client],
+            server_pid: int | None = None) -> RunResult:
+    out(f"  {scenario:<26} {path:<8} {len(ops):>6} charges, {CLIENTS} clients ...")
+    server_before = children_cpu_seconds(server_pid) if server_pid else 0.0
+    cpu_before = time.process_time()
+    seconds, latencies, errors = run_clients(ops, make_client)
+    result = RunResult(scenario, path, len(ops), seconds, latencies, errors,
+                       bench_cpu=time.process_time() - cpu_before,
+                       server_cpu=children_cpu_seconds(server_pid) - server_before if server_pid else None)
+    result.verdict = verify_ledger()
+    out(f"    {result.ok / seconds:8.1f} charges/s  p50 {result.p(50):.1f} ms  p99 {result.p(99):.1f} ms  "
+        f"CPU per charge: bench process {result.cpu_ms(result.bench_cpu)} ms"
+        + (f", gunicorn workers {result.cpu_ms(result.server_cpu)} ms" if server_pid else "")
+        + f"  (load {os.getloadavg()[0]:.1f})" + (f"  errors {dict(errors)}" if errors else ""))
+    out(f"    verify_ledger: {result.verdict}")
+    return result
+
+
+# --- set-up -----------------------------------------------------------------------------------------------------
+
+def parallel(items: list[Any], work: Callable[[Any], None], threads: int = 4) -> None:
+    """Run `work` over `items` from a few threads (each with its own Django connection, closed at the end)."""
+    from django.db import connections
+
+    lock = threading.Lock()
+    pending = iter(items)
+    failures: list[BaseException] = []
+
+    def loop() -> None:
+        try:
+            while not failures:
+                with lock:
+                    item = next(pending, None)
+                if item is None:
+                    return
+                work(item)
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            connections.close_all()
+
+    workers = [threading.Thread(target=loop) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    if failures:
+        raise failures[0]
+
+
+def build_world(sizes: Sizes) -> World:
+    """A consumer service, token, 2 products, N + 1 customers registered in Balance (active), all funded."""
+    from django.db import transaction
+
+    from balance_gateway.outbox import outbox_drain
+    from customers.models import Customer
+    from customers.services import CustomerData, customer_register
+    from disbalance.services import service_create, service_token_issue
+    from payments.services import product_create
+    from wallets.services import wallet_credit_topup
+
+    service = service_create(slug="bench", name="Benchmark classifieds", balance_service_id=7).service
+    token = service_token_issue(service=service, label="bench").raw_token
+    products = [product_create(service=service, code=code, name=name, kind=kind, balance_product_id=pid).product
+                for code, name, kind, pid in PRODUCTS]
+
+    external_ids = [f"bench:{n:05d}" for n in range(sizes.wallets)] + ["bench:hot"]
+
+    def register(external_id: str) -> None:
+        # Registration writes an outbox operation; without a broker it is sent to Balance right after commit.
+        n = external_id.rsplit(":", 1)[-1]
+        customer_register(service=service, external_id=external_id, data=CustomerData(
+            kind="company", name=f"Bench Motors {n} LLC", email=f"bench{n}@example.com",
+            legal={"inn": "7701234567", "legal_address": f"Moscow, Bench street {n}"}))
+
+    started = time.perf_counter()
+    parallel(external_ids, register)
+    drained = outbox_drain(max_rounds=10)
+    customers = {c.external_id: c for c in Customer.objects.filter(service=service).select_related("service")}
+    not_active = [e for e in external_ids if customers[e].status != "active"]
+    if not_active:
+        raise RuntimeError(f"{len(not_active)} customers not active after registration, e.g. "
+                           f"{not_active[0]}: {customers[not_active[0]].status_reason}")
+    out(f"  registered {len(external_ids)} customers through customer_register + the emulator in "
+        f"{time.perf_counter() - started:.1f}s (outbox leftovers drained: {drained or 'none'})")
+
+    def fund(external_id: str) -> None:
+        amount = HOT_FUNDING if external_id == "bench:hot" else SPREAD_FUNDING
+        with transaction.atomic():
+            wallet_credit_topup(customer=customers[external_id], payer_agency=None, amount=amount,
+                                reference_kind="bench", reference_id=f"funding:{external_id}",
+                                description="Benchmark funding")
+
+    started = time.perf_counter()
+    parallel(external_ids, fund)
+    out(f"  funded {len(external_ids)} wallets with wallet_credit_topup ({SPREAD_FUNDING} each, hot wallet "
+        f"{HOT_FUNDING}) in {time.perf_counter() - started:.1f}s")
+    return World(
+        service_id=service.pk, token=token, product_ids=[p.pk for p in products],
+        product_codes=[p.code for p in products], product_names=[p.name for p in products],
+        customer_ids=[customers[e].pk for e in external_ids], external_ids=external_ids,
+        hot_index=len(external_ids) - 1,
+    )
+
+
+def load_accounts(world: World) -> None:
+    from wallets.models import Account
+
+    codes = {code: n for n, code in enumerate(world.product_codes)}
+    for account in Account.objects.filter(service_id=world.service_id, payer_agency__isnull=True,
+                                          kind__in=["wallet", "spend"]):
+        if account.kind == "wallet":
+            world.wallet_ids[account.customer_id] = account.pk
+        else:
+            world.spend_ids[(account.customer_id, codes[account.product_code])] = account.pk
+
+
+def spread_ops(count: int, wallets: int, rng: random.Random) -> list[Op]:
+    return [(rng.randrange(wallets), rng.randrange(len(PRODUCTS)), Decimal(rng.randint(100, 10_000)) / 100)
+            for _ in range(count)]
+
+
+def hot_ops(count: int, hot_index: int, rng: random.Random) -> list[Op]:
+    return [(hot_index, rng.randrange(len(PRODUCTS)), Decimal(rng.randint(100, 10_000)) / 100)
+            for _ in range(count)]
+
+
+# --- Balance calls ------------------------------------------------------------------------------------------------
+
+def balance_calls_since(mark: int) -> Counter:
+    from balance_gateway.models import BalanceCall
+
+    return Counter(f"{method} ({outcome})" if outcome != "ok" else method for method, outcome in
+                   BalanceCall.objects.filter(pk__gt=mark).values_list("method", "outcome"))
+
+
+def balance_call_mark() -> int:
+    from balance_gateway.models import BalanceCall
+
+    return BalanceCall.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+
+
+def report_balance_calls(charges: int, wallets: int, charging: Counter, reporting: Counter,
+                         spend_totals: dict[str, int], drained: dict[str, int]) -> None:
+    from django.conf import settings
+
+    scale = 10_000 / charges
+    out(f"\nBalance calls: {charges:,} charges spread over {wallets:,} wallets x {len(PRODUCTS)} products, starting "
+        "with no Balance orders,\nthen the reporting job (spend_report) and the pending outbox (outbox_drain). "
+        f"SPEND_REPORT_BATCH = {settings.SPEND_REPORT_BATCH}.")
+    out(f"  {'phase':<10} {'method':<32} {'calls':>7} {'per 10,000 charges':>19}")
+    for phase, calls in (("charging", charging), ("reporting", reporting)):
+        for method, count in sorted(calls.items(), key=lambda item: -item[1]) or [("(none)", 0)]:
+            out(f"  {phase:<10} {method:<32} {count:>7} {count * scale:>19.1f}")
+        total = sum(calls.values())
+        out(f"  {phase:<10} {'total':<32} {total:>7} {total * scale:>19.1f}")
+    reporting_per_10k = sum(reporting.values()) * scale
+    verdict = "OK" if reporting_per_10k <= 100 else "OVER THE BOUND"
+    out(f"  acceptance: reporting 10,000 charges costs {reporting_per_10k:.1f} Balance calls (bound <= 100): {verdict}")
+    out(f"  spend_report() returned {spend_totals}; outbox_drain() returned {drained or '{}'}")
+
+
+# --- anatomy: SQL statements per charge, single-threaded -----------------------------------------------------------
+
+def statement_label(sql: str) -> str:
+    text = " ".join(sql.split())
+    for prefix in ("RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT", "SAVEPOINT"):
+        if text.startswith(prefix):
+            return prefix
+    table = re.search(r'(?:FROM|INTO|UPDATE) "?(\w+)"?', text)
+    name = table.group(1) if table else "?"
+    verb = text.split(" ", 1)[0]
+    if verb in ("BEGIN", "COMMIT", "ROLLBACK"):
+        return verb
+    if verb == "SELECT":
+        if "FOR NO KEY UPDATE" in text or "FOR UPDATE" in text:
+            return f"SELECT {name} FOR (NO KEY) UPDATE"
+        if text.startswith("SELECT 1 AS"):
+            return f"SELECT EXISTS {name}"
+        return f"SELECT {name}"
+    return f"{verb} {name}"
+
+
+def anatomy(world: World, sizes: Sizes) -> None:
+    """Count the SQL statements of one charge: service layer and the HTTP stack (Django test client, in
+    process, same middleware and views as gunicorn, but keeping its connection), single-threaded."""
+    from django.db import connection, connections
+    from django.test import Client as DjangoClient
+    from django.test.utils import CaptureQueriesContext
+
+    rng = random.Random(SEED + 99)
+    count = sizes.anatomy_ops
+    service_ops = spread_ops(count, len(world.customer_ids) - 1, rng)
+    http_ops = spread_ops(count, len(world.customer_ids) - 1, rng)
+    client = ServiceClient(world)
+    client.open()
+    with CaptureQueriesContext(connection) as service_queries:
+        started = time.perf_counter()
+        for op in service_ops:
+            assert client.charge(op) is None
+        service_ms = (time.perf_counter() - started) * 1000 / count
+
+    http = DjangoClient(HTTP_AUTHORIZATION=f"Bearer {world.token}")
+    with CaptureQueriesContext(connection) as http_queries:
+        started = time.perf_counter()
+        for index, product, amount in http_ops:
+            response = http.post(f"/api/v1/customers/{world.external_ids[index]}/charges",
+                                 data={"product": world.product_codes[product], "amount": f"{amount:.2f}"},
+                                 content_type="application/json", HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4()))
+            assert response.status_code == 201, response.content
+        http_ms = (time.perf_counter() - started) * 1000 / count
+    connections.close_all()
+
+    service_labels = Counter(statement_label(q["sql"]) for q in service_queries.captured_queries)
+    http_labels = Counter(statement_label(q["sql"]) for q in http_queries.captured_queries)
+    out(f"\nAnatomy of one charge (single thread, {count} charges each, mean; query capture on, so a bit slower):")
+    out(f"  service layer: {len(service_queries) / count:5.1f} SQL statements, {service_ms:5.2f} ms per charge")
+    out(f"  HTTP stack (Django test client in process): {len(http_queries) / count:5.1f} SQL statements, "
+        f"{http_ms:5.2f} ms per charge")
+    out("  floor: 8 SQL statements (BEGIN, lock, 3 inserts, 2 updates, COMMIT)")
+    out(f"  {'statement (per charge)':<52} {'service':>8} {'HTTP':>8}")
+    for label, _ in (service_labels + http_labels).most_common():
+        out(f"  {label:<52} {service_labels[label] / count:>8.2f} {http_labels[label] / count:>8.2f}")
+    out("  (HTTP: the Idempotency-Key is claimed in its own transaction, then the view runs in a second one)")
+
+
+# --- main ---------------------------------------------------------------------------------------------------------
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small smoke run (100 wallets, 2,000 cold charges)")
+    parser.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432",
+                        help="PostgreSQL server URL without database (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1) + 1,
+                        help="gunicorn workers (default 2 x cores + 1 = %(default)s)")
+    parser.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker (>1: gthread)")
+    parser.add_argument("--conn-max-age", type=int, default=None,
+                        help="DATABASE_CONN_MAX_AGE for gunicorn (default: unset, the app's default 0)")
+    parser.add_argument("--skip-http", action="store_true", help="no gunicorn runs")
+    args = parser.parse_args()
+    sizes = QUICK if args.quick else FULL
+    gunicorn_config = GunicornConfig(workers=args.workers, threads=args.threads)
+
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    results_dir = ROOT / "bench" / "results"
+    log_dir = results_dir / f"charges-{stamp}-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = log_dir / "run"
+    (run_dir / "broker").mkdir(parents=True, exist_ok=True)
+    (run_dir / "broker-processed").mkdir(parents=True, exist_ok=True)
+
+    db_url = f"{args.pg}/{DB_NAME}"
+    # No REDIS_URL: the embedded mode (Celery eager), as `make run` without Redis.
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_CONN_MAX_AGE")}
+    env.update({"DATABASE_URL": db_url, "LOG_LEVEL": "WARNING", "DJANGO_SETTINGS_MODULE": "disbalance.settings",
+                "DISBALANCE_RUN_DIR": str(run_dir), "PYTHONUNBUFFERED": "1"})
+    gunicorn_env = dict(env)
+    if args.conn_max_age is not None:
+        gunicorn_env["DATABASE_CONN_MAX_AGE"] = str(args.conn_max_age)
+
+    emulator = gunicorn = None
+    started_all = time.perf_counter()
+    try:
+        out(f"Disbalance charges benchmark ({'quick' if args.quick else 'full'}), {stamp} UTC")
+        out("\nSet-up")
+        recreate_database(args.pg)
+        started = time.perf_counter()
+        manage("migrate", "--no-input", env=env)
+        out(f"  database {DB_NAME} recreated and migrated in {time.perf_counter() - started:.1f}s")
+        emulator, balance_url = start_emulator(env, log_dir)
+        env["BALANCE_URL"] = gunicorn_env["BALANCE_URL"] = balance_url
+        out(f"  Balance emulator (manage.py balance_emulator, own process) at {balance_url}")
+
+        for name in ("REDIS_URL", "DATABASE_CONN_MAX_AGE"):
+            os.environ.pop(name, None)
+        os.environ.update(env)
+        sys.path.insert(0, str(ROOT))
+        import django
+
+        django.setup()
+        from django.conf import settings
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT current_setting('server_version'), current_setting('synchronous_commit'), "
+                           "current_setting('shared_buffers'), current_setting('max_connections')")
+            pg_version, sync_commit, shared_buffers, max_connections = cursor.fetchone()
+
+        world = build_world(sizes)
+        rng = random.Random(SEED)
+        conninfo = db_url.replace("postgres://", "postgresql://", 1)
+        results: list[RunResult] = []
+
+        out("\nEnvironment")
+        out(f"  {os.cpu_count()} CPU cores, Python {platform.python_version()}, PostgreSQL {pg_version} "
+            f"(synchronous_commit={sync_commit}, shared_buffers={shared_buffers}, max_connections={max_connections})")
+        out(f"  DEBUG={settings.DEBUG}, LOG_LEVEL=WARNING, outbox: Celery eager (no REDIS_URL), i.e. Balance work "
+            "runs in the request right after commit")
+        out(f"  gunicorn: {gunicorn_config.describe()}, DATABASE_CONN_MAX_AGE="
+            f"{args.conn_max_age if args.conn_max_age is not None else 'unset (0: a new connection per request)'}, "
+            f"API_RATE_LIMIT={settings.REST_FRAMEWORK['DEFAULT_THROTTLE_RATES']['service']}")
+        out(f"  {CLIENTS} client threads in this process (service layer: one Django connection each; HTTP: one "
+            "requests.Session each; floor: one psycopg connection each)")
+        out("  everything (clients, gunicorn, PostgreSQL, emulator) shares the same cores; load average at start "
+            f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} (other work on the machine shows up here)")
+
+        # 1. Cold: the first charges over wallets x products; Balance orders get created on the way.
+        out("\nRuns (each followed by manage.py verify_ledger)")
+        mark = balance_call_mark()
+        cold = spread_ops(sizes.cold_charges, sizes.wallets, rng)
+        results.append(measure(f"spread-cold {sizes.wallets}w", "service", cold, lambda n: ServiceClient(world)))
+        charging_calls = balance_calls_since(mark)
+
+        # 2. The reporting job and any pending outbox work.
+        from balance_gateway.outbox import outbox_drain
+        from payments.services import spend_report
+
+        mark = balance_call_mark()
+        spend_totals = spend_report()
+        drained = outbox_drain(max_rounds=10)
+        reporting_calls = balance_calls_since(mark)
+
+        # 3. Warm: every (wallet, product) gets its Balance orders and spend account, untimed.
+        load_accounts(world)
+        missing = [(i, p, Decimal("1.00")) for i, customer_id in enumerate(world.customer_ids)
+                   for p in range(len(PRODUCTS)) if (customer_id, p) not in world.spend_ids]
+        run_clients(missing, lambda n: ServiceClient(world), clients=4)
+        outbox_drain(max_rounds=10)
+        load_accounts(world)
+        out(f"  (untimed: {len(missing)} first charges so that every wallet x product has its orders; "
+            "the warm runs below call Balance 0 times)")
+        warm_mark = balance_call_mark()
+
+        spread = spread_ops(sizes.spread_ops, sizes.wallets, rng)
+        hot = hot_ops(sizes.hot_ops, world.hot_index, rng)
+        scenario_spread, scenario_hot = f"spread {sizes.wallets}w", "hot 1 wallet"
+
+        if not args.skip_http:
+            gunicorn, base_url = start_gunicorn(gunicorn_config, gunicorn_env, log_dir)
+            warmup = spread_ops(10 * gunicorn_config.workers, sizes.wallets, rng)
+            run_clients(warmup, lambda n: HttpClient(world, base_url))  # untimed: first requests of each worker
+
+        for scenario, ops in ((scenario_spread, spread), (scenario_hot, hot)):
+            results.append(measure(scenario, "service", ops, lambda n: ServiceClient(world)))
+            if gunicorn is not None:
+                results.append(measure(scenario, "http", ops, lambda n: HttpClient(world, base_url),
+                                       server_pid=gunicorn.pid))
+            results.append(measure(scenario, "floor", ops, lambda n: FloorClient(world, conninfo)))
+        stop(gunicorn)
+        gunicorn = None
+        warm_calls = balance_calls_since(warm_mark)
+
+        anatomy(world, sizes)
+        report_balance_calls(sizes.cold_charges, sizes.wallets, charging_calls, reporting_calls, spend_totals, drained)
+        out(f"  warm runs (orders already in Balance): {sum(warm_calls.values())} Balance calls"
+            + (f" {dict(warm_calls)}" if warm_calls else ""))
+
+        # The table.
+        floors = {r.scenario: r for r in results if r.path == "floor"}
+        out(f"\nResults ({CLIENTS} concurrent clients; latency per charge as the client sees it)")
+        header = (f"  {'scenario':<20} {'path':<8} {'ops':>6} {'errors':>6} {'seconds':>8} {'ops/s':>8} {'p50 ms':>7} "
+                  f"{'p99 ms':>7} {'ops/s vs floor':>14} {'p50 vs floor':>12} {'CPU ms/op':>9} {'server':>7}")
+        out(header)
+        out("  " + "-" * (len(header) - 2))
+        for r in results:
+            floor = floors.get(r.scenario.replace("spread-cold", "spread"))
+            vs_rate = f"{r.rate / floor.rate:.3f}" if floor else ""
+            vs_p50 = f"{r.p(50) / floor.p(50):.1f}x" if floor else ""
+            out(f"  {r.scenario:<20} {r.path:<8} {r.ops:>6} {sum(r.errors.values()):>6} {r.seconds:>8.1f} "
+                f"{r.rate:>8.1f} {r.p(50):>7.1f} {r.p(99):>7.1f} {vs_rate:>14} {vs_p50:>12} "
+                f"{r.cpu_ms(r.bench_cpu):>9} {r.cpu_ms(r.server_cpu):>7}")
+        bad = [r for r in results if not r.verdict.startswith("ledger OK") or "MISMATCH" in r.verdict]
+        out(f"\nverify_ledger after every run: {'all OK' if not bad else f'{len(bad)} run(s) NOT OK'}; "
+            f"final: {verify_ledger()}")
+        out("CPU ms/op: CPU of this process per charge (service: the application itself plus 16 threads; http: the "
+            "HTTP clients;\n  floor: psycopg); server: CPU of gunicorn's workers per charge. PostgreSQL's CPU is not "
+            "counted.")
+        out(f"Load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}. "
+            f"Total time {time.perf_counter() - started_all:.0f}s. Database {DB_NAME} kept for inspection; "
+            f"logs in {log_dir.relative_to(ROOT)}")
+        return 1 if bad or any(r.errors for r in results) else 0
+    finally:
+        stop(gunicorn)
+        stop(emulator)
+        out.save(results_dir / f"charges-{stamp}.txt")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
