@@ -173,3 +173,53 @@ class CustomerDetailApi(APIView):
         services.customer_update(customer=customer, changes=changes)
         customer = selectors.customer_get(service=current_service(request), external_id=external_id)
         return Response(CustomerOutputSerializer(customer).data)
+
+
+class AgencyChangeSerializer(serializers.Serializer):
+    agency = ExternalIdField(allow_null=True, help_text="The new agency's external_id, or null for no agency")
+    reason = CharField(max_length=500, required=False, allow_blank=True)
+
+
+class AgencyChangeResultSerializer(serializers.Serializer):
+    agency = serializers.CharField(allow_null=True)
+    since = serializers.DateTimeField()
+
+
+class AgencyAssignmentSerializer(serializers.Serializer):
+    agency = serializers.CharField(source="agency.external_id", allow_null=True, default=None)
+    since = serializers.DateTimeField()
+    until = serializers.DateTimeField(allow_null=True)
+    changed_by = serializers.CharField()
+    reason = serializers.CharField()
+
+
+class CustomerAgencyApi(APIView):
+    @extend_schema(
+        operation_id="customers_change_agency", request=AgencyChangeSerializer, parameters=[IDEMPOTENCY_KEY_OPTIONAL],
+        responses={200: AgencyChangeResultSerializer, **problems(404, 409)},
+        summary="Switch the customer's payer now (an agency, or null for none)",
+        description="Effective immediately: every charge after this call is billed under the new payer; open holds "
+        "stay with the payer they were made under; the old payer's money is shown apart in the wallet's "
+        "`other_payers`. `409 invalid_state` if the agency has no active contract for the service.",
+    )
+    @idempotent(required=False)
+    def put(self, request: Request, external_id: str) -> Response:
+        service = current_service(request)
+        customer = selectors.customer_get(service=service, external_id=external_id)
+        serializer = AgencyChangeSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        agency = services.agency_for(service, serializer.validated_data["agency"])
+        result = services.agency_change(customer=customer, agency=agency,
+                                        reason=serializer.validated_data.get("reason", ""),
+                                        changed_by=f"service:{service.slug}")
+        return Response(AgencyChangeResultSerializer(
+            {"agency": result.agency.external_id if result.agency else None, "since": result.since}).data)
+
+
+class CustomerAgencyHistoryApi(APIView):
+    @extend_schema(operation_id="customers_agency_history", responses={200: AgencyAssignmentSerializer(many=True),
+                                                                       **problems(404)},
+                   summary="Who paid for the customer when, newest first")
+    def get(self, request: Request, external_id: str) -> Response:
+        customer = selectors.customer_get(service=current_service(request), external_id=external_id)
+        return Response(AgencyAssignmentSerializer(services.customer_agency_history(customer), many=True).data)

@@ -39,3 +39,29 @@ class Customer(BalanceParty):
     @property
     def person_type(self) -> str:
         return "ur" if self.kind == self.Kind.COMPANY else "ph"
+
+
+class AgencyAssignment(models.Model):
+    """Who paid for the customer when: one row per period (`until` null = in force now), with who and why.
+
+    Invariant: at most one open row per customer, and its agency is `customer.agency`.
+    """
+
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="agency_assignments")
+    agency = models.ForeignKey("agencies.Agency", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    since = models.DateTimeField()
+    until = models.DateTimeField(null=True, blank=True)
+    changed_by = models.CharField(max_length=150, help_text="service:<slug> or user:<username>")
+    changed_by_user = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.PROTECT,
+                                        related_name="+")
+    reason = models.CharField(max_length=500, blank=True, default="")
+
+    class Meta:
+        ordering = ["-since", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["customer"], condition=models.Q(until__isnull=True),
+                                    name="one_open_agency_assignment_per_customer"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.customer_id}: {self.agency_id or 'no agency'} since {self.since:%Y-%m-%d %H:%M}"

@@ -14,7 +14,8 @@ from balance_gateway.models import OutboxOperation, RegistrationStatus
 from balance_gateway.outbox import outbox_enqueue, outbox_handler, outbox_on_failure
 from balance_gateway.services import party_sync
 from customers.exceptions import CustomerExists, ValidationFailed
-from customers.models import Customer
+from customers.models import AgencyAssignment, Customer
+from disbalance.exceptions import InvalidState
 from disbalance.models import ConsumerService
 from disbalance.webhooks import webhook_emit
 
@@ -45,7 +46,7 @@ class RegisterResult:
     created: bool
 
 
-def _agency_for(service: ConsumerService, external_id: str | None) -> Agency | None:
+def agency_for(service: ConsumerService, external_id: str | None) -> Agency | None:
     if not external_id:
         return None
     agency = Agency.objects.filter(service=service, external_id=external_id).first()
@@ -77,7 +78,7 @@ def customer_register(*, service: ConsumerService, external_id: str, data: Custo
 
     The Balance client, person and user links are made in the background (outbox), status `registering`.
     """
-    agency = _agency_for(service, data.agency_external_id)
+    agency = agency_for(service, data.agency_external_id)
     existing = Customer.objects.filter(service=service, external_id=external_id).first()
     if existing is None:
         try:
@@ -87,7 +88,8 @@ def customer_register(*, service: ConsumerService, external_id: str, data: Custo
                     phone=data.phone, agency=agency, user_uids=sorted(set(data.user_uids)), **data.legal_values(),
                 )
                 enqueue_sync(customer, update=False)
-                _on_registered(customer)
+                AgencyAssignment.objects.create(customer=customer, agency=agency, since=customer.created_at,
+                                                changed_by=f"service:{service.slug}", reason="registration")
             return RegisterResult(customer=customer, created=True)
         except IntegrityError:
             # Registered concurrently by another request: answer as for a repeat.
@@ -99,10 +101,6 @@ def customer_register(*, service: ConsumerService, external_id: str, data: Custo
             extra={"fields": diffs},
         )
     return RegisterResult(customer=existing, created=False)
-
-
-def _on_registered(customer: Customer) -> None:
-    """Hook for later stages (wallet set-up). Runs inside the registration transaction."""
 
 
 UPDATABLE_FIELDS = ("name", "email", "phone", *LEGAL_FIELDS)
@@ -183,3 +181,67 @@ def _customer_sync_failed(operation: OutboxOperation, error: str, final: bool) -
                          dedup_key=f"customer.registration_failed:{customer.pk}:{operation.pk}")
     elif current != RegistrationStatus.ACTIVE:
         _set_status(customer_id, current, f"retrying (attempt {operation.attempts}): {error}")
+
+
+# --- agency change --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AgencyChangeResult:
+    agency: Agency | None
+    since: Any
+    changed: bool
+
+
+def customer_agency_in_force(customer: Customer) -> AgencyAssignment | None:
+    return AgencyAssignment.objects.filter(customer=customer, until__isnull=True).first()
+
+
+@transaction.atomic
+def agency_change(*, customer: Customer, agency: Agency | None, reason: str = "", changed_by: str,
+                  user: Any = None) -> AgencyChangeResult:
+    """Switch the customer's payer now, in one step: the history row, the new payer's orders in Balance (through
+    the outbox) and, from this commit on, every charge billed under the new payer.
+
+    Open holds stay with the payer they were made under; the old payer's money stays its own (shown apart,
+    never spent under another payer). An agency without an active contract for the service is refused.
+    """
+    from agencies.services import agency_has_active_contract
+    from payments.models import BalanceOrder
+    from payments.services import orders_ensure
+    from wallets.services import lock_customer
+
+    customer = lock_customer(customer.pk)
+    current = customer_agency_in_force(customer)
+    if customer.agency_id == (agency.pk if agency else None):
+        return AgencyChangeResult(agency=agency, since=current.since if current else customer.created_at,
+                                  changed=False)
+    if agency is not None:
+        if agency.service_id != customer.service_id:
+            raise ValidationFailed("Unknown agency.", errors={"agency": ["Unknown agency."]})
+        if agency.status != RegistrationStatus.ACTIVE or not agency_has_active_contract(agency=agency):
+            raise InvalidState(f"Agency {agency.external_id!r} has no active contract for this service.")
+    now = timezone.now()
+    old_agency = customer.agency
+    if current is not None:
+        current.until = now
+        current.save(update_fields=["until"])
+    AgencyAssignment.objects.create(customer=customer, agency=agency, since=now, changed_by=changed_by,
+                                    changed_by_user=user, reason=reason[:500])
+    customer.agency = agency
+    customer.updated_at = now
+    customer.save(update_fields=["agency", "updated_at"])
+    # The new payer's wallet order and a child order for every product the customer has used.
+    orders_ensure(customer=customer, payer=agency)
+    used_products = {o.product for o in BalanceOrder.objects.filter(customer=customer, kind=BalanceOrder.Kind.CHILD)
+                     .select_related("product")}
+    for product in used_products:
+        orders_ensure(customer=customer, payer=agency, product=product)
+    webhook_emit(service=customer.service, type="agency.changed", dedup_key=f"agency.changed:{customer.pk}:{now}",
+                 data={"customer": customer.external_id, "agency": agency.external_id if agency else None,
+                       "previous_agency": old_agency.external_id if old_agency else None, "since": now,
+                       "reason": reason})
+    return AgencyChangeResult(agency=agency, since=now, changed=True)
+
+
+def customer_agency_history(customer: Customer):  # type: ignore[no-untyped-def]
+    return AgencyAssignment.objects.filter(customer=customer).select_related("agency").order_by("-since", "-id")

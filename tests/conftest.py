@@ -101,3 +101,26 @@ def balance_live(balance, live_server, settings):
     """The emulator with notifications delivered to billing's /balance/notify on a live server thread."""
     balance.notify_url = f"{live_server.url}/balance/notify?secret={settings.BALANCE_NOTIFY_SECRET}"
     return balance
+
+
+@pytest.fixture
+def products(service):
+    from payments.services import product_create
+
+    placement = product_create(service=service, code="placement", name="Placement", kind="placement",
+                               balance_product_id=503162).product
+    boost = product_create(service=service, code="boost", name="Boost", kind="vas", balance_product_id=503163).product
+    return {"placement": placement, "boost": boost}
+
+
+@pytest.fixture
+def active_customer(api, emulator, run_outbox, products):
+    """A customer registered in the emulator (status active)."""
+    from customers.models import Customer
+    from tests.customers.test_api import COMPANY
+
+    assert api.post("/api/v1/customers", COMPANY, format="json").status_code == 201
+    run_outbox()
+    customer = Customer.objects.get(external_id=COMPANY["external_id"])
+    assert customer.status == "active", customer.status_reason
+    return customer
