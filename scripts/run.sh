@@ -42,7 +42,7 @@ else
 fi
 
 $PY manage.py migrate --no-input >"$LOGS/migrate.log"
-TOKEN=$($PY manage.py load_demo)
+TOKEN=$(LOG_LEVEL=WARNING $PY manage.py load_demo 2>>"$LOGS/demo.log")
 
 if [ -n "${REDIS_URL:-}" ]; then
   .venv/bin/celery -A disbalance worker --loglevel=INFO --concurrency=2 >"$LOGS/worker.log" 2>&1 &
