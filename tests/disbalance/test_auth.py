@@ -93,3 +93,13 @@ def test_throttling_per_service_is_429(service, api, settings):
         settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"service": "6000/min"}}
         api_settings.reload()
         SimpleRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
+
+
+def test_webhook_secret_can_be_shown_and_rotated(service):
+    out = io.StringIO()
+    call_command("service_webhook_secret", service.slug, stdout=out, stderr=io.StringIO())
+    assert out.getvalue().strip() == service.webhook_secret and service.webhook_secret
+    out = io.StringIO()
+    call_command("service_webhook_secret", service.slug, "--rotate", stdout=out, stderr=io.StringIO())
+    service.refresh_from_db()
+    assert out.getvalue().strip() == service.webhook_secret
