@@ -39,7 +39,8 @@ def validate_legal_for_kind(kind: str, legal: dict) -> None:
     else:
         missing = [f for f in ("lname", "fname") if not legal.get(f)]
     if missing:
-        raise serializers.ValidationError({"legal": {f: [f"Required for a {kind}."] for f in missing}})
+        article = "an" if kind == Customer.Kind.INDIVIDUAL else "a"
+        raise serializers.ValidationError({"legal": {f: [f"Required for {article} {kind}."] for f in missing}})
 
 
 class CustomerCreateSerializer(serializers.Serializer):
