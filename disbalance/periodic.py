@@ -5,6 +5,7 @@ Later work adds its jobs to `PERIODIC_JOBS` here and nowhere else.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -62,6 +63,32 @@ PERIODIC_JOBS: list[PeriodicJob] = [
         timedelta(minutes=1),
         "Release holds past their expiry (status `expired`, webhook `hold.expired`).",
     ),
+    PeriodicJob(
+        "overdrafts_check",
+        "overdrafts.tasks.overdrafts_check",
+        crontab(minute=7),
+        "The daily-or-better debt re-check (hourly): block customers whose debt is past due (`customer.blocked`), "
+        "lift blocks of repaid debts (`customer.unblocked`), start the clock of debts no hook saw.",
+    ),
+    PeriodicJob(
+        "overdrafts_pull",
+        "overdrafts.tasks.overdrafts_pull",
+        timedelta(hours=3),
+        "Read every direct active customer's overdraft from Balance (GetOverdraftParams): lost NotifyClient2s.",
+    ),
+    PeriodicJob(
+        "agency_credits_pull",
+        "overdrafts.tasks.agency_credits_pull",
+        timedelta(minutes=30),
+        "Read the credit limits of agencies with postpaid contracts from Balance (GetClientCreditLimits).",
+    ),
+    PeriodicJob(
+        "reconcile",
+        "balance_gateway.tasks.reconcile",
+        crontab(minute=41),
+        "Compare billing with Balance (orders, money in and out, unpaid completion, client data, stale outbox "
+        "operations); record mismatches, fix the safe ones, close what is no longer seen.",
+    ),
 ]
 
 
@@ -72,5 +99,16 @@ def get_job(name: str) -> PeriodicJob:
     raise KeyError(name)
 
 
+def _scaled(schedule: timedelta | crontab, scale: float) -> timedelta | crontab:
+    """The schedule as an interval `scale` times its (average) period: PERIODIC_SCALE=0.05 runs an hourly crontab
+    job every 3 minutes. For soak runs and demos only; 1 (unset) keeps the declared schedules."""
+    if scale == 1:
+        return schedule
+    if isinstance(schedule, crontab):  # the jobs here are hourly or daily: period = a day / runs per day
+        schedule = timedelta(days=1) / (len(schedule.hour) * len(schedule.minute))
+    return max(schedule * scale, timedelta(seconds=0.5))
+
+
 def beat_schedule() -> dict[str, dict]:
-    return {job.name: {"task": job.task, "schedule": job.schedule} for job in PERIODIC_JOBS}
+    scale = float(os.environ.get("PERIODIC_SCALE") or 1)
+    return {job.name: {"task": job.task, "schedule": _scaled(job.schedule, scale)} for job in PERIODIC_JOBS}
