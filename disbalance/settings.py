@@ -74,6 +74,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "disbalance.middleware.RequestIdMiddleware",
+    "disbalance.middleware.PathGuardMiddleware",
     "disbalance.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -264,3 +265,11 @@ HOLD_DEFAULT_DAYS = env_int("HOLD_DEFAULT_DAYS", 7)
 HOLD_MAX_DAYS = env_int("HOLD_MAX_DAYS", 90)
 SPEND_REPORT_BATCH = env_int("SPEND_REPORT_BATCH", 500)
 ORDERS_PULL_BATCH = env_int("ORDERS_PULL_BATCH", 200)
+
+# --- Overdrafts and agency credit ----------------------------------------------------------------------------
+# Days from the moment a customer's own balance goes below zero to the due date of that debt.
+OVERDRAFT_PAYMENT_TERM_DAYS = env_int("OVERDRAFT_PAYMENT_TERM_DAYS", 15)
+# A limit raised above Balance's grant (billing-admin) expires within this many days.
+OVERDRAFT_RAISE_MAX_DAYS = env_int("OVERDRAFT_RAISE_MAX_DAYS", 90)
+# Customers read per database round trip by the GetOverdraftParams pull.
+OVERDRAFT_PULL_BATCH = env_int("OVERDRAFT_PULL_BATCH", 200)

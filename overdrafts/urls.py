@@ -1,3 +1,7 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from overdrafts import apis
+
+urlpatterns = [
+    path("customers/<str:external_id>/overdraft", apis.OverdraftApi.as_view(), name="customer-overdraft"),
+]

@@ -32,7 +32,7 @@ from disbalance.exceptions import CustomerBlocked, CustomerNotActive, Validation
 from disbalance.models import ConsumerService
 from disbalance.money import ZERO, format_amount
 from disbalance.webhooks import webhook_emit
-from overdrafts.selectors import effective_overdraft_limit
+from overdrafts import services as overdrafts
 from payments.exceptions import HoldNotHeld, RefundTooLarge
 from payments.models import BalanceOrder, Charge, Hold, Product, Refund, TopUp
 from wallets import services as ledger
@@ -340,6 +340,10 @@ def order_apply_balance_state(*, order_id: int, state: OrderState) -> str:
             reason=f"Balance lowered ConsumeQty of order {order.pk} to {format_amount(state.consume_qty)}",
             reference_kind="balance_order", reference_id=f"{order.pk}@{state.tid}",
         )
+    if delta > 0:
+        overdrafts.after_money_in(customer=customer, payer=order.payer_agency)
+    elif delta < 0:
+        overdrafts.after_spend(customer=customer, payer=order.payer_agency)
     order.credited_qty = state.consume_qty
     order.balance_consume_qty = state.consume_qty
     order.balance_completion_qty = state.completion_qty
@@ -419,9 +423,10 @@ def charge_create(*, customer: Customer, product: Product, amount: Decimal, desc
                     description=description, metadata=metadata or {})
     ledger.wallet_charge(
         customer=customer, payer_agency=payer, product_code=product.code, amount=amount,
-        overdraft_limit=effective_overdraft_limit(customer=customer), reference_kind="charge",
+        overdraft_limit=overdrafts.spend_limit(customer=customer, payer=payer), reference_kind="charge",
         reference_id=str(charge.id), description=description or f"{product.name}",
     )
+    overdrafts.after_spend(customer=customer, payer=payer)
     charge.save(force_insert=True)
     orders_ensure(customer=customer, payer=payer, product=product)
     return charge
@@ -443,9 +448,10 @@ def hold_create(*, customer: Customer, product: Product, amount: Decimal, expire
                 expires_at=expires_at, description=description, metadata=metadata or {})
     ledger.wallet_hold(
         customer=customer, payer_agency=payer, amount=amount,
-        overdraft_limit=effective_overdraft_limit(customer=customer), reference_kind="hold",
+        overdraft_limit=overdrafts.spend_limit(customer=customer, payer=payer), reference_kind="hold",
         reference_id=str(hold.id), description=description or f"Hold for {product.name}",
     )
+    overdrafts.after_spend(customer=customer, payer=payer)
     hold.save(force_insert=True)
     orders_ensure(customer=customer, payer=payer, product=product)
     return hold
@@ -476,6 +482,7 @@ def hold_capture(*, hold: Hold, amount: Decimal | None = None) -> Hold:
         hold_amount=hold.amount, captured=captured, reference_kind="hold", reference_id=str(hold.id),
         description=f"Capture of hold {hold.id}",
     )
+    overdrafts.after_money_in(customer=hold.customer, payer=hold.payer_agency)
     hold.status = Hold.Status.CAPTURED
     hold.captured_amount = captured
     hold.closed_at = timezone.now()
@@ -492,6 +499,7 @@ def _release(hold: Hold, status: str) -> Hold:
         reference_id=str(hold.id), description=f"{'Expiry' if status == Hold.Status.EXPIRED else 'Release'} "
                                                f"of hold {hold.id}",
     )
+    overdrafts.after_money_in(customer=hold.customer, payer=hold.payer_agency)
     hold.status = status
     hold.closed_at = timezone.now()
     hold.save(update_fields=["status", "closed_at"])
@@ -538,6 +546,7 @@ def refund_create(*, charge: Charge, amount: Decimal | None, reason: str) -> Ref
         customer=charge.customer, payer_agency=charge.payer_agency, product_code=charge.product.code, amount=amount,
         reference_kind="refund", reference_id=str(refund.id), description=f"Refund of charge {charge.id}: {reason}",
     )
+    overdrafts.after_money_in(customer=charge.customer, payer=charge.payer_agency)
     refund.save(force_insert=True)
     Charge.objects.filter(pk=charge.pk).update(refunded_amount=F("refunded_amount") + amount)
     return refund

@@ -15,7 +15,7 @@ from disbalance.fields import AmountField, SignedAmountField
 from disbalance.money import ZERO
 from disbalance.openapi import filter_parameters, problems
 from disbalance.pagination import paginated_response, validated_filters
-from overdrafts.selectors import effective_overdraft_limit
+from overdrafts.selectors import debt_status, effective_overdraft_limit
 from wallets import selectors
 from wallets.models import LedgerEntry, LedgerTransaction
 
@@ -32,8 +32,9 @@ class WalletSerializer(serializers.Serializer):
     overdraft_limit = AmountField(allow_zero=True)
     available = SignedAmountField()
     debt = AmountField(allow_zero=True)
-    debt_due_at = serializers.DateTimeField(allow_null=True)
-    overdue = serializers.BooleanField()
+    debt_due_at = serializers.DateTimeField(
+        allow_null=True, help_text="Due date of the customer's own (overdraft) debt; null without one")
+    overdue = serializers.BooleanField(help_text="The customer's own debt is past `debt_due_at`")
     blocked = serializers.BooleanField()
     payer = serializers.CharField(allow_null=True)
     other_payers = PayerBalanceSerializer(many=True)
@@ -46,10 +47,11 @@ class WalletApi(APIView):
         customer = customer_get(service=current_service(request), external_id=external_id)
         summary = selectors.wallet_summary(customer, overdraft_limit=effective_overdraft_limit(customer=customer))
         debt = -summary.balance if summary.balance < 0 else ZERO
+        own = debt_status(customer=customer)
         return Response(WalletSerializer({
             "currency": summary.currency, "balance": summary.balance, "held": summary.held,
             "overdraft_limit": summary.overdraft_limit, "available": summary.available, "debt": debt,
-            "debt_due_at": None, "overdue": False, "blocked": customer.blocked, "payer": summary.payer,
+            "debt_due_at": own.due_at, "overdue": own.overdue, "blocked": customer.blocked, "payer": summary.payer,
             "other_payers": summary.other_payers,
         }).data)
 

@@ -1,0 +1,141 @@
+"""Overdraft and agency credit under concurrent charges (PostgreSQL row locks).
+
+`test_agency_credit_under_16_clients` fails when the AgencyCredit lock is removed: see
+`test_the_credit_lock_is_what_keeps_the_limit`, which removes it and expects the limit to be broken.
+"""
+
+import random
+import threading
+import time
+import uuid
+from decimal import Decimal
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from rest_framework.test import APIClient
+
+from overdrafts import selectors
+from overdrafts import services as overdraft_services
+from payments.models import Charge, Hold
+from tests.conftest import requires_postgres
+from tests.overdrafts.conftest import agency_with_contract, register
+from wallets.models import Account
+
+THREADS = 16
+
+
+def _run(token, paths, operations, seed, amounts=(100, 90000)):
+    """THREADS threads over HTTP, thread n on paths[n % len(paths)]: charges (and some holds); returns the 2xx
+    bodies per path, the unexpected answers, and every `available` seen."""
+    successes, errors, available, lock = [], [], [], threading.Lock()
+    barrier = threading.Barrier(THREADS)
+
+    def loop(n):
+        rng = random.Random(seed * 100 + n)
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+        path = paths[n % len(paths)]
+        barrier.wait()
+        try:
+            for _ in range(operations):
+                kind = rng.choice(["charges", "charges", "charges", "holds", "wallet"])
+                if kind == "wallet":
+                    value = Decimal(client.get(f"{path}/wallet").json()["available"])
+                    with lock:
+                        available.append(value)
+                    continue
+                amount = f"{rng.randint(*amounts) / 100:.2f}"
+                product = "placement" if kind == "charges" else "boost"
+                r = client.post(f"{path}/{kind}", {"product": product, "amount": amount}, format="json",
+                                HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4()))
+                with lock:
+                    if r.status_code == 201:
+                        successes.append((path, kind, Decimal(r.json()["amount"])))
+                    elif r.status_code != 402:
+                        errors.append((r.status_code, r.content[:300]))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=loop, args=(n,)) for n in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return successes, errors, available
+
+
+def _wallet(external_id, payer=None):
+    account = Account.objects.filter(kind="wallet", customer__external_id=external_id, payer_agency=payer).first()
+    return account.balance if account else Decimal("0.00")
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_one_customer_with_a_5000_limit_under_16_clients(token, emulator, active_customer):
+    emulator.grant_overdraft(active_customer.balance_client_id, Decimal("5000.00"), 15)
+    call_command("run_periodic", "overdrafts_pull")
+    assert selectors.overdraft_limit(customer=active_customer) == Decimal("5000.00")
+    successes, errors, available = _run(token, ["/api/v1/customers/dealer:20101"], operations=12, seed=3,
+                                        amounts=(100, 60000))
+    assert errors == []
+    call_command("verify_ledger")
+    wallet = _wallet("dealer:20101")
+    assert wallet >= Decimal("-5000.00"), "the balance went below the overdraft limit"
+    assert all(a >= 0 for a in available)
+    spent = sum((a for _, _, a in successes), Decimal(0))
+    assert -wallet == spent
+    assert Charge.objects.count() + Hold.objects.count() == len(successes)
+    assert wallet < Decimal("-4000.00"), "the workload did not reach the limit: the test proves little"
+
+
+def _agency_setup(api, emulator, run_outbox):
+    agency = agency_with_contract(api, emulator, run_outbox, credit_limit="10000.00")
+    register(api, run_outbox, "dealer:a", agency="agency:1")
+    register(api, run_outbox, "dealer:b", agency="agency:1", inn="7707654321")
+    return agency
+
+
+def _agency_workload(token, agency, operations=12, amounts=(100, 120000)):
+    successes, errors, available = _run(token, ["/api/v1/customers/dealer:a", "/api/v1/customers/dealer:b"],
+                                        operations=operations, seed=5, amounts=amounts)
+    used = -(_wallet("dealer:a", agency) + _wallet("dealer:b", agency))
+    return successes, errors, available, used
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_agency_credit_under_16_clients(api, token, emulator, run_outbox, balance, products):
+    agency = _agency_setup(api, emulator, run_outbox)
+    successes, errors, available, used = _agency_workload(token, agency)
+    assert errors == []
+    call_command("verify_ledger")
+    assert used <= Decimal("10000.00"), f"the agency's customers spent {used} on a 10000.00 credit"
+    assert used == sum((a for _, _, a in successes), Decimal(0))
+    assert {p for p, _, _ in successes} == {"/api/v1/customers/dealer:a", "/api/v1/customers/dealer:b"}
+    assert all(a >= 0 for a in available)
+    assert used > Decimal("9000.00"), "the workload did not reach the limit: the test proves little"
+    from overdrafts.models import AgencyCredit
+
+    assert AgencyCredit.objects.get(agency=agency).used == used
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_credit_lock_is_what_keeps_the_limit(api, token, emulator, run_outbox, balance, products, monkeypatch):
+    """The same workload without the AgencyCredit lock (and a pause that widens the race) must overspend."""
+    agency = _agency_setup(api, emulator, run_outbox)
+    monkeypatch.setattr(overdraft_services, "_credit_lock_enabled", False)
+    read = selectors.agency_credit_used
+
+    def slow_read(**kwargs):
+        value = read(**kwargs)
+        time.sleep(0.02)
+        return value
+
+    monkeypatch.setattr(selectors, "agency_credit_used", slow_read)
+    # Spends of 1,000.00 each: with the lock exactly ten fit; without it, the last slot is taken by a customer of
+    # each side at once (both read the other's use before either commits).
+    _, _, _, used = _agency_workload(token, agency, operations=12, amounts=(100000, 100000))
+    if used <= Decimal("10000.00"):
+        pytest.fail("without the lock the shared limit held: the concurrency test would not catch a missing lock")
