@@ -58,13 +58,17 @@ class OutboxOperationAdmin(ReadOnlyAdmin):
     def short_error(self, obj: OutboxOperation) -> str:
         return (obj.last_error[:80] + "…") if len(obj.last_error) > 80 else obj.last_error
 
-    @admin.action(description="Retry now", permissions=["view"])
+    @admin.action(description="Retry now", permissions=["retry"])
     def retry_now(self, request: HttpRequest, queryset: QuerySet[OutboxOperation]) -> None:
         retried = 0
         for operation in queryset.exclude(status__in=[OutboxOperation.Status.DONE]):
             outbox_retry(operation=operation)
+            self.log_change(request, operation, f"Retried from the outbox list (was {operation.status}).")
             retried += 1
         self.message_user(request, f"{retried} operation(s) queued again.", messages.SUCCESS)
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("customers.retry_operation")
 
 
 @admin.register(BalanceCall)

@@ -1,4 +1,7 @@
-"""`manage.py load_demo`: a small demo for `make run` (idempotent). Prints only the demo token on stdout."""
+"""`manage.py load_demo`: a small demo for `make run` (idempotent). Prints only the demo token on stdout.
+
+Users: `admin`/`admin` (superuser) and `support`/`support` (staff, in the `support` group made by `setup_groups`).
+"""
 
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ class Command(BaseCommand):
         user_model = get_user_model()
         if not user_model.objects.filter(username="admin").exists():
             user_model.objects.create_superuser("admin", "admin@example.com", "admin")
+        self._support_user(user_model)
         self._load_products(service)
 
         agency = agency_register(
@@ -50,6 +54,17 @@ class Command(BaseCommand):
         outbox_drain(max_rounds=3)
         self._demo_contract(Agency.objects.get(pk=agency.pk))
         self.stdout.write(DEMO_TOKEN)
+
+    def _support_user(self, user_model) -> None:
+        """The console's groups (`setup_groups`) and a `support` / `support` staff user in the `support` group."""
+        from django.contrib.auth.models import Group
+        from django.core.management import call_command
+
+        call_command("setup_groups", verbosity=0, stdout=self.stderr)
+        user = user_model.objects.filter(username="support").first()
+        if user is None:
+            user = user_model.objects.create_user("support", "support@example.com", "support", is_staff=True)
+        user.groups.add(Group.objects.get(name="support"))
 
     def _load_products(self, service) -> None:
         try:
