@@ -16,6 +16,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from balance_gateway.notifications import UnknownObject, notification_receive
+from disbalance.money import MAX_AMOUNT, from_balance
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,16 @@ def _int(value: Any, name: str) -> int:
     return int(text)
 
 
+def _amount(value: Any, name: str) -> None:
+    """An order total must be a finite amount from 0 to MAX_AMOUNT (absent means 0), or the call is malformed."""
+    try:
+        amount = from_balance(value)
+    except (ArithmeticError, ValueError) as exc:
+        raise ValueError(f"{name} must be an amount") from exc
+    if not amount.is_finite() or amount < 0 or amount > MAX_AMOUNT:
+        raise ValueError(f"{name} must be an amount from 0 to {MAX_AMOUNT}")
+
+
 @csrf_exempt
 @require_POST
 def balance_notify(request: HttpRequest) -> HttpResponse:
@@ -76,12 +87,16 @@ def balance_notify(request: HttpRequest) -> HttpResponse:
         return _fault("INVALID_PARAM", f"unknown method {method[:100]}", method[:100])
     if len(params) != 1 or not isinstance(params[0], dict):
         return _fault("INVALID_PARAM", "one struct expected", method)
+    if any(isinstance(v, list | dict) for v in params[0].values()):  # Balance sends scalars only
+        return _fault("INVALID_PARAM", "struct members must be scalar values", method)
     payload = {str(k): (v if isinstance(v, int | str | bool) else str(v)) for k, v in params[0].items()}
     try:
         tid = _int(payload.get("Tid"), "Tid")
         if kind == "order":
             object_key = f"{_int(payload.get('ServiceID'), 'ServiceID')}:" \
                          f"{_int(payload.get('ServiceOrderID'), 'ServiceOrderID')}"
+            _amount(payload.get("ConsumeQty"), "ConsumeQty")
+            _amount(payload.get("CompletionQty"), "CompletionQty")
         else:
             object_key = str(_int(payload.get("ClientID"), "ClientID"))
     except ValueError as exc:
@@ -90,5 +105,7 @@ def balance_notify(request: HttpRequest) -> HttpResponse:
         outcome = notification_receive(kind=kind, object_key=object_key, tid=tid, payload=payload)
     except UnknownObject as exc:
         return _fault("NOT_FOUND", str(exc), method)
+    except (ValueError, ArithmeticError) as exc:  # a value of the wrong shape: nothing was stored (rolled back)
+        return _fault("INVALID_PARAM", str(exc)[:200], method, status=400)
     logger.info("notification answered", extra={"method": method, "object": object_key, "outcome": outcome})
     return _success()

@@ -32,6 +32,19 @@ class RequestIdMiddleware:
         return response
 
 
+class PathGuardMiddleware:
+    """A path with a NUL character names nothing: 404, before a view puts it in a query (psycopg refuses NUL in
+    text parameters, which would be a 500 on PostgreSQL)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if "\x00" in request.path:
+            return problem_response(status=404, code="not_found", title="Not found", detail="No such resource.")
+        return self.get_response(request)
+
+
 class BodySizeLimitMiddleware:
     """Refuses bodies over MAX_REQUEST_BODY_BYTES before anything reads them (413 problem+json)."""
 

@@ -1,13 +1,35 @@
-from rest_framework.pagination import CursorPagination
+from django.core.exceptions import FieldDoesNotExist, ValidationError
+from rest_framework.exceptions import NotFound
+from rest_framework.pagination import Cursor, CursorPagination
 
 
 class NewestFirstCursorPagination(CursorPagination):
-    """Cursor pagination, newest first: `?cursor=`, `?limit=` (1 to 500), `next` in the body."""
+    """Cursor pagination, newest first: `?cursor=`, `?limit=` (1 to 500), `next` in the body.
+
+    A cursor is the client's to send back, so it is checked: a position that is not a valid value of the ordering
+    field (a hand-made cursor) is `404 Invalid cursor`, as a malformed one is, never a 500 from the query.
+    """
 
     ordering = "-id"
     page_size = 50
     page_size_query_param = "limit"
     max_page_size = 500
+
+    def paginate_queryset(self, queryset, request, view=None):  # type: ignore[no-untyped-def]
+        self._model = queryset.model
+        return super().paginate_queryset(queryset, request, view=view)
+
+    def decode_cursor(self, request) -> Cursor | None:  # type: ignore[no-untyped-def]
+        cursor = super().decode_cursor(request)
+        if cursor is None or cursor.position is None:
+            return cursor
+        ordering = self.ordering if isinstance(self.ordering, str) else self.ordering[0]
+        try:
+            field = self._model._meta.get_field(ordering.lstrip("-"))
+            field.run_validators(field.to_python(cursor.position))
+        except (FieldDoesNotExist, ValidationError, ValueError, TypeError, OverflowError) as exc:
+            raise NotFound(self.invalid_cursor_message) from exc
+        return cursor
 
 
 class CreatedNewestFirstCursorPagination(NewestFirstCursorPagination):

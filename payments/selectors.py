@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 
 from customers.models import Customer
@@ -26,7 +27,7 @@ def product_get(*, service: ConsumerService, code: str) -> Product:
 def _get(qs: QuerySet, pk: str, what: str):  # type: ignore[no-untyped-def]
     try:
         obj = qs.filter(pk=pk).first()
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, ValidationError):  # not a UUID: names nothing (404, not 500)
         obj = None
     if obj is None:
         raise OperationNotFound(f"No {what} {pk!r}.")
