@@ -57,7 +57,7 @@ class Sizes:
     anatomy_ops: int  # single-threaded, to count SQL statements per charge
 
 
-FULL = Sizes(wallets=1000, cold_charges=10_000, spread_ops=4_000, hot_ops=2_500, anatomy_ops=200)
+FULL = Sizes(wallets=1000, cold_charges=10_000, spread_ops=3_000, hot_ops=2_000, anatomy_ops=200)
 QUICK = Sizes(wallets=100, cold_charges=2_000, spread_ops=800, hot_ops=500, anatomy_ops=50)
 
 
@@ -89,6 +89,16 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 
 # --- infrastructure: database, emulator, gunicorn --------------------------------------------------------------
+
+def git_state() -> str:
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        return result.stdout.strip()
+
+    changed = [line for line in git("status", "--porcelain").splitlines() if line[3:].split("/")[0] != "bench"]
+    return f"{git('rev-parse', '--short', 'HEAD')}" + (f" + {len(changed)} uncommitted paths outside bench/"
+                                                       if changed else " (clean outside bench/)")
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -143,11 +153,13 @@ def start_gunicorn(config: GunicornConfig, env: dict[str, str], log_dir: Path) -
     port = free_port()
     gunicorn = str(Path(PYTHON).parent / "gunicorn")
     log = log_dir / "gunicorn.log"
-    proc = subprocess.Popen(
-        [gunicorn, "disbalance.wsgi:application", "--bind", f"127.0.0.1:{port}", *config.args(),
-         "--timeout", "120", "--log-level", "warning", "--error-logfile", str(log)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    # gunicorn's own log and the app's (Django logs a 500 with its traceback on stderr) go to the same file.
+    with log.open("a") as log_file:
+        proc = subprocess.Popen(
+            [gunicorn, "disbalance.wsgi:application", "--bind", f"127.0.0.1:{port}", *config.args(),
+             "--timeout", "120", "--log-level", "warning"],
+            cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+        )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -556,6 +568,27 @@ def build_world(sizes: Sizes) -> World:
     )
 
 
+def load_world() -> World:
+    """The world of the last run, from the kept database (for --anatomy-only); a new token is issued."""
+    from customers.models import Customer
+    from disbalance.models import ConsumerService
+    from disbalance.services import service_token_issue
+    from payments.models import Product
+
+    service = ConsumerService.objects.get(slug="bench")
+    products = [Product.objects.get(service=service, code=code) for code, *_ in PRODUCTS]
+    customers = sorted(Customer.objects.filter(service=service).values_list("external_id", "pk"),
+                       key=lambda item: (item[0] == "bench:hot", item[0]))
+    world = World(
+        service_id=service.pk, token=service_token_issue(service=service, label="bench").raw_token,
+        product_ids=[p.pk for p in products], product_codes=[p.code for p in products],
+        product_names=[p.name for p in products], customer_ids=[pk for _, pk in customers],
+        external_ids=[e for e, _ in customers], hot_index=len(customers) - 1,
+    )
+    load_accounts(world)
+    return world
+
+
 def load_accounts(world: World) -> None:
     from wallets.models import Account
 
@@ -634,46 +667,122 @@ def statement_label(sql: str) -> str:
     return f"{verb} {name}"
 
 
+SERVICE_STEPS = (
+    ("payments/services.py", "charge_create", "charge_create, all of it"),
+    ("wallets/services.py", "lock_customer", "  lock_customer (customer row lock)"),
+    ("wallets/services.py", "account_get_or_create", "  account_get_or_create (wallet, spend)"),
+    ("wallets/services.py", "lock_accounts", "  lock_accounts (account row locks)"),
+    ("wallets/services.py", "_check_last_balance_after", "  _check_last_balance_after"),
+    ("wallets/services.py", "ledger_post", "  ledger_post (checks, inserts, balance updates)"),
+    ("overdrafts/selectors.py", "effective_overdraft_limit", "  effective_overdraft_limit"),
+    ("overdrafts/services.py", "spend_limit", "  overdrafts.spend_limit (overdraft, block)"),
+    ("overdrafts/services.py", "after_spend", "  overdrafts.after_spend (debt, blocks)"),
+    ("payments/services.py", "orders_ensure", "  orders_ensure (Balance orders exist?)"),
+    ("django/db/backends/base/base.py", "commit", "  COMMIT"),
+    ("psycopg/connection.py", "wait", "waiting for PostgreSQL answers (every statement)"),
+    ("django/db/models/sql/compiler.py", "as_sql", "ORM: compiling SQL"),
+)
+HTTP_STEPS = (
+    ("django/core/handlers/base.py", "get_response", "Django handler, all of it"),
+    ("rest_framework/views.py", "initial", "  DRF auth + permissions + throttle"),
+    ("disbalance/auth.py", "authenticate", "    token lookup"),
+    ("rest_framework/throttling.py", "allow_request", "    throttle"),
+    ("disbalance/idempotency.py", "wrapper", "  idempotent(): claim, the view, store the response"),
+    ("disbalance/idempotency.py", "_claim", "    claim the key (own transaction)"),
+    ("disbalance/idempotency.py", "_complete", "    store the response"),
+    ("customers/selectors.py", "customer_get", "    customer_get"),
+    ("payments/apis.py", "_product_or_400", "    product_get"),
+    ("rest_framework/serializers.py", "is_valid", "    request serializer"),
+    ("payments/services.py", "charge_create", "    charge_create"),
+    ("django/db/backends/base/base.py", "commit", "  COMMIT (both transactions)"),
+    ("psycopg/connection.py", "wait", "waiting for PostgreSQL answers (every statement)"),
+    ("django/db/models/sql/compiler.py", "as_sql", "ORM: compiling SQL"),
+)
+
+
+def profile_steps(run: Callable[[], None], count: int, steps: tuple[tuple[str, str, str], ...]) -> list[str]:
+    """cProfile `run` (count charges) and show the cumulative time of the named functions per charge (the
+    profiler slows Python down more than PostgreSQL, so read the shares rather than the milliseconds)."""
+    import cProfile
+    import pstats
+
+    profile = cProfile.Profile()
+    started = time.perf_counter()
+    profile.runcall(run)
+    total = time.perf_counter() - started
+    stats: dict[tuple[str, int, str], tuple[Any, ...]] = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+    lines = [f"    {'step (cProfile, cumulative)':<54} {'calls':>6} {'ms':>7} {'share':>6}"]
+    for suffix, name, label in steps:
+        found = [(value[1], value[3]) for (filename, _, func), value in stats.items()
+                 if func == name and filename.endswith(suffix)]
+        if not found:
+            continue  # not in this version of the code
+        calls, cumulative = max(found, key=lambda item: item[1])
+        lines.append(f"    {label:<54} {calls / count:>6.2f} {cumulative * 1000 / count:>7.2f} "
+                     f"{cumulative / total:>6.0%}")
+    lines.append(f"    {'total per charge under the profiler':<54} {'':>6} {total * 1000 / count:>7.2f} {1:>6.0%}")
+    return lines
+
+
 def anatomy(world: World, sizes: Sizes) -> None:
-    """Count the SQL statements of one charge: service layer and the HTTP stack (Django test client, in
-    process, same middleware and views as gunicorn, but keeping its connection), single-threaded."""
-    from django.db import connection, connections
+    """One charge, single-threaded, through the service layer and through the HTTP stack (Django's test client in
+    process: the same middleware, auth, idempotency and views as under gunicorn, but keeping its connection):
+    time and CPU per charge, SQL statements per charge by kind, and a cProfile breakdown by step."""
+    from django.db import connection, connections, reset_queries
     from django.test import Client as DjangoClient
     from django.test.utils import CaptureQueriesContext
 
     rng = random.Random(SEED + 99)
     count = sizes.anatomy_ops
-    service_ops = spread_ops(count, len(world.customer_ids) - 1, rng)
-    http_ops = spread_ops(count, len(world.customer_ids) - 1, rng)
-    client = ServiceClient(world)
-    client.open()
-    with CaptureQueriesContext(connection) as service_queries:
-        started = time.perf_counter()
-        for op in service_ops:
-            assert client.charge(op) is None
-        service_ms = (time.perf_counter() - started) * 1000 / count
-
+    wallets = len(world.customer_ids) - 1
+    service_client = ServiceClient(world)
+    service_client.open()
     http = DjangoClient(HTTP_AUTHORIZATION=f"Bearer {world.token}")
-    with CaptureQueriesContext(connection) as http_queries:
-        started = time.perf_counter()
-        for index, product, amount in http_ops:
-            response = http.post(f"/api/v1/customers/{world.external_ids[index]}/charges",
-                                 data={"product": world.product_codes[product], "amount": f"{amount:.2f}"},
-                                 content_type="application/json", HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4()))
-            assert response.status_code == 201, response.content
-        http_ms = (time.perf_counter() - started) * 1000 / count
-    connections.close_all()
 
-    service_labels = Counter(statement_label(q["sql"]) for q in service_queries.captured_queries)
-    http_labels = Counter(statement_label(q["sql"]) for q in http_queries.captured_queries)
-    out(f"\nAnatomy of one charge (single thread, {count} charges each, mean; query capture on, so a bit slower):")
-    out(f"  service layer: {len(service_queries) / count:5.1f} SQL statements, {service_ms:5.2f} ms per charge")
-    out(f"  HTTP stack (Django test client in process): {len(http_queries) / count:5.1f} SQL statements, "
-        f"{http_ms:5.2f} ms per charge")
+    def service_charge(op: Op) -> None:
+        error = service_client.charge(op)
+        assert error is None, error
+
+    def http_charge(op: Op) -> None:
+        index, product, amount = op
+        response = http.post(f"/api/v1/customers/{world.external_ids[index]}/charges",
+                             data={"product": world.product_codes[product], "amount": f"{amount:.2f}"},
+                             content_type="application/json", HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4()))
+        assert response.status_code == 201, response.content
+
+    out(f"\nAnatomy of one charge (single thread, {count} charges per figure)")
+    labels: dict[str, Counter] = {}
+    for name, charge, steps in (("service layer", service_charge, SERVICE_STEPS),
+                                ("HTTP stack (Django test client in process)", http_charge, HTTP_STEPS)):
+        ops = spread_ops(count, wallets, rng)
+        started, cpu = time.perf_counter(), time.process_time()
+        for op in ops:
+            charge(op)
+        wall_ms = (time.perf_counter() - started) * 1000 / count
+        cpu_ms = (time.process_time() - cpu) * 1000 / count
+        counted: Counter = Counter()
+        for op in spread_ops(count, wallets, rng):
+            reset_queries()  # DEBUG keeps at most 9000 queries: a full log would hide these
+            with CaptureQueriesContext(connection) as queries:
+                charge(op)
+            counted.update(statement_label(q["sql"]) for q in queries.captured_queries)
+        labels[name] = counted
+        out(f"  {name}: {wall_ms:.2f} ms wall, {cpu_ms:.2f} ms CPU of this process, "
+            f"{sum(counted.values()) / count:.1f} SQL statements per charge")
+        profiled_ops = spread_ops(count, wallets, rng)
+
+        def run_profiled(charge: Callable[[Op], None] = charge, ops: list[Op] = profiled_ops) -> None:
+            for op in ops:
+                charge(op)
+
+        for line in profile_steps(run_profiled, count, steps):
+            out(line)
+    connections.close_all()
     out("  floor: 8 SQL statements (BEGIN, lock, 3 inserts, 2 updates, COMMIT)")
-    out(f"  {'statement (per charge)':<52} {'service':>8} {'HTTP':>8}")
-    for label, _ in (service_labels + http_labels).most_common():
-        out(f"  {label:<52} {service_labels[label] / count:>8.2f} {http_labels[label] / count:>8.2f}")
+    service, http_counts = labels["service layer"], labels["HTTP stack (Django test client in process)"]
+    out(f"  {'SQL statements per charge':<52} {'service':>8} {'HTTP':>8}")
+    for label, _ in (service + http_counts).most_common():
+        out(f"  {label:<52} {service[label] / count:>8.2f} {http_counts[label] / count:>8.2f}")
     out("  (HTTP: the Idempotency-Key is claimed in its own transaction, then the view runs in a second one)")
 
 
@@ -691,6 +800,8 @@ def main() -> int:
     parser.add_argument("--conn-max-age", type=int, default=None,
                         help="DATABASE_CONN_MAX_AGE for gunicorn (default: unset, the app's default 0)")
     parser.add_argument("--skip-http", action="store_true", help="no gunicorn runs")
+    parser.add_argument("--anatomy-only", action="store_true",
+                        help="only the single-threaded anatomy, on the database kept by the last run")
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
     gunicorn_config = GunicornConfig(workers=args.workers, threads=args.threads)
@@ -714,6 +825,14 @@ def main() -> int:
 
     emulator = gunicorn = None
     started_all = time.perf_counter()
+    if args.anatomy_only:
+        os.environ.update(env)
+        sys.path.insert(0, str(ROOT))
+        import django
+
+        django.setup()
+        anatomy(load_world(), sizes)
+        return 0
     try:
         out(f"Disbalance charges benchmark ({'quick' if args.quick else 'full'}), {stamp} UTC")
         out("\nSet-up")
@@ -732,7 +851,12 @@ def main() -> int:
         import django
 
         django.setup()
+        import logging
+
         from django.conf import settings
+
+        # Celery's eager mode makes kombu warn once per thread that no broker host is set: expected here.
+        logging.getLogger("kombu.connection").setLevel(logging.ERROR)
         from django.db import connection
 
         with connection.cursor() as cursor:
@@ -746,6 +870,7 @@ def main() -> int:
         results: list[RunResult] = []
 
         out("\nEnvironment")
+        out(f"  code: git {git_state()}")
         out(f"  {os.cpu_count()} CPU cores, Python {platform.python_version()}, PostgreSQL {pg_version} "
             f"(synchronous_commit={sync_commit}, shared_buffers={shared_buffers}, max_connections={max_connections})")
         out(f"  DEBUG={settings.DEBUG}, LOG_LEVEL=WARNING, outbox: Celery eager (no REDIS_URL), i.e. Balance work "
