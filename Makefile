@@ -6,7 +6,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 
-.PHONY: run test venv lint check soak clean
+.PHONY: run test venv lint check soak soak-ci clean
 
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,15 @@ lint: venv
 check: venv lint
 	$(PY) manage.py makemigrations --check --dry-run
 	$(PY) manage.py spectacular --validate --fail-on-warn --file /dev/null
+
+# The fault-injection soak (soak/run.py; docs/reliability.md): `SEED=42 DURATION=300 make soak`. Without SEED a new
+# seed is drawn and printed; a failing run prints the command that replays it. `soak-ci` is the short CI form.
+DURATION ?= 300
+soak: venv
+	$(PY) -m soak.run $(if $(SEED),--seed $(SEED)) --duration $(DURATION)
+
+soak-ci: venv
+	$(PY) -m soak.run --seed $(or $(SEED),20240611) --duration 60 --clients 3 --drain-timeout 90 --db disbalance_soak_ci
 
 clean:
 	rm -rf .run db.sqlite3 staticfiles

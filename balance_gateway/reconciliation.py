@@ -367,13 +367,25 @@ def _check_money_out(checks: _Checks, order: BalanceOrder, info: OrderInfo, spen
 
 
 def _spend_limit(run: _Run, customer: Customer, payer: Agency | None) -> Decimal:
-    """The overdraft or credit the payer's spend may use beyond its money (billing's view, cached per run)."""
+    """The overdraft or credit that covers the pot's spend beyond its money (billing's view, cached per run).
+
+    Read-only, and not `overdrafts.services.spend_limit`: that one guards *new* spending, so it answers 0 for the
+    customer's own pot once the customer has moved to an agency (the debt made before the move is still covered
+    by its overdraft in Balance) and raises `CustomerBlocked` for an overdue customer, the very ones to reconcile
+    (both found by the soak, seed 4).
+    """
     cache_key = (customer.pk, payer.pk if payer else None)
     if cache_key not in run.limits:
-        from overdrafts import services as overdrafts
+        from overdrafts import selectors as overdrafts
+        from overdrafts.models import Overdraft
 
-        with transaction.atomic():
-            run.limits[cache_key] = overdrafts.spend_limit(customer=customer, payer=payer)
+        if payer is not None:
+            limit = overdrafts.agency_credit_room(customer=customer, agency=payer)
+        else:
+            overdraft = Overdraft.objects.filter(customer_id=customer.pk).first()
+            limit = (overdrafts.overdraft_limit(customer=customer, overdraft=overdraft) if customer.agency_id is None
+                     else overdrafts.granted_limit(overdraft=overdraft))
+        run.limits[cache_key] = limit
     return run.limits[cache_key]
 
 

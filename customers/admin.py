@@ -646,7 +646,7 @@ class CustomerAdmin(SimpleHistoryAdmin):
     @admin.action(description="Sync with Balance again", permissions=["view"])
     def resync_with_balance(self, request: HttpRequest, queryset: QuerySet[Customer]) -> None:
         for customer in queryset:
-            enqueue_sync(customer, update=customer.balance_client_id is not None)
+            enqueue_sync(customer, update=True)
         self.message_user(request, f"Queued a Balance sync for {queryset.count()} customer(s).", messages.SUCCESS)
 
     @admin.action(description="Refresh orders from Balance", permissions=["view"])

@@ -53,7 +53,7 @@ fi
   --schedule "$DISBALANCE_RUN_DIR/celerybeat-schedule" >"$LOGS/beat.log" 2>&1 &
 pids+=($!)
 
-.venv/bin/gunicorn disbalance.wsgi:application --bind "127.0.0.1:$WEB_PORT" --workers 2 --threads 4 \
+.venv/bin/gunicorn disbalance.wsgi:application --bind "127.0.0.1:$WEB_PORT" --workers 2 --threads 4 --no-control-socket \
   --access-logfile "$LOGS/access.log" --error-logfile "$LOGS/web.log" &
 pids+=($!)
 wait_for_port 127.0.0.1 "$WEB_PORT" "the web app"
