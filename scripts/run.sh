@@ -63,7 +63,7 @@ cat <<MSG
   Disbalance is up.
   API:        http://127.0.0.1:$WEB_PORT/api/v1/
   Swagger UI: http://127.0.0.1:$WEB_PORT/api/docs/
-  Admin:      http://127.0.0.1:$WEB_PORT/admin/   (user: admin, password: admin — demo only)
+  Admin:      http://127.0.0.1:$WEB_PORT/admin/   (admin/admin, support/support — demo only)
   Health:     http://127.0.0.1:$WEB_PORT/healthz  http://127.0.0.1:$WEB_PORT/readyz
   $EMULATOR_NOTE
   Logs:       $LOGS
