@@ -24,7 +24,7 @@ test: venv
 	CELERY_TASK_ALWAYS_EAGER=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv
-	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff check --no-cache .
 
 check: venv lint
 	$(PY) manage.py makemigrations --check --dry-run

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-from balance_gateway.client import BalanceClient, ContractInfo
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agencies.exceptions import AgencyExists
 from agencies.models import Agency, Contract
+from balance_gateway.client import BalanceClient, ContractInfo
 from balance_gateway.models import OutboxOperation, RegistrationStatus
 from balance_gateway.outbox import outbox_enqueue, outbox_handler, outbox_on_failure
 from balance_gateway.services import party_sync
@@ -116,9 +116,9 @@ def _set_status(agency_id: int, status: str, reason: str) -> None:
 def agency_sync_to_balance(operation: OutboxOperation) -> dict:
     """Outbox handler: the agency's client (agency flag) and person in Balance, its contracts, then `active`."""
     agency = Agency.objects.select_related("service").get(pk=operation.payload["agency_id"])
-    client = BalanceClient()
-    done = party_sync(party=agency, client=client, update=bool(operation.payload.get("update")))
-    contracts = agency_contracts_refresh(agency=agency, client=client)
+    with BalanceClient() as client:
+        done = party_sync(party=agency, client=client, update=bool(operation.payload.get("update")))
+        contracts = agency_contracts_refresh(agency=agency, client=client)
     _set_status(agency.pk, RegistrationStatus.ACTIVE, "")
     return {**done, "contracts": len(contracts)}
 

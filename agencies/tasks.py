@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from balance_gateway.client import BalanceClient
 from celery import shared_task
 
 from agencies import selectors, services
+from balance_gateway.client import BalanceClient
 from balance_gateway.exceptions import BalanceError
 
 logger = logging.getLogger(__name__)

@@ -158,18 +158,18 @@ def _set_status(customer_id: int, status: str, reason: str) -> None:
 def customer_sync_to_balance(operation: OutboxOperation) -> dict:
     """Outbox handler: client, person and user links in Balance, then `active`. Safe to repeat."""
     customer = Customer.objects.select_related("service").get(pk=operation.payload["customer_id"])
-    client = BalanceClient()
-    done = party_sync(party=customer, client=client, update=bool(operation.payload.get("update")))
-    linked = set(customer.linked_user_uids)
-    notes = []
-    for uid in customer.user_uids:
-        if uid in linked:
-            continue
-        result = client.create_user_client_association(client_id=customer.balance_client_id, user_uid=uid)
-        if result.already_linked:
-            notes.append(f"user {uid}: {result.message}")
-        linked.add(uid)
-        Customer.objects.filter(pk=customer.pk).update(linked_user_uids=sorted(linked))
+    with BalanceClient() as client:
+        done = party_sync(party=customer, client=client, update=bool(operation.payload.get("update")))
+        linked = set(customer.linked_user_uids)
+        notes = []
+        for uid in customer.user_uids:
+            if uid in linked:
+                continue
+            result = client.create_user_client_association(client_id=customer.balance_client_id, user_uid=uid)
+            if result.already_linked:
+                notes.append(f"user {uid}: {result.message}")
+            linked.add(uid)
+            Customer.objects.filter(pk=customer.pk).update(linked_user_uids=sorted(linked))
     with transaction.atomic():
         _set_status(customer.pk, RegistrationStatus.ACTIVE, "; ".join(notes))
         webhook_emit(service=customer.service, type="customer.registered", data=_event_data(customer),

@@ -144,13 +144,13 @@ def orders_sync_to_balance(operation: OutboxOperation) -> dict:
         BalanceOrder.objects.select_related("customer", "payer_agency", "product", "service")
         .filter(customer_id=operation.payload["customer_id"])
         .exclude(sync_status=BalanceOrder.SyncStatus.SYNCED)
-        .order_by("kind", "id")  # "child" < "wallet": reversed below so that parents go first
     )
-    orders.sort(key=lambda o: (o.kind != BalanceOrder.Kind.WALLET, o.pk))
+    orders.sort(key=lambda o: (o.kind != BalanceOrder.Kind.WALLET, o.pk))  # a child's wallet order goes first
     if not orders:
         return {"orders": 0}
     specs = [_order_spec(order) for order in orders]
-    results = BalanceClient().create_or_update_orders_batch(specs)
+    with BalanceClient() as client:
+        results = client.create_or_update_orders_batch(specs)
     failed = []
     for order, spec, result in zip(orders, specs, results, strict=True):
         if result.ok:
@@ -212,11 +212,13 @@ def topup_request_in_balance(operation: OutboxOperation) -> dict:
         raise OutboxRetry("the wallet order is not in Balance yet")
     payer_client_id = (topup.payer_agency.balance_client_id if topup.payer_agency
                        else topup.customer.balance_client_id)
-    request = BalanceClient().create_request2(
-        payer_client_id=payer_client_id,
-        items=[RequestItem(service_id=topup.service.balance_service_id, service_order_id=order.pk, qty=topup.amount)],
-        return_path=topup.return_url or None,
-    )
+    with BalanceClient() as client:
+        request = client.create_request2(
+            payer_client_id=payer_client_id,
+            items=[RequestItem(service_id=topup.service.balance_service_id, service_order_id=order.pk,
+                               qty=topup.amount)],
+            return_path=topup.return_url or None,
+        )
     TopUp.objects.filter(pk=topup.pk, status=TopUp.Status.PENDING).update(
         status=TopUp.Status.AWAITING_PAYMENT, balance_request_id=request.request_id, payment_url=request.user_path,
         updated_at=timezone.now(),
