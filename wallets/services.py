@@ -3,8 +3,8 @@
 Locking scheme (style.md: customer -> wallet -> hold): every write to a customer's money runs inside
 `transaction.atomic` and takes, in this order,
   1. the customer row (`lock_customer`),
-  2. the customer's cached accounts, ordered by id (`lock_accounts`; `ledger_post` re-locks the same rows,
-     which is free inside the same transaction),
+  2. the customer's cached accounts, ordered by id, in one statement by key (`lock_accounts_by_key`; the generic
+     `ledger_post` locks by id with `lock_accounts`; re-locking a row is free inside the same transaction),
   3. the caller's own rows (Hold, Charge, ...), after the customer.
 It re-reads every figure under the lock and validates it there. Service-wide accounts (`clearing`,
 `adjustments`) are never locked nor updated: their balances are not cached, so they are no hot row.
@@ -17,7 +17,9 @@ from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
-from django.db.models import OuterRef, QuerySet, Subquery, Sum
+from django.db.models import Case, F, OuterRef, QuerySet, Subquery, Sum, Value, When
+from django.db.models.functions import Coalesce
+from django.db.models.lookups import Exact
 
 from agencies.models import Agency
 from customers.models import Customer
@@ -68,6 +70,34 @@ def lock_accounts(accounts: Iterable[Account]) -> dict[int, Account]:
     if len(locked) != len(ids):
         raise LedgerInvalidPosting("an account to lock does not exist")
     return locked
+
+
+def lock_accounts_by_key(keys: Iterable[str]) -> dict[str, Account]:
+    """Lock the accounts with these keys (after the customer), in id order, in one statement; return fresh rows
+    by key. A key without an account is simply absent (the caller creates it and locks it then)."""
+    _require_atomic("lock_accounts_by_key")
+    return {account.key: account for account in _for_update(Account.objects.filter(key__in=sorted(set(keys)))
+                                                              .order_by("id"))}
+
+
+def _customer_accounts(customer: Customer, payer_agency: Agency | None,
+                       wanted: list[tuple[str, str | None]]) -> list[Account]:
+    """The customer's accounts of these (kind, product code) under the payer, locked (id order) and fresh.
+
+    One statement once the accounts exist; an account's first use creates it (unique key, race-safe) and locks it
+    with a second statement. The customer must be locked already.
+    """
+    keys = [account_key(kind=kind, service_id=customer.service_id, customer_id=customer.pk,
+                        payer_agency_id=payer_agency.pk if payer_agency else None, product_code=code)
+            for kind, code in wanted]
+    locked = lock_accounts_by_key(keys)
+    missing = [(key, kind, code) for key, (kind, code) in zip(keys, wanted, strict=True) if key not in locked]
+    if missing:
+        for _, kind, code in missing:
+            account_get_or_create(service=customer.service, kind=kind, customer=customer, payer_agency=payer_agency,
+                                  product_code=code)
+        locked = lock_accounts_by_key(keys)
+    return [locked[key] for key in keys]
 
 
 # --- accounts -------------------------------------------------------------------------------------------------
@@ -163,6 +193,23 @@ def ledger_post(
     must equal the re-summed entries. Any failure raises and, being inside the atomic block, writes nothing.
     """
     _require_atomic("ledger_post")
+    amounts, given = _checked_entries(service=service, type=type, entries=entries, customer=customer, reason=reason)
+    if reference_id and LedgerTransaction.objects.filter(
+        service=service, type=type, reference_kind=reference_kind, reference_id=reference_id
+    ).exists():
+        raise LedgerDuplicate(f"{type} for {reference_kind} {reference_id} is already in the ledger")
+    cached = [account for account in given.values() if account.cached]
+    locked = lock_accounts(cached) if cached else {}
+    return _post_locked(
+        service=service, type=type, amounts=amounts, given=given, locked=locked, customer=customer,
+        payer_agency=payer_agency, reference_kind=reference_kind, reference_id=reference_id,
+        description=description, reason=reason, created_by=created_by, full_check=full_check,
+    )
+
+
+def _checked_entries(*, service: ConsumerService, type: str, entries: list[tuple[Account, Decimal]],
+                     customer: Customer | None, reason: str) -> tuple[dict[int, Decimal], dict[int, Account]]:
+    """The posting rules that need no database: returns the amounts and the accounts by account id."""
     if type not in TxType.values:
         raise LedgerInvalidPosting(f"unknown transaction type {type!r}")
     if type in LedgerTransaction.REASON_REQUIRED and not reason.strip():
@@ -188,27 +235,49 @@ def ledger_post(
     total = sum(amounts.values(), ZERO)
     if total != 0:
         raise LedgerImbalanced(f"ledger entries sum to {total}, not zero")
-    if reference_id and LedgerTransaction.objects.filter(
-        service=service, type=type, reference_kind=reference_kind, reference_id=reference_id
-    ).exists():
-        raise LedgerDuplicate(f"{type} for {reference_kind} {reference_id} is already in the ledger")
+    return amounts, given
 
-    cached = [account for account in given.values() if account.cached]
-    locked = lock_accounts(cached) if cached else {}
-    _check_last_balance_after(locked)
 
-    txn = LedgerTransaction.objects.create(
-        service=service, type=type, customer=customer, payer_agency=payer_agency, reference_kind=reference_kind,
-        reference_id=reference_id, description=description[:500], reason=reason[:500], created_by=created_by,
-    )
+def _post_locked(
+    *, service: ConsumerService, type: str, amounts: dict[int, Decimal], given: dict[int, Account],
+    locked: dict[int, Account], customer: Customer | None, payer_agency: Agency | None, reference_kind: str,
+    reference_id: str, description: str, reason: str = "", created_by: AbstractBaseUser | None = None,
+    full_check: bool | None = None,
+) -> LedgerTransaction:
+    """Write a checked transaction whose cached accounts are `locked` (read fresh under their row locks).
+
+    Three statements whatever the number of accounts: the transaction row (its unique reference is the duplicate
+    check: `LedgerDuplicate`), one UPDATE of the cached balances that also checks each account's chain (it only
+    matches rows whose cached balance equals their last entry's `balance_after`; the UPDATE runs under the row
+    locks, so its snapshot sees every earlier entry), and the entries.
+    """
+    try:
+        txn = LedgerTransaction.objects.create(
+            service=service, type=type, customer=customer, payer_agency=payer_agency, reference_kind=reference_kind,
+            reference_id=reference_id, description=description[:500], reason=reason[:500], created_by=created_by,
+        )
+    except IntegrityError as exc:
+        # Only the reference can clash (the rest is checked above). On PostgreSQL the transaction is now unusable:
+        # the error propagates, and the caller's atomic block rolls back to its savepoint.
+        raise LedgerDuplicate(f"{type} for {reference_kind} {reference_id} is already in the ledger") from exc
     new_balances = {pk: account.balance + amounts[pk] for pk, account in locked.items()}
+    if new_balances:
+        last = LedgerEntry.objects.filter(account=OuterRef("pk")).order_by("-id").values("balance_after")[:1]
+        chain_intact = Exact(F("balance"), Coalesce(Subquery(last, output_field=MoneyField()),
+                                                    Value(ZERO, output_field=MoneyField())))
+        moved = Account.objects.filter(pk__in=sorted(new_balances)).filter(chain_intact).update(
+            balance=Case(*(When(pk=pk, then=Value(balance)) for pk, balance in new_balances.items()),
+                         output_field=MoneyField())
+        )
+        if moved != len(new_balances):
+            _check_last_balance_after(locked)  # names the account and its figures
+            raise LedgerCorrupted("a cached balance differs from its last entry's balance_after")
     LedgerEntry.objects.bulk_create(
         LedgerEntry(transaction=txn, account_id=pk, amount=amount, balance_after=new_balances.get(pk))
         for pk, amount in amounts.items()
     )
-    for pk in sorted(new_balances):
-        Account.objects.filter(pk=pk).update(balance=new_balances[pk])
-        given[pk].balance = new_balances[pk]
+    for pk, balance in new_balances.items():
+        given[pk].balance = locked[pk].balance = balance
     if FULL_CHECK if full_check is None else full_check:
         _check_sums(new_balances)
     return txn
@@ -250,8 +319,13 @@ def _positive(amount: Decimal, field: str = "amount") -> Decimal:
     return amount.quantize(CENT)
 
 
-def _lock(customer: Customer, payer_agency: Agency | None) -> Customer:
-    locked = lock_customer(customer.pk)
+def _lock(customer: Customer, payer_agency: Agency | None, customer_locked: bool = False) -> Customer:
+    if customer_locked:
+        # The caller (a payments service) locked the customer in this transaction and passes that fresh row.
+        _require_atomic("a wallet operation on a locked customer")
+        locked = customer
+    else:
+        locked = lock_customer(customer.pk)
     if payer_agency is not None and payer_agency.service_id != locked.service_id:
         raise LedgerInvalidPosting("the payer agency belongs to another service")
     return locked
@@ -263,60 +337,63 @@ def _funds_check(wallet: Account, amount: Decimal, overdraft_limit: Decimal) -> 
         raise InsufficientFunds(f"{format_amount(amount)} exceeds the available {format_amount(available)}")
 
 
-@transaction.atomic
-def wallet_credit_topup(
-    *, customer: Customer, payer_agency: Agency | None, amount: Decimal, reference_kind: str = "",
-    reference_id: str = "", description: str = "",
-) -> LedgerTransaction:
-    """Money received from Balance for this customer under this payer: wallet +X / clearing -X."""
-    amount = _positive(amount)
-    customer = _lock(customer, payer_agency)
-    wallet = wallet_account_get_or_create(customer=customer, payer_agency=payer_agency)
-    clearing = clearing_account_get_or_create(service=customer.service)
-    lock_accounts([wallet])
-    return ledger_post(
-        service=customer.service, type=TxType.TOPUP, entries=[(wallet, amount), (clearing, -amount)],
-        customer=customer, payer_agency=payer_agency, reference_kind=reference_kind, reference_id=reference_id,
-        description=description,
+def _post(customer: Customer, payer_agency: Agency | None, type: str, entries: list[tuple[Account, Decimal]],
+          locked: list[Account], reference_kind: str, reference_id: str, description: str) -> LedgerTransaction:
+    """Post on accounts the operation has just locked (`_customer_accounts`): no second lock, no duplicate
+    SELECT (the reference's unique constraint answers that)."""
+    service = customer.service
+    amounts, given = _checked_entries(service=service, type=type, entries=entries, customer=customer, reason="")
+    return _post_locked(
+        service=service, type=type, amounts=amounts, given=given,
+        locked={account.pk: account for account in locked if account.cached}, customer=customer,
+        payer_agency=payer_agency, reference_kind=reference_kind, reference_id=reference_id, description=description,
     )
 
 
-@transaction.atomic
+# Each operation below locks the customer (unless the caller passes `customer_locked=True` with the row it locked
+# in this transaction: then there is no second lock and no savepoint), then its accounts in one statement.
+
+def wallet_credit_topup(
+    *, customer: Customer, payer_agency: Agency | None, amount: Decimal, reference_kind: str = "",
+    reference_id: str = "", description: str = "", customer_locked: bool = False,
+) -> LedgerTransaction:
+    """Money received from Balance for this customer under this payer: wallet +X / clearing -X."""
+    with transaction.atomic(savepoint=not customer_locked):
+        amount = _positive(amount)
+        customer = _lock(customer, payer_agency, customer_locked)
+        (wallet,) = _customer_accounts(customer, payer_agency, [(Kind.WALLET, None)])
+        clearing = clearing_account_get_or_create(service=customer.service)
+        return _post(customer, payer_agency, TxType.TOPUP, [(wallet, amount), (clearing, -amount)], [wallet],
+                     reference_kind, reference_id, description)
+
+
 def wallet_charge(
     *, customer: Customer, payer_agency: Agency | None, product_code: str, amount: Decimal,
     overdraft_limit: Decimal = ZERO, reference_kind: str = "", reference_id: str = "", description: str = "",
+    customer_locked: bool = False,
 ) -> LedgerTransaction:
     """An immediate charge: wallet -X / spend +X. `InsufficientFunds` (writing nothing) if X > wallet + overdraft."""
-    amount = _positive(amount)
-    customer = _lock(customer, payer_agency)
-    wallet = wallet_account_get_or_create(customer=customer, payer_agency=payer_agency)
-    wallet = lock_accounts([wallet])[wallet.pk]
-    _funds_check(wallet, amount, overdraft_limit)
-    spend = spend_account_get_or_create(customer=customer, payer_agency=payer_agency, product_code=product_code)
-    return ledger_post(
-        service=customer.service, type=TxType.CHARGE, entries=[(wallet, -amount), (spend, amount)],
-        customer=customer, payer_agency=payer_agency, reference_kind=reference_kind, reference_id=reference_id,
-        description=description,
-    )
+    with transaction.atomic(savepoint=not customer_locked):
+        amount = _positive(amount)
+        customer = _lock(customer, payer_agency, customer_locked)
+        wallet, spend = _customer_accounts(customer, payer_agency, [(Kind.WALLET, None), (Kind.SPEND, product_code)])
+        _funds_check(wallet, amount, overdraft_limit)
+        return _post(customer, payer_agency, TxType.CHARGE, [(wallet, -amount), (spend, amount)], [wallet, spend],
+                     reference_kind, reference_id, description)
 
 
-@transaction.atomic
 def wallet_hold(
     *, customer: Customer, payer_agency: Agency | None, amount: Decimal, overdraft_limit: Decimal = ZERO,
-    reference_kind: str = "", reference_id: str = "", description: str = "",
+    reference_kind: str = "", reference_id: str = "", description: str = "", customer_locked: bool = False,
 ) -> LedgerTransaction:
     """Reserve money: wallet -X / holds +X. Same funds check as a charge."""
-    amount = _positive(amount)
-    customer = _lock(customer, payer_agency)
-    wallet = wallet_account_get_or_create(customer=customer, payer_agency=payer_agency)
-    holds = holds_account_get_or_create(customer=customer, payer_agency=payer_agency)
-    locked = lock_accounts([wallet, holds])
-    _funds_check(locked[wallet.pk], amount, overdraft_limit)
-    return ledger_post(
-        service=customer.service, type=TxType.HOLD, entries=[(wallet, -amount), (holds, amount)],
-        customer=customer, payer_agency=payer_agency, reference_kind=reference_kind, reference_id=reference_id,
-        description=description,
-    )
+    with transaction.atomic(savepoint=not customer_locked):
+        amount = _positive(amount)
+        customer = _lock(customer, payer_agency, customer_locked)
+        wallet, holds = _customer_accounts(customer, payer_agency, [(Kind.WALLET, None), (Kind.HOLDS, None)])
+        _funds_check(wallet, amount, overdraft_limit)
+        return _post(customer, payer_agency, TxType.HOLD, [(wallet, -amount), (holds, amount)], [wallet, holds],
+                     reference_kind, reference_id, description)
 
 
 def _holds_check(holds: Account, hold_amount: Decimal) -> None:
@@ -324,75 +401,64 @@ def _holds_check(holds: Account, hold_amount: Decimal) -> None:
         raise InvalidState(f"{format_amount(hold_amount)} is more than the {format_amount(holds.balance)} held")
 
 
-@transaction.atomic
 def wallet_release(
     *, customer: Customer, payer_agency: Agency | None, amount: Decimal, reference_kind: str = "",
-    reference_id: str = "", description: str = "",
+    reference_id: str = "", description: str = "", customer_locked: bool = False,
 ) -> LedgerTransaction:
     """Give held money back: holds -X / wallet +X."""
-    amount = _positive(amount)
-    customer = _lock(customer, payer_agency)
-    wallet = wallet_account_get_or_create(customer=customer, payer_agency=payer_agency)
-    holds = holds_account_get_or_create(customer=customer, payer_agency=payer_agency)
-    locked = lock_accounts([wallet, holds])
-    _holds_check(locked[holds.pk], amount)
-    return ledger_post(
-        service=customer.service, type=TxType.RELEASE, entries=[(holds, -amount), (wallet, amount)],
-        customer=customer, payer_agency=payer_agency, reference_kind=reference_kind, reference_id=reference_id,
-        description=description,
-    )
+    with transaction.atomic(savepoint=not customer_locked):
+        amount = _positive(amount)
+        customer = _lock(customer, payer_agency, customer_locked)
+        wallet, holds = _customer_accounts(customer, payer_agency, [(Kind.WALLET, None), (Kind.HOLDS, None)])
+        _holds_check(holds, amount)
+        return _post(customer, payer_agency, TxType.RELEASE, [(holds, -amount), (wallet, amount)], [wallet, holds],
+                     reference_kind, reference_id, description)
 
 
-@transaction.atomic
 def wallet_capture(
     *, customer: Customer, payer_agency: Agency | None, product_code: str, hold_amount: Decimal,
     captured: Decimal, reference_kind: str = "", reference_id: str = "", description: str = "",
+    customer_locked: bool = False,
 ) -> LedgerTransaction:
     """Capture `captured` of a hold of `hold_amount`, releasing the rest: holds -h / spend +c / wallet +(h-c)."""
-    hold_amount = _positive(hold_amount, "hold_amount")
-    if not isinstance(captured, Decimal) or not captured.is_finite() or captured != captured.quantize(CENT) \
-            or not ZERO <= captured <= hold_amount:
-        raise ValidationFailed("captured must be between 0 and the held amount",
-                               errors={"amount": ["Must be between 0 and the held amount."]})
-    customer = _lock(customer, payer_agency)
-    wallet = wallet_account_get_or_create(customer=customer, payer_agency=payer_agency)
-    holds = holds_account_get_or_create(customer=customer, payer_agency=payer_agency)
-    locked = lock_accounts([wallet, holds])
-    _holds_check(locked[holds.pk], hold_amount)
-    entries: list[tuple[Account, Decimal]] = [(holds, -hold_amount)]
-    if captured > 0:
-        spend = spend_account_get_or_create(customer=customer, payer_agency=payer_agency, product_code=product_code)
-        entries.append((spend, captured))
-    if hold_amount - captured > 0:
-        entries.append((wallet, hold_amount - captured))
-    return ledger_post(
-        service=customer.service, type=TxType.CAPTURE, entries=entries, customer=customer,
-        payer_agency=payer_agency, reference_kind=reference_kind, reference_id=reference_id, description=description,
-    )
+    with transaction.atomic(savepoint=not customer_locked):
+        hold_amount = _positive(hold_amount, "hold_amount")
+        if not isinstance(captured, Decimal) or not captured.is_finite() or captured != captured.quantize(CENT) \
+                or not ZERO <= captured <= hold_amount:
+            raise ValidationFailed("captured must be between 0 and the held amount",
+                                   errors={"amount": ["Must be between 0 and the held amount."]})
+        customer = _lock(customer, payer_agency, customer_locked)
+        wanted: list[tuple[str, str | None]] = [(Kind.WALLET, None), (Kind.HOLDS, None)]
+        if captured > 0:
+            wanted.append((Kind.SPEND, product_code))
+        wallet, holds, *spend = _customer_accounts(customer, payer_agency, wanted)
+        _holds_check(holds, hold_amount)
+        entries: list[tuple[Account, Decimal]] = [(holds, -hold_amount)]
+        if captured > 0:
+            entries.append((spend[0], captured))
+        if hold_amount - captured > 0:
+            entries.append((wallet, hold_amount - captured))
+        return _post(customer, payer_agency, TxType.CAPTURE, entries, [account for account, _ in entries],
+                     reference_kind, reference_id, description)
 
 
-@transaction.atomic
 def wallet_refund(
     *, customer: Customer, payer_agency: Agency | None, product_code: str, amount: Decimal,
-    reference_kind: str = "", reference_id: str = "", description: str = "",
+    reference_kind: str = "", reference_id: str = "", description: str = "", customer_locked: bool = False,
 ) -> LedgerTransaction:
     """Give spent money back: spend -X / wallet +X; never takes the spend account below zero.
 
     The per-charge limit (refunds never exceed what that charge took) is the caller's check, on its Charge row.
     """
-    amount = _positive(amount)
-    customer = _lock(customer, payer_agency)
-    wallet = wallet_account_get_or_create(customer=customer, payer_agency=payer_agency)
-    spend = spend_account_get_or_create(customer=customer, payer_agency=payer_agency, product_code=product_code)
-    locked = lock_accounts([wallet, spend])
-    if amount > locked[spend.pk].balance:
-        raise InvalidState(f"refund {format_amount(amount)} is more than the {format_amount(locked[spend.pk].balance)}"
-                           f" spent on {product_code}")
-    return ledger_post(
-        service=customer.service, type=TxType.REFUND, entries=[(spend, -amount), (wallet, amount)],
-        customer=customer, payer_agency=payer_agency, reference_kind=reference_kind, reference_id=reference_id,
-        description=description,
-    )
+    with transaction.atomic(savepoint=not customer_locked):
+        amount = _positive(amount)
+        customer = _lock(customer, payer_agency, customer_locked)
+        wallet, spend = _customer_accounts(customer, payer_agency, [(Kind.WALLET, None), (Kind.SPEND, product_code)])
+        if amount > spend.balance:
+            raise InvalidState(f"refund {format_amount(amount)} is more than the {format_amount(spend.balance)}"
+                               f" spent on {product_code}")
+        return _post(customer, payer_agency, TxType.REFUND, [(spend, -amount), (wallet, amount)], [wallet, spend],
+                     reference_kind, reference_id, description)
 
 
 def _reason(reason: str) -> str:
