@@ -18,7 +18,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, OuterRef, QuerySet, Subquery, Value
+from django.db.models import Exists, F, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Replace
 from django.utils import timezone
 
@@ -33,6 +33,7 @@ from disbalance.models import ConsumerService
 from disbalance.money import ZERO, format_amount
 from disbalance.webhooks import webhook_emit
 from overdrafts import services as overdrafts
+from overdrafts.models import LimitOverride, Overdraft
 from payments.exceptions import HoldNotHeld, RefundTooLarge
 from payments.models import BalanceOrder, Charge, Hold, Product, Refund, TopUp
 from wallets import services as ledger
@@ -282,7 +283,7 @@ def _credit(order: BalanceOrder, customer: Customer, amount: Decimal, topup: Top
     ledger.wallet_credit_topup(
         customer=customer, payer_agency=order.payer_agency, amount=amount,
         reference_kind="topup" if topup else "balance_order",
-        reference_id=str(topup.id) if topup else f"{order.pk}@{tid}", description=description,
+        reference_id=str(topup.id) if topup else f"{order.pk}@{tid}", description=description, customer_locked=True,
     )
 
 
@@ -414,23 +415,63 @@ def _spend_checks(customer: Customer) -> None:
     _require_not_blocked(customer)
 
 
+_CURRENT_PAYER = object()
+
+
+def _lock_for_spend(customer_id: int, product_id: int, payer_id: object = _CURRENT_PAYER) -> Customer:
+    """Lock the customer, and learn in the same statement whether it uses an overdraft at all and whether the
+    product's child order under the payer exists (so that a charge needs no query for either). The payer is the
+    customer's current one unless `payer_id` (an agency id, or None for itself) says otherwise.
+
+    These two answers may be stale by one lock holder (see `lock_customer`), only ever in the safe direction:
+    rows are never deleted, so "exists" is exact; a missed Overdraft or override gives a limit of 0 instead of
+    the one granted a moment ago (the spend is refused rather than overdrawn), and a missed order is looked up
+    again by `orders_ensure`.
+    """
+    orders = BalanceOrder.objects.filter(customer_id=OuterRef("pk"), kind=BalanceOrder.Kind.CHILD,
+                                         product_id=product_id)
+    if payer_id is _CURRENT_PAYER:
+        orders = orders.filter(Q(payer_agency_id=OuterRef("agency_id"))
+                               | Q(payer_agency__isnull=True, customer__agency__isnull=True))
+    else:
+        orders = orders.filter(payer_agency_id=payer_id)
+    return ledger.lock_customer(
+        customer_id,
+        uses_overdraft=Exists(Overdraft.objects.filter(customer_id=OuterRef("pk")))
+        | Exists(LimitOverride.objects.filter(customer_id=OuterRef("pk"), ended_at__isnull=True)),
+        child_order_exists=Exists(orders),
+    )
+
+
+def _spend_limit(customer: Customer, payer: Agency | None) -> Decimal | None:
+    """The overdraft or credit limit for a spend, or None for a customer that pays itself and has neither an
+    Overdraft row nor an override: its limit is 0 and, as a spend within it leaves wallet and holds at or above
+    zero, the overdraft hooks would change nothing, so they are skipped."""
+    if payer is None and customer.agency_id is None and not customer.uses_overdraft:  # type: ignore[attr-defined]
+        return None
+    return overdrafts.spend_limit(customer=customer, payer=payer)
+
+
 @transaction.atomic
 def charge_create(*, customer: Customer, product: Product, amount: Decimal, description: str = "",
                   metadata: dict[str, str] | None = None) -> Charge:
     """An immediate charge under the customer's current payer; `402 insufficient_funds` writes nothing."""
-    customer = ledger.lock_customer(customer.pk)
+    customer = _lock_for_spend(customer.pk, product.pk)
     _spend_checks(customer)
     payer = customer.agency
     charge = Charge(service=customer.service, customer=customer, payer_agency=payer, product=product, amount=amount,
                     description=description, metadata=metadata or {})
+    limit = _spend_limit(customer, payer)
     ledger.wallet_charge(
         customer=customer, payer_agency=payer, product_code=product.code, amount=amount,
-        overdraft_limit=overdrafts.spend_limit(customer=customer, payer=payer), reference_kind="charge",
-        reference_id=str(charge.id), description=description or f"{product.name}",
+        overdraft_limit=limit or ZERO, reference_kind="charge", reference_id=str(charge.id),
+        description=description or f"{product.name}", customer_locked=True,
     )
-    overdrafts.after_spend(customer=customer, payer=payer)
+    if limit is not None:
+        overdrafts.after_spend(customer=customer, payer=payer)
     charge.save(force_insert=True)
-    orders_ensure(customer=customer, payer=payer, product=product)
+    if not customer.child_order_exists:  # type: ignore[attr-defined]
+        orders_ensure(customer=customer, payer=payer, product=product)
     return charge
 
 
@@ -443,54 +484,61 @@ def hold_create(*, customer: Customer, product: Product, amount: Decimal, expire
     if expires_at <= now or expires_at > now + timedelta(days=settings.HOLD_MAX_DAYS):
         raise ValidationFailed(f"expires_at must be in the future and at most {settings.HOLD_MAX_DAYS} days away.",
                                errors={"expires_at": ["Out of range."]})
-    customer = ledger.lock_customer(customer.pk)
+    customer = _lock_for_spend(customer.pk, product.pk)
     _spend_checks(customer)
     payer = customer.agency
     hold = Hold(service=customer.service, customer=customer, payer_agency=payer, product=product, amount=amount,
                 expires_at=expires_at, description=description, metadata=metadata or {})
+    limit = _spend_limit(customer, payer)
     ledger.wallet_hold(
-        customer=customer, payer_agency=payer, amount=amount,
-        overdraft_limit=overdrafts.spend_limit(customer=customer, payer=payer), reference_kind="hold",
-        reference_id=str(hold.id), description=description or f"Hold for {product.name}",
+        customer=customer, payer_agency=payer, amount=amount, overdraft_limit=limit or ZERO, reference_kind="hold",
+        reference_id=str(hold.id), description=description or f"Hold for {product.name}", customer_locked=True,
     )
-    overdrafts.after_spend(customer=customer, payer=payer)
+    if limit is not None:
+        overdrafts.after_spend(customer=customer, payer=payer)
     hold.save(force_insert=True)
-    orders_ensure(customer=customer, payer=payer, product=product)
+    if not customer.child_order_exists:  # type: ignore[attr-defined]
+        orders_ensure(customer=customer, payer=payer, product=product)
     return hold
 
 
-def _lock_hold(hold: Hold) -> Hold:
-    ledger.lock_customer(hold.customer_id)
-    locked = (Hold.objects.select_for_update(of=("self",)).select_related("product", "payer_agency", "customer")
+def _lock_hold(hold: Hold, customer: Customer | None = None) -> Hold:
+    """Lock the hold's customer (unless the caller passes the row it locked), then the hold; it must be held."""
+    customer = customer or ledger.lock_customer(hold.customer_id)
+    locked = (Hold.objects.select_for_update(of=("self",)).select_related("product", "payer_agency")
               .get(pk=hold.pk))
     if locked.status != Hold.Status.HELD:
         raise HoldNotHeld(f"Hold {hold.id} is {locked.status}.")
+    locked.customer = customer
     return locked
 
 
 @transaction.atomic
 def hold_capture(*, hold: Hold, amount: Decimal | None = None) -> Hold:
     """Capture all or part of a hold (the rest is released) under the payer it was made under; at most once."""
-    hold = _lock_hold(hold)
+    # A hold's customer, product and payer never change: the order check rides on the customer's lock.
+    customer = _lock_for_spend(hold.customer_id, hold.product_id, payer_id=hold.payer_agency_id)
+    hold = _lock_hold(hold, customer)
     captured = hold.amount if amount is None else amount
     if captured > hold.amount:
         raise ValidationFailed(f"Cannot capture {format_amount(captured)} of a {format_amount(hold.amount)} hold.",
                                errors={"amount": ["Must not exceed the held amount."]})
-    charge = Charge(service=hold.service, customer=hold.customer, payer_agency=hold.payer_agency,
+    charge = Charge(service_id=hold.service_id, customer=customer, payer_agency=hold.payer_agency,
                     product=hold.product, amount=captured, description=hold.description, metadata=hold.metadata,
                     hold=hold)
     ledger.wallet_capture(
-        customer=hold.customer, payer_agency=hold.payer_agency, product_code=hold.product.code,
+        customer=customer, payer_agency=hold.payer_agency, product_code=hold.product.code,
         hold_amount=hold.amount, captured=captured, reference_kind="hold", reference_id=str(hold.id),
-        description=f"Capture of hold {hold.id}",
+        description=f"Capture of hold {hold.id}", customer_locked=True,
     )
-    overdrafts.after_money_in(customer=hold.customer, payer=hold.payer_agency)
+    overdrafts.after_money_in(customer=customer, payer=hold.payer_agency)
     hold.status = Hold.Status.CAPTURED
     hold.captured_amount = captured
     hold.closed_at = timezone.now()
     hold.save(update_fields=["status", "captured_amount", "closed_at"])
     charge.save(force_insert=True)
-    orders_ensure(customer=hold.customer, payer=hold.payer_agency, product=hold.product)
+    if not customer.child_order_exists:  # type: ignore[attr-defined]
+        orders_ensure(customer=customer, payer=hold.payer_agency, product=hold.product)
     return hold
 
 
@@ -499,7 +547,7 @@ def _release(hold: Hold, status: str) -> Hold:
     ledger.wallet_release(
         customer=hold.customer, payer_agency=hold.payer_agency, amount=hold.amount, reference_kind="hold",
         reference_id=str(hold.id), description=f"{'Expiry' if status == Hold.Status.EXPIRED else 'Release'} "
-                                               f"of hold {hold.id}",
+                                               f"of hold {hold.id}", customer_locked=True,
     )
     overdrafts.after_money_in(customer=hold.customer, payer=hold.payer_agency)
     hold.status = status
@@ -534,10 +582,9 @@ def holds_expire(*, now: datetime | None = None) -> int:
 @transaction.atomic
 def refund_create(*, charge: Charge, amount: Decimal | None, reason: str) -> Refund:
     """Refund all or part of a charge to the payer it was charged to; refunds never exceed the charge."""
-    ledger.lock_customer(charge.customer_id)
-    charge = Charge.objects.select_for_update(of=("self",)).select_related("product", "payer_agency", "customer").get(
-        pk=charge.pk
-    )
+    customer = ledger.lock_customer(charge.customer_id)
+    charge = Charge.objects.select_for_update(of=("self",)).select_related("product", "payer_agency").get(pk=charge.pk)
+    charge.customer = customer
     left = charge.amount - charge.refunded_amount
     amount = left if amount is None else amount
     if amount <= ZERO or amount > left:
@@ -547,6 +594,7 @@ def refund_create(*, charge: Charge, amount: Decimal | None, reason: str) -> Ref
     ledger.wallet_refund(
         customer=charge.customer, payer_agency=charge.payer_agency, product_code=charge.product.code, amount=amount,
         reference_kind="refund", reference_id=str(refund.id), description=f"Refund of charge {charge.id}: {reason}",
+        customer_locked=True,
     )
     overdrafts.after_money_in(customer=charge.customer, payer=charge.payer_agency)
     refund.save(force_insert=True)

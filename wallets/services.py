@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from decimal import Decimal
+from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
@@ -56,10 +57,18 @@ def _for_update(qs: QuerySet) -> QuerySet:
 
 # --- locks ----------------------------------------------------------------------------------------------------
 
-def lock_customer(customer_id: int) -> Customer:
-    """Lock the customer row (first lock of every money write) and return it fresh from the database."""
+def lock_customer(customer_id: int, **annotations: Any) -> Customer:
+    """Lock the customer row (first lock of every money write) and return it fresh from the database.
+
+    `annotations` are read in the same statement (e.g. whether the customer uses an overdraft at all). On
+    PostgreSQL a subquery among them sees the database as of the statement's start, which may be before the lock
+    was granted: the row itself is fresh, a subquery's answer may miss what the previous lock holder committed.
+    Use them only where a stale answer errs on the safe side.
+    """
     _require_atomic("lock_customer")
-    return _for_update(Customer.objects.select_related("service")).get(pk=customer_id)
+    return _for_update(Customer.objects.select_related("service", "agency").annotate(**annotations)).get(
+        pk=customer_id
+    )
 
 
 def lock_accounts(accounts: Iterable[Account]) -> dict[int, Account]:
