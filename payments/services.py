@@ -29,6 +29,7 @@ from balance_gateway.notifications import notification_applier
 from balance_gateway.outbox import OutboxFinalError, OutboxRetry, outbox_enqueue, outbox_handler, outbox_on_failure
 from customers.models import Customer
 from disbalance.exceptions import CustomerBlocked, CustomerNotActive, ValidationFailed
+from disbalance.idempotency import atomic_service
 from disbalance.models import ConsumerService
 from disbalance.money import ZERO, format_amount
 from disbalance.webhooks import webhook_emit
@@ -181,7 +182,7 @@ def _require_not_blocked(customer: Customer) -> None:
         raise CustomerBlocked(f"Customer {customer.external_id!r} is blocked: spending is refused until repaid.")
 
 
-@transaction.atomic
+@atomic_service
 def topup_create(*, customer: Customer, amount: Decimal, return_url: str = "") -> TopUp:
     """A payment request in Balance for the customer's wallet, payer = its agency if any (sent via the outbox)."""
     customer = ledger.lock_customer(customer.pk)
@@ -452,7 +453,7 @@ def _spend_limit(customer: Customer, payer: Agency | None) -> Decimal | None:
     return overdrafts.spend_limit(customer=customer, payer=payer)
 
 
-@transaction.atomic
+@atomic_service
 def charge_create(*, customer: Customer, product: Product, amount: Decimal, description: str = "",
                   metadata: dict[str, str] | None = None) -> Charge:
     """An immediate charge under the customer's current payer; `402 insufficient_funds` writes nothing."""
@@ -475,7 +476,7 @@ def charge_create(*, customer: Customer, product: Product, amount: Decimal, desc
     return charge
 
 
-@transaction.atomic
+@atomic_service
 def hold_create(*, customer: Customer, product: Product, amount: Decimal, expires_at: datetime | None = None,
                 description: str = "", metadata: dict[str, str] | None = None) -> Hold:
     """Reserve money under the current payer until captured, released or expired (default 7 days, max 90)."""
@@ -513,7 +514,7 @@ def _lock_hold(hold: Hold, customer: Customer | None = None) -> Hold:
     return locked
 
 
-@transaction.atomic
+@atomic_service
 def hold_capture(*, hold: Hold, amount: Decimal | None = None) -> Hold:
     """Capture all or part of a hold (the rest is released) under the payer it was made under; at most once."""
     # A hold's customer, product and payer never change: the order check rides on the customer's lock.
@@ -556,7 +557,7 @@ def _release(hold: Hold, status: str) -> Hold:
     return hold
 
 
-@transaction.atomic
+@atomic_service
 def hold_release(*, hold: Hold) -> Hold:
     """Give the held money back; at most once (the loser of a race gets `409 invalid_state`)."""
     return _release(hold, Hold.Status.RELEASED)
@@ -579,7 +580,7 @@ def holds_expire(*, now: datetime | None = None) -> int:
     return expired
 
 
-@transaction.atomic
+@atomic_service
 def refund_create(*, charge: Charge, amount: Decimal | None, reason: str) -> Refund:
     """Refund all or part of a charge to the payer it was charged to; refunds never exceed the charge."""
     customer = ledger.lock_customer(charge.customer_id)
