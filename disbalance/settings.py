@@ -107,7 +107,10 @@ TEMPLATES = [
 ]
 
 DATABASE_URL = env("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0))}
+# Persistent connections (seconds; 0: a new connection per request), checked before reuse: a request then costs
+# no connection set-up. Budget: one connection per gunicorn thread and Celery process (docs/scaling.md).
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
+                                              conn_health_checks=True)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several processes (web, beat) share the file in embedded mode: wait for locks instead of failing.
     DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 30, "transaction_mode": "IMMEDIATE"})
@@ -192,6 +195,9 @@ OUTBOX_LEASE_SECONDS = env_int("OUTBOX_LEASE_SECONDS", 120)
 OUTBOX_SWEEP_BATCH = env_int("OUTBOX_SWEEP_BATCH", 200)
 # With workers, the sweep re-sends only operations overdue by this much (their own task should have run).
 OUTBOX_SWEEP_GRACE_SECONDS = env_int("OUTBOX_SWEEP_GRACE_SECONDS", 30)
+
+# A valid API token is remembered per process this long: revocation reaches other processes within it (0: off).
+SERVICE_TOKEN_CACHE_SECONDS = env_int("SERVICE_TOKEN_CACHE_SECONDS", 5)
 
 IDEMPOTENCY_KEY_TTL_DAYS = env_int("IDEMPOTENCY_KEY_TTL_DAYS", 30)
 # A key whose first request never finished (crashed process) may be taken over after this many seconds.

@@ -18,7 +18,10 @@ requires_redis = pytest.mark.skipif(not settings.REDIS_URL, reason="needs a Redi
 def _clear_cache():
     from django.core.cache import cache
 
+    from disbalance.auth import token_cache_clear
+
     cache.clear()
+    token_cache_clear()  # tokens remembered by this process (the test database is new for every test)
     yield
 
 
