@@ -15,9 +15,10 @@ from django.utils.html import format_html, format_html_join
 from simple_history.admin import SimpleHistoryAdmin
 
 from balance_gateway.exceptions import BalanceError
-from balance_gateway.models import BalanceCall, BalanceNotification, Mismatch, OutboxOperation
-from balance_gateway.outbox import outbox_retry
+from balance_gateway.models import BalanceCall, BalanceNotification, Mismatch
 from disbalance.exceptions import ApplicationError
+from disbalance.models import OutboxOperation
+from disbalance.outbox import outbox_retry
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -45,11 +46,13 @@ class BalanceCallInline(admin.TabularInline):
 
 @admin.register(OutboxOperation)
 class OutboxOperationAdmin(ReadOnlyAdmin):
-    list_display = ("id", "kind", "subject", "status", "attempts", "next_attempt_at", "short_error", "updated_at")
-    list_filter = ("status", "kind", "service")
+    list_display = ("id", "kind", "subject", "status", "attempts", "next_attempt_at", "failure_kind", "short_error",
+                    "updated_at")
+    list_filter = ("status", "failure_kind", "kind", "service")
     search_fields = ("subject", "kind", "dedup_key", "last_error")
     readonly_fields = ("kind", "subject", "service", "status", "attempts", "max_attempts", "next_attempt_at",
-                       "leased_until", "last_error", "payload", "result", "created_at", "updated_at", "done_at")
+                       "leased_until", "failure_kind", "last_error", "payload", "result", "created_at", "updated_at",
+                       "done_at")
     inlines = [BalanceCallInline]
     actions = ["retry_now"]
     date_hierarchy = "created_at"

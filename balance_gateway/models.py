@@ -1,5 +1,5 @@
-"""Billing's side of the Balance link: the outbox of operations, the log of calls, received notifications,
-and the Balance identity that customers and agencies share.
+"""Billing's side of the Balance link: the log of calls, received notifications, and the Balance identity that
+customers and agencies share (the outbox of operations is the core's: `disbalance.models.OutboxOperation`).
 
 The emulator keeps its own state elsewhere (`balance_gateway.emulator`), never in these tables.
 """
@@ -60,53 +60,6 @@ class BalanceParty(models.Model):
         return f"disbalance:{prefix}:{self.pk}"
 
 
-class OutboxOperation(models.Model):
-    """One piece of Balance (or webhook) work, written in the same transaction as the domain change.
-
-    Sent by a Celery task after commit and re-sent by the periodic sweep; every handler is safe to repeat
-    (it looks state up before creating). Retries use capped exponential backoff with jitter; after
-    `max_attempts` the operation is `failed` and waits for a retry from the admin.
-    """
-
-    class Status(models.TextChoices):
-        PENDING = "pending"
-        IN_PROGRESS = "in_progress"
-        DONE = "done"
-        FAILED = "failed"
-
-    kind = models.CharField(max_length=64, db_index=True)
-    subject = models.CharField(max_length=100, db_index=True, help_text="What it is about, e.g. customer:12")
-    dedup_key = models.CharField(max_length=200, blank=True, default="")
-    service = models.ForeignKey("disbalance.ConsumerService", null=True, blank=True, on_delete=models.PROTECT)
-    payload = models.JSONField(default=dict, blank=True)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
-    attempts = models.PositiveIntegerField(default=0)
-    max_attempts = models.PositiveIntegerField(default=12)
-    next_attempt_at = models.DateTimeField(default=timezone.now)
-    leased_until = models.DateTimeField(null=True, blank=True)
-    last_error = models.TextField(blank=True, default="")
-    result = models.JSONField(null=True, blank=True)
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
-    updated_at = models.DateTimeField(default=timezone.now)
-    done_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-id"]
-        indexes = [models.Index(fields=["status", "next_attempt_at"], name="outbox_due_idx")]
-        constraints = [
-            # At most one waiting operation per dedup key: a second PATCH while the first sync still waits
-            # adds nothing (the handler reads the current state when it runs).
-            models.UniqueConstraint(
-                fields=["dedup_key"],
-                condition=Q(status="pending") & ~Q(dedup_key=""),
-                name="outbox_one_pending_per_dedup_key",
-            )
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.kind} {self.subject} [{self.status}]"
-
-
 class BalanceCall(models.Model):
     """Every call billing made to Balance: method, key arguments, duration, outcome, error. For the admin."""
 
@@ -126,7 +79,7 @@ class BalanceCall(models.Model):
     error_message = models.TextField(blank=True, default="")
     duration_ms = models.PositiveIntegerField(default=0)
     operation = models.ForeignKey(
-        OutboxOperation, null=True, blank=True, on_delete=models.SET_NULL, related_name="calls"
+        "disbalance.OutboxOperation", null=True, blank=True, on_delete=models.SET_NULL, related_name="calls"
     )
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
@@ -211,7 +164,7 @@ class Mismatch(models.Model):
                                related_name="mismatches")
     order = models.ForeignKey("payments.BalanceOrder", null=True, blank=True, on_delete=models.PROTECT,
                               related_name="mismatches")
-    operation = models.ForeignKey(OutboxOperation, null=True, blank=True, on_delete=models.SET_NULL,
+    operation = models.ForeignKey("disbalance.OutboxOperation", null=True, blank=True, on_delete=models.SET_NULL,
                                   related_name="mismatches")
     summary = models.CharField(max_length=300)
     details = models.JSONField(default=dict, blank=True)

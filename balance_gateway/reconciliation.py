@@ -56,12 +56,12 @@ from django.utils import timezone
 from agencies.models import Agency
 from balance_gateway.client import BalanceClient, ClientInfo, CompletionReport, OrderInfo, PersonInfo
 from balance_gateway.exceptions import BalanceError, BalanceRetryableError
-from balance_gateway.models import BalanceParty, Mismatch, OutboxOperation
-from balance_gateway.outbox import outbox_retry
+from balance_gateway.models import BalanceParty, Mismatch
 from customers.models import Customer
 from disbalance.exceptions import InvalidState, ValidationFailed
-from disbalance.models import ConsumerService
+from disbalance.models import ConsumerService, OutboxOperation
 from disbalance.money import ZERO, format_amount
+from disbalance.outbox import outbox_retry
 from payments.models import BalanceOrder
 
 logger = logging.getLogger(__name__)
@@ -80,8 +80,6 @@ FIX_RETRY = "retry"  # retry the outbox operation
 FIX_PUSH_DATA = "push_data"  # send billing's client/person data to Balance (support only)
 FIX_REFRESH = "refresh"  # re-pull the wallet and re-report the children (support only: unpaid completion)
 AUTOFIXES = frozenset({FIX_PULL, FIX_REPORT, FIX_RESEND, FIX_RETRY})
-
-_FINAL_ERROR_PREFIXES = ("BalanceFinalError", "OutboxFinalError")
 
 
 def _setting(name: str, default: int) -> int:
@@ -653,7 +651,7 @@ def _operation_finding(operation: OutboxOperation, now: datetime) -> Finding | N
     Status = OutboxOperation.Status
     error = operation.last_error.strip()
     if operation.status == Status.FAILED:
-        final = error.startswith(_FINAL_ERROR_PREFIXES)
+        final = operation.failure_kind == OutboxOperation.FailureKind.FINAL
         state = f"failed after {operation.attempts} attempt(s)"
         severity = Severity.WARNING
         fix = None if final else FIX_RETRY

@@ -1,4 +1,4 @@
-"""Celery tasks of the gateway: thin wrappers around `balance_gateway.outbox` and the call log."""
+"""Celery tasks of the gateway: the call log's purge, and the reconciliation run."""
 
 from __future__ import annotations
 
@@ -8,22 +8,8 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from balance_gateway import outbox
 from balance_gateway.models import BalanceCall
 from disbalance.idempotency import purge_expired_keys
-
-
-@shared_task(acks_late=True, ignore_result=True)
-def outbox_dispatch(operation_id: int) -> str:
-    result = outbox.outbox_process(operation_id=operation_id)
-    if result.outcome == "retry" and result.retry_in is not None and not settings.CELERY_TASK_ALWAYS_EAGER:
-        outbox_dispatch.apply_async((operation_id,), countdown=result.retry_in)
-    return result.outcome
-
-
-@shared_task(ignore_result=True)
-def outbox_sweep() -> dict[str, int]:
-    return outbox.outbox_sweep()
 
 
 @shared_task(ignore_result=True)

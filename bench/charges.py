@@ -517,9 +517,9 @@ def build_world(sizes: Sizes) -> World:
     """A consumer service, token, 2 products, N + 1 customers registered in Balance (active), all funded."""
     from django.db import transaction
 
-    from balance_gateway.outbox import outbox_drain
     from customers.models import Customer
     from customers.services import CustomerData, customer_register
+    from disbalance.outbox import outbox_drain
     from disbalance.services import service_create, service_token_issue
     from payments.services import product_create
     from wallets.services import wallet_credit_topup
@@ -891,7 +891,7 @@ def main() -> int:
         charging_calls = balance_calls_since(mark)
 
         # 2. The reporting job and any pending outbox work.
-        from balance_gateway.outbox import outbox_drain
+        from disbalance.outbox import outbox_drain
         from payments.services import spend_report
 
         mark = balance_call_mark()

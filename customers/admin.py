@@ -39,13 +39,14 @@ from django.urls import NoReverseMatch, path, reverse
 from simple_history.admin import SimpleHistoryAdmin
 
 from agencies.models import Agency, Contract
-from balance_gateway.models import Mismatch, OutboxOperation, RegistrationStatus
-from balance_gateway.outbox import outbox_retry
+from balance_gateway.models import Mismatch, RegistrationStatus
 from balance_gateway.reconciliation import mismatch_fix
 from customers.models import AgencyAssignment, Customer
 from customers.services import agency_change, customer_agency_history, enqueue_sync
 from disbalance.exceptions import InsufficientFunds, InvalidState, ValidationFailed
+from disbalance.models import OutboxOperation
 from disbalance.money import ZERO, format_amount
+from disbalance.outbox import outbox_retry
 from overdrafts import services as overdrafts
 from overdrafts.selectors import effective_overdraft_limit
 from payments.admin import orders_refresh, orders_sync, payer_label

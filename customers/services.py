@@ -10,14 +10,14 @@ from django.utils import timezone
 
 from agencies.models import Agency
 from balance_gateway.client import BalanceClient
-from balance_gateway.models import OutboxOperation, RegistrationStatus
-from balance_gateway.outbox import outbox_enqueue, outbox_handler, outbox_on_failure
+from balance_gateway.models import RegistrationStatus
 from balance_gateway.services import party_sync
 from customers.exceptions import CustomerExists, ValidationFailed
 from customers.locks import lock_customer
 from customers.models import AgencyAssignment, Customer
 from disbalance.exceptions import InvalidState
-from disbalance.models import ConsumerService
+from disbalance.models import ConsumerService, OutboxOperation
+from disbalance.outbox import outbox_enqueue, outbox_handler, outbox_on_failure
 from disbalance.webhooks import webhook_emit
 
 LEGAL_FIELDS = ("inn", "kpp", "legal_address", "lname", "fname", "mname")

@@ -26,8 +26,9 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
 from agencies.models import Agency
-from balance_gateway.models import Mismatch, OutboxOperation, RegistrationStatus
+from balance_gateway.models import Mismatch, RegistrationStatus
 from customers.models import Customer
+from disbalance.models import OutboxOperation
 from payments.models import TopUp
 
 SEARCH_LIMIT = 50

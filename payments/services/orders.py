@@ -8,9 +8,9 @@ from django.db import IntegrityError, transaction
 
 from agencies.models import Agency
 from balance_gateway.client import BalanceClient, OrderSpec
-from balance_gateway.models import OutboxOperation
-from balance_gateway.outbox import OutboxFinalError, OutboxRetry, outbox_enqueue, outbox_handler
 from customers.models import Customer
+from disbalance.models import OutboxOperation
+from disbalance.outbox import OutboxFinalError, OutboxRetry, outbox_enqueue, outbox_handler
 from payments.models import BalanceOrder, Product
 
 ORDERS_SYNC = "orders.sync"

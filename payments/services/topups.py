@@ -10,11 +10,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from balance_gateway.client import BalanceClient, RequestItem
-from balance_gateway.models import OutboxOperation
-from balance_gateway.outbox import OutboxFinalError, OutboxRetry, outbox_enqueue, outbox_handler, outbox_on_failure
 from customers.locks import lock_customer
 from customers.models import Customer
+from disbalance.models import OutboxOperation
 from disbalance.money import format_amount
+from disbalance.outbox import OutboxFinalError, OutboxRetry, outbox_enqueue, outbox_handler, outbox_on_failure
 from disbalance.webhooks import webhook_emit
 from payments.models import BalanceOrder, TopUp
 from payments.services.orders import orders_ensure

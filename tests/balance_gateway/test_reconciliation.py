@@ -18,10 +18,11 @@ from django.utils import timezone
 from agencies.models import Agency
 from agencies.services import agency_contracts_refresh
 from balance_gateway.client import BalanceClient
-from balance_gateway.models import Mismatch, OutboxOperation
+from balance_gateway.models import Mismatch
 from balance_gateway.reconciliation import mismatch_fix, mismatch_resolve, reconcile
 from customers.models import Customer
 from disbalance.exceptions import InvalidState, ValidationFailed
+from disbalance.models import OutboxOperation
 from payments.models import BalanceOrder, TopUp
 from payments.services import orders_pull, product_create, spend_report
 from tests.customers.test_api import COMPANY
@@ -301,10 +302,12 @@ def test_stale_operations(service, settings):
     retryable = OutboxOperation.objects.create(kind="orders.sync", subject=f"customer:{customer.pk}",
                                                payload={"customer_id": customer.pk}, service=service,
                                                status="failed", attempts=20,
-                                               last_error="BalanceRetryableError: UNAVAILABLE")
+                                               last_error="BalanceRetryableError: UNAVAILABLE",
+                                               failure_kind="retryable")
     final = OutboxOperation.objects.create(kind="orders.sync", subject=f"customer:{customer.pk}",
                                            payload={"customer_id": customer.pk}, service=service, status="failed",
-                                           attempts=1, last_error="OutboxFinalError: order 7: refused")
+                                           attempts=1, last_error="OutboxFinalError: order 7: refused",
+                                           failure_kind="final")
     stuck = OutboxOperation.objects.create(kind="orders.sync", subject="customer:999999", payload={}, service=service,
                                            status="pending", next_attempt_at=old)
     OutboxOperation.objects.filter(pk=stuck.pk).update(created_at=old)

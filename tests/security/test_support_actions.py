@@ -25,8 +25,9 @@ from django.test import RequestFactory
 from django.urls import reverse
 
 from agencies.models import Contract
-from balance_gateway.models import Mismatch, OutboxOperation
+from balance_gateway.models import Mismatch
 from customers.models import AgencyAssignment, Customer
+from disbalance.models import OutboxOperation
 from tests.factories import AgencyFactory, CustomerFactory
 from tests.security.support import db_snapshot, snapshot_diff
 
@@ -64,7 +65,7 @@ WITHOUT_REASON = {
     ("overdrafts.agencycredit", "refresh_from_balance"): "reads Balance's credit limits",
     ("payments.balanceorder", "refresh_from_balance"): "reads Balance's figures, applied like notifications",
     ("payments.balanceorder", "sync_to_balance"): "queues the creation of missing orders in Balance",
-    ("balance_gateway.outboxoperation", "retry_now"): "re-queues an operation of the Balance link (not a "
+    ("disbalance.outboxoperation", "retry_now"): "re-queues an operation of the Balance link (not a "
                                                       "customer action; the customer page's retry asks a reason)",
     ("disbalance.webhookevent", "resend"): "re-delivers an event to the consumer (at-least-once anyway)",
     ("disbalance.consumerservice", "issue_token"): "service administration, not a customer action",

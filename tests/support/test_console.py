@@ -16,7 +16,7 @@ from django.db import transaction
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
-from balance_gateway.models import Mismatch, OutboxOperation
+from balance_gateway.models import Mismatch
 from customers.models import AgencyAssignment, Customer
 from disbalance.management.commands.setup_groups import (
     BILLING_ADMIN,
@@ -25,7 +25,7 @@ from disbalance.management.commands.setup_groups import (
     group_permissions,
     groups_setup,
 )
-from disbalance.models import ServiceToken
+from disbalance.models import OutboxOperation, ServiceToken
 from disbalance.services import service_token_issue
 from payments.models import TopUp
 from payments.services import orders_ensure
@@ -200,7 +200,8 @@ def test_customer_page_shows_agency_history_mismatches_and_changes(support_clien
     warning = mismatch(customer, "warning", n=2, kind="money_in")
     mismatch(CustomerFactory(service=service), n=3)  # another customer's: not shown
     operation = OutboxOperation.objects.create(kind="customer.sync", subject=f"customer:{customer.pk}",
-                                               status="failed", last_error="BalanceFinalError: bad INN")
+                                               status="failed", last_error="BalanceFinalError: bad INN",
+                                               failure_kind="final")
 
     response = support_client.get(page(customer))
     assert response.status_code == 200
