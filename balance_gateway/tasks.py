@@ -1,4 +1,4 @@
-"""Celery tasks of the gateway: the call log's purge, and the reconciliation run."""
+"""Celery tasks of the gateway: the call log's purge."""
 
 from __future__ import annotations
 
@@ -17,21 +17,3 @@ def balance_calls_purge() -> dict[str, int]:
     cutoff = timezone.now() - timedelta(days=settings.BALANCE_CALL_RETENTION_DAYS)
     calls, _ = BalanceCall.objects.filter(created_at__lt=cutoff).delete()
     return {"balance_calls": calls, "idempotency_keys": purge_expired_keys()}
-
-
-RECONCILE_LOCK = "balance_gateway:reconcile:running"
-
-
-@shared_task(ignore_result=True)
-def reconcile() -> dict:
-    """The hourly reconciliation with Balance (autofix on). A run still going elsewhere makes this one skip."""
-    from django.core.cache import cache
-
-    from balance_gateway.reconciliation import reconcile as reconcile_all
-
-    if not cache.add(RECONCILE_LOCK, 1, timeout=getattr(settings, "RECONCILE_LOCK_SECONDS", 3 * 3600)):
-        return {"skipped": "another reconciliation is running"}
-    try:
-        return reconcile_all().as_dict()
-    finally:
-        cache.delete(RECONCILE_LOCK)

@@ -699,7 +699,7 @@ def injected_faults(run_dir: Path) -> dict[str, int]:
 
 
 def run_reconcile(stack: Any, control: Any, report: Report) -> None:
-    from balance_gateway.models import Mismatch
+    from reconciliation.models import Mismatch
 
     if not (Path(__file__).resolve().parent.parent / "balance_gateway/management/commands/reconcile.py").exists():
         report.reconcile.append("manage.py reconcile does not exist yet: skipped")

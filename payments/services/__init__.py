@@ -18,17 +18,44 @@ from payments.services.orders import (
     enqueue_orders_sync,
     enqueue_orders_sync_by_id,
     orders_ensure,
+    orders_resend,
     orders_sync_to_balance,
 )
 from payments.services.products import ProductCreateResult, product_create
 from payments.services.refunds import refund_create
-from payments.services.spend import orders_with_unreported_spend, spend_report
+from payments.services.spend import (
+    orders_rereport,
+    orders_with_unreported_spend,
+    spend_account_key,
+    spend_report,
+)
 from payments.services.topups import TOPUP_REQUEST, topup_create, topup_request_in_balance, topups_expire
 
 __all__ = [
-    "ORDERS_SYNC", "TOPUP_REQUEST", "OrderNotifications", "OrderState", "ProductCreateResult", "charge_create",
-    "enqueue_orders_sync", "enqueue_orders_sync_by_id", "hold_capture", "hold_create", "hold_release",
-    "holds_expire", "order_apply_balance_state", "orders_ensure", "orders_pull", "orders_sync_to_balance",
-    "orders_with_unreported_spend", "product_create", "refund_create", "spend_report", "topup_create",
-    "topup_request_in_balance", "topups_expire",
+    "ORDERS_SYNC",
+    "TOPUP_REQUEST",
+    "OrderNotifications",
+    "OrderState",
+    "ProductCreateResult",
+    "charge_create",
+    "enqueue_orders_sync",
+    "enqueue_orders_sync_by_id",
+    "hold_capture",
+    "hold_create",
+    "hold_release",
+    "holds_expire",
+    "order_apply_balance_state",
+    "orders_ensure",
+    "orders_pull",
+    "orders_rereport",
+    "orders_resend",
+    "orders_sync_to_balance",
+    "orders_with_unreported_spend",
+    "product_create",
+    "refund_create",
+    "spend_account_key",
+    "spend_report",
+    "topup_create",
+    "topup_request_in_balance",
+    "topups_expire",
 ]

@@ -3,6 +3,8 @@ created in Balance through the outbox (`orders.sync`)."""
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
@@ -112,3 +114,18 @@ def orders_sync_to_balance(operation: OutboxOperation) -> dict:
 def enqueue_orders_sync_by_id(customer_id: int) -> None:
     with transaction.atomic():
         enqueue_orders_sync(Customer.objects.select_related("service").get(pk=customer_id))
+
+
+def orders_resend(*, orders: list[BalanceOrder]) -> list[OutboxOperation]:
+    """Send orders to Balance again although billing thinks they are synced (mark pending + orders sync)."""
+    operations = []
+    by_customer: dict[int, list[int]] = defaultdict(list)
+    for order in orders:
+        by_customer[order.customer_id].append(order.pk)
+    for customer_id, order_ids in by_customer.items():
+        with transaction.atomic():
+            customer = Customer.objects.select_related("service").get(pk=customer_id)
+            BalanceOrder.objects.filter(pk__in=order_ids).update(sync_status=BalanceOrder.SyncStatus.PENDING,
+                                                                  sync_error="")
+            operations.append(enqueue_orders_sync(customer))
+    return operations

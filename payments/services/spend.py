@@ -8,9 +8,15 @@ from django.db.models.functions import Replace
 from django.utils import timezone
 
 from balance_gateway.client import BalanceClient, CompletionReport
+from disbalance.money import ZERO
 from payments.models import BalanceOrder
 from payments.services.orders import enqueue_orders_sync_by_id
 from wallets.models import Account
+
+
+def spend_account_key(order: BalanceOrder) -> str:
+    """The key of a child order's spend account: `child:c<customer>:p<payer>:<product>` -> `spend:...`."""
+    return "spend:" + order.key.removeprefix("child:")
 
 
 def orders_with_unreported_spend() -> QuerySet[BalanceOrder]:
@@ -60,3 +66,34 @@ def spend_report(*, client: BalanceClient | None = None, batch_size: int | None 
                 BalanceOrder.objects.filter(pk=order.pk).update(sync_status=BalanceOrder.SyncStatus.PENDING)
                 enqueue_orders_sync_by_id(order.customer_id)
     return totals
+
+
+def orders_rereport(*, orders: list[BalanceOrder], client: BalanceClient | None = None,
+                    batch_size: int | None = None) -> dict[int, bool]:
+    """Report the cumulative completion of these orders again, whatever was reported before (UpdateCampaigns).
+
+    `spend_report` sends only orders whose spend changed since the last accepted report; a figure changed in
+    Balance behind billing's back needs this. Child orders get their spend account's balance (read now), wallet
+    orders 0.00. Returns {order id: accepted}.
+    """
+    if not orders:
+        return {}
+    client = client or BalanceClient()
+    orders = list(BalanceOrder.objects.filter(pk__in=[o.pk for o in orders]).select_related("service"))
+    spend_keys = {o.pk: spend_account_key(o) for o in orders if o.kind == BalanceOrder.Kind.CHILD}
+    balances = dict(Account.objects.filter(key__in=spend_keys.values()).values_list("key", "balance"))
+    accepted: dict[int, bool] = {}
+    batch_size = batch_size or settings.RECONCILE_BATCH_SIZE
+    for start in range(0, len(orders), batch_size):
+        chunk = orders[start:start + batch_size]
+        now = timezone.now()
+        money = {o.pk: balances.get(spend_keys[o.pk], ZERO) if o.pk in spend_keys else ZERO for o in chunk}
+        results = client.update_campaigns([
+            CompletionReport(service_id=o.service.balance_service_id, service_order_id=o.pk, money=money[o.pk], dt=now)
+            for o in chunk
+        ])
+        for order, ok in zip(chunk, results, strict=True):
+            accepted[order.pk] = ok
+            if ok and order.kind == BalanceOrder.Kind.CHILD:
+                BalanceOrder.objects.filter(pk=order.pk).update(reported_qty=money[order.pk], reported_at=now)
+    return accepted

@@ -34,8 +34,8 @@ def test_reconciliation_limit_of_the_own_pot_after_a_move_and_when_overdue(servi
 
     from django.utils import timezone
 
-    from balance_gateway.reconciliation import _spend_limit
     from overdrafts.models import Overdraft
+    from reconciliation.checks.unpaid import _spend_limit
     from tests.factories import AgencyFactory, CustomerFactory
     from wallets.services import wallet_charge
 
