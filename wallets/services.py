@@ -2,7 +2,7 @@
 
 Locking scheme (style.md: customer -> wallet -> hold): every write to a customer's money runs inside
 `transaction.atomic` and takes, in this order,
-  1. the customer row (`lock_customer`),
+  1. the customer row (`customers.locks.lock_customer`),
   2. the customer's cached accounts, ordered by id, in one statement by key (`lock_accounts_by_key`; the generic
      `ledger_post` locks by id with `lock_accounts`; re-locking a row is free inside the same transaction),
   3. the caller's own rows (Hold, Charge, ...), after the customer.
@@ -14,24 +14,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from decimal import Decimal
-from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Case, F, OuterRef, QuerySet, Subquery, Sum, Value, When
+from django.db.models import Case, F, OuterRef, Subquery, Sum, Value, When
 from django.db.models.functions import Coalesce
 from django.db.models.lookups import Exact
 
 from agencies.models import Agency
+from customers.locks import lock_customer
 from customers.models import Customer
 from disbalance.exceptions import InsufficientFunds, InvalidState, ValidationFailed
+from disbalance.locking import for_update
 from disbalance.models import ConsumerService
 from disbalance.money import CENT, ZERO, MoneyField, format_amount
 from wallets.exceptions import LedgerCorrupted, LedgerDuplicate, LedgerImbalanced, LedgerInvalidPosting
 from wallets.models import Account, LedgerEntry, LedgerTransaction
 
-# Set to False only by the concurrency experiment that shows the tests fail without row locks.
-_row_locks_enabled = True
 # Re-sum every touched account's entries after posting (tests turn this on; the cheap check always runs).
 FULL_CHECK = False
 
@@ -44,38 +43,13 @@ def _require_atomic(what: str) -> None:
         raise LedgerInvalidPosting(f"{what} must run inside transaction.atomic")
 
 
-def _for_update(qs: QuerySet) -> QuerySet:
-    if not _row_locks_enabled:
-        return qs
-    # NO KEY UPDATE: still exclusive between writers, but does not block inserts of rows referencing the locked
-    # one (e.g. ledger entries by another transaction) the way FOR UPDATE would. `of=self`: never the joined rows.
-    features = connection.features
-    return qs.select_for_update(
-        no_key=features.has_select_for_no_key_update, of=("self",) if features.has_select_for_update_of else ()
-    )
-
-
 # --- locks ----------------------------------------------------------------------------------------------------
-
-def lock_customer(customer_id: int, **annotations: Any) -> Customer:
-    """Lock the customer row (first lock of every money write) and return it fresh from the database.
-
-    `annotations` are read in the same statement (e.g. whether the customer uses an overdraft at all). On
-    PostgreSQL a subquery among them sees the database as of the statement's start, which may be before the lock
-    was granted: the row itself is fresh, a subquery's answer may miss what the previous lock holder committed.
-    Use them only where a stale answer errs on the safe side.
-    """
-    _require_atomic("lock_customer")
-    return _for_update(Customer.objects.select_related("service", "agency").annotate(**annotations)).get(
-        pk=customer_id
-    )
-
 
 def lock_accounts(accounts: Iterable[Account]) -> dict[int, Account]:
     """Lock the accounts (after the customer), in id order, and return fresh rows by id."""
     _require_atomic("lock_accounts")
     ids = sorted({account.pk for account in accounts})
-    locked = {account.pk: account for account in _for_update(Account.objects.filter(pk__in=ids).order_by("id"))}
+    locked = {account.pk: account for account in for_update(Account.objects.filter(pk__in=ids).order_by("id"))}
     if len(locked) != len(ids):
         raise LedgerInvalidPosting("an account to lock does not exist")
     return locked
@@ -85,7 +59,7 @@ def lock_accounts_by_key(keys: Iterable[str]) -> dict[str, Account]:
     """Lock the accounts with these keys (after the customer), in id order, in one statement; return fresh rows
     by key. A key without an account is simply absent (the caller creates it and locks it then)."""
     _require_atomic("lock_accounts_by_key")
-    return {account.key: account for account in _for_update(Account.objects.filter(key__in=sorted(set(keys)))
+    return {account.key: account for account in for_update(Account.objects.filter(key__in=sorted(set(keys)))
                                                               .order_by("id"))}
 
 
