@@ -455,9 +455,10 @@ def verify_ledger() -> str:
     if not ok:
         out(buffer.getvalue())
     with connection.cursor() as cursor:
-        cursor.execute("""SELECT (SELECT COUNT(*) FROM payments_charge),
+        # Captures of holds are charges too, posted as `capture` transactions of the hold: not counted here.
+        cursor.execute("""SELECT (SELECT COUNT(*) FROM payments_charge WHERE hold_id IS NULL),
                                  (SELECT COUNT(*) FROM wallets_ledgertransaction WHERE type = 'charge'),
-                                 (SELECT COUNT(*) FROM payments_charge c WHERE NOT EXISTS (
+                                 (SELECT COUNT(*) FROM payments_charge c WHERE c.hold_id IS NULL AND NOT EXISTS (
                                      SELECT 1 FROM wallets_ledgertransaction t WHERE t.type = 'charge'
                                      AND t.reference_kind = 'charge' AND t.reference_id = c.id::text))""")
         charges, charge_txns, orphans = cursor.fetchone()
@@ -655,7 +656,13 @@ def statement_label(sql: str) -> str:
     for prefix in ("RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT", "SAVEPOINT"):
         if text.startswith(prefix):
             return prefix
-    table = re.search(r'(?:FROM|INTO|UPDATE) "?(\w+)"?', text)
+    # The statement's own table: the first FROM/INTO/UPDATE outside parentheses (subqueries name other tables).
+    depth, top = 0, []
+    for char in text:
+        depth += char == "("
+        top.append(char if depth == 0 else " ")
+        depth -= char == ")"
+    table = re.search(r'(?:FROM|INTO|UPDATE) "?(\w+)"?', "".join(top))
     name = table.group(1) if table else "?"
     verb = text.split(" ", 1)[0]
     if verb in ("BEGIN", "COMMIT", "ROLLBACK"):
