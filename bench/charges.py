@@ -935,11 +935,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small smoke run (100 wallets, 2,000 cold charges)")
     parser.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432",
                         help="PostgreSQL server URL without database (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1) + 1,
-                        help="gunicorn workers (default 2 x cores + 1 = %(default)s)")
-    parser.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker (>1: gthread)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="gunicorn workers (default: one per core = %(default)s, as in the README's production "
+                             "section)")
+    parser.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker (>1: gthread; default 4)")
     parser.add_argument("--conn-max-age", type=int, default=None,
-                        help="DATABASE_CONN_MAX_AGE for gunicorn (default: unset, the app's default 0)")
+                        help="DATABASE_CONN_MAX_AGE for gunicorn (default: unset, the app's default, 60 s persistent)")
     parser.add_argument("--skip-http", action="store_true", help="no gunicorn runs")
     parser.add_argument("--anatomy-only", action="store_true",
                         help="only the single-threaded anatomy, on the database kept by the last run")
@@ -1017,7 +1018,7 @@ def main() -> int:
         out(f"  DEBUG={settings.DEBUG}, LOG_LEVEL=WARNING, outbox: Celery eager (no REDIS_URL), i.e. Balance work "
             "runs in the request right after commit")
         out(f"  gunicorn: {gunicorn_config.describe()}, DATABASE_CONN_MAX_AGE="
-            f"{args.conn_max_age if args.conn_max_age is not None else 'unset (0: a new connection per request)'}, "
+            f"{args.conn_max_age if args.conn_max_age is not None else 'unset (app default 60 s)'}, "
             f"API_RATE_LIMIT={settings.REST_FRAMEWORK['DEFAULT_THROTTLE_RATES']['service']}")
         out(f"  {CLIENTS} client threads in this process (service layer: one Django connection each; HTTP: one "
             "requests.Session each; floor: one psycopg connection each)")
