@@ -18,7 +18,7 @@ from wallets import services as ledger
 def charge_create(*, customer: Customer, product: Product, amount: Decimal, description: str = "",
                   metadata: dict[str, str] | None = None) -> Charge:
     """An immediate charge under the customer's current payer; `402 insufficient_funds` writes nothing."""
-    customer = lock_for_spend(customer.pk, product.pk)
+    customer = lock_for_spend(customer.pk, product=product, payer_id=customer.agency_id)
     _spend_checks(customer)
     payer = customer.agency
     charge = Charge(service=customer.service, customer=customer, payer_agency=payer, product=product, amount=amount,

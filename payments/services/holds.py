@@ -32,7 +32,7 @@ def hold_create(*, customer: Customer, product: Product, amount: Decimal, expire
     if expires_at <= now or expires_at > now + timedelta(days=settings.HOLD_MAX_DAYS):
         raise ValidationFailed(f"expires_at must be in the future and at most {settings.HOLD_MAX_DAYS} days away.",
                                errors={"expires_at": ["Out of range."]})
-    customer = lock_for_spend(customer.pk, product.pk)
+    customer = lock_for_spend(customer.pk, product=product, payer_id=customer.agency_id)
     _spend_checks(customer)
     payer = customer.agency
     hold = Hold(service=customer.service, customer=customer, payer_agency=payer, product=product, amount=amount,
@@ -65,7 +65,8 @@ def _lock_hold(hold: Hold, customer: Customer | None = None) -> Hold:
 def hold_capture(*, hold: Hold, amount: Decimal | None = None) -> Hold:
     """Capture all or part of a hold (the rest is released) under the payer it was made under; at most once."""
     # A hold's customer, product and payer never change: the order check rides on the customer's lock.
-    customer = lock_for_spend(hold.customer_id, hold.product_id, payer_id=hold.payer_agency_id)
+    customer = lock_for_spend(hold.customer_id, product=hold.product, payer_id=hold.payer_agency_id,
+                              current_payer=False)
     hold = _lock_hold(hold, customer)
     captured = hold.amount if amount is None else amount
     if captured > hold.amount:

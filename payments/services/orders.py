@@ -22,6 +22,11 @@ def _payer_key(payer: Agency | None) -> str:
     return f"p{payer.pk}" if payer else "pself"
 
 
+def child_order_key(*, customer_id: int, payer_id: int | None, product_code: str) -> str:
+    """The unique key of a product's child order of (customer, payer): `child:c<customer>:p<payer>|pself:<code>`."""
+    return f"child:c{customer_id}:{f'p{payer_id}' if payer_id is not None else 'pself'}:{product_code}"
+
+
 def _order_get_or_create(*, customer: Customer, payer: Agency | None, kind: str, product: Product | None,
                          parent: BalanceOrder | None) -> tuple[BalanceOrder, bool]:
     key = f"wallet:c{customer.pk}:{_payer_key(payer)}"

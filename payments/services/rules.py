@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, OuterRef
 
 from agencies.models import Agency
 from balance_gateway.models import RegistrationStatus
@@ -13,7 +13,8 @@ from customers.models import Customer
 from disbalance.exceptions import CustomerBlocked, CustomerNotActive
 from overdrafts import services as overdrafts
 from overdrafts.models import LimitOverride, Overdraft
-from payments.models import BalanceOrder
+from payments.models import BalanceOrder, Product
+from payments.services.orders import child_order_key
 
 
 def _require_active(customer: Customer) -> None:
@@ -31,32 +32,28 @@ def _spend_checks(customer: Customer) -> None:
     _require_not_blocked(customer)
 
 
-_CURRENT_PAYER = object()
+def lock_for_spend(customer_id: int, *, product: Product, payer_id: int | None, current_payer: bool = True
+                   ) -> Customer:
+    """Lock the customer, and learn in the same statement whether it uses an overdraft at all
+    (`uses_overdraft`) and whether the product's child order of `payer_id` exists (`child_order_exists`), so that
+    a charge needs no query for either. With `current_payer`, `payer_id` is the caller's idea of the customer's
+    payer (read before the lock): the answer counts only if the locked row still has that payer.
 
-
-def lock_for_spend(customer_id: int, product_id: int, payer_id: object = _CURRENT_PAYER) -> Customer:
-    """Lock the customer, and learn in the same statement whether it uses an overdraft at all and whether the
-    product's child order under the payer exists (so that a charge needs no query for either). The payer is the
-    customer's current one unless `payer_id` (an agency id, or None for itself) says otherwise.
-
-    These two answers may be stale by one lock holder (see `lock_customer`), only ever in the safe direction:
-    rows are never deleted, so "exists" is exact; a missed Overdraft or override gives a limit of 0 instead of
-    the one granted a moment ago (the spend is refused rather than overdrawn), and a missed order is looked up
-    again by `orders_ensure`.
+    Both answers may be stale by one lock holder (see `lock_customer`), only ever in the safe direction: rows are
+    never deleted, so "exists" is exact; a missed Overdraft or override gives a limit of 0 instead of the one
+    granted a moment ago (the spend is refused rather than overdrawn), and a missed order is looked up again by
+    `orders_ensure`.
     """
-    orders = BalanceOrder.objects.filter(customer_id=OuterRef("pk"), kind=BalanceOrder.Kind.CHILD,
-                                         product_id=product_id)
-    if payer_id is _CURRENT_PAYER:
-        orders = orders.filter(Q(payer_agency_id=OuterRef("agency_id"))
-                               | Q(payer_agency__isnull=True, customer__agency__isnull=True))
-    else:
-        orders = orders.filter(payer_agency_id=payer_id)
-    return lock_customer(
+    key = child_order_key(customer_id=customer_id, payer_id=payer_id, product_code=product.code)
+    customer = lock_customer(
         customer_id,
         uses_overdraft=Exists(Overdraft.objects.filter(customer_id=OuterRef("pk")))
         | Exists(LimitOverride.objects.filter(customer_id=OuterRef("pk"), ended_at__isnull=True)),
-        child_order_exists=Exists(orders),
+        child_order_exists=Exists(BalanceOrder.objects.filter(key=key)),
     )
+    if current_payer and customer.agency_id != payer_id:
+        customer.child_order_exists = False  # type: ignore[attr-defined]  # the payer changed: look it up
+    return customer
 
 
 def spend_limit_or_none(customer: Customer, payer: Agency | None) -> Decimal | None:
