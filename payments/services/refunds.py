@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from django.db.models import F
-
 from customers.locks import lock_customer
 from disbalance.idempotency import atomic_service
 from disbalance.money import ZERO, format_amount
@@ -34,5 +32,7 @@ def refund_create(*, charge: Charge, amount: Decimal | None, reason: str) -> Ref
     )
     overdrafts.after_money_in(customer=charge.customer, payer=charge.payer_agency)
     refund.save(force_insert=True)
-    Charge.objects.filter(pk=charge.pk).update(refunded_amount=F("refunded_amount") + amount)
+    # The charge row is locked: write the exact Decimal (SQLite would add `F() + amount` in floating point and
+    # could trip the refunds-within-amount CHECK on the last cent, e.g. 3.01 + 7.02 > 10.03).
+    Charge.objects.filter(pk=charge.pk).update(refunded_amount=charge.refunded_amount + amount)
     return refund
