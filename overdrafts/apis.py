@@ -27,8 +27,10 @@ class OverdraftSerializer(serializers.Serializer):
 
 
 class OverdraftApi(APIView):
-    @extend_schema(operation_id="overdraft_get", responses={200: OverdraftSerializer, **problems(404)},
-                   summary="The customer's overdraft: limit, granted limit, debt, due date, blocked")
+    @extend_schema(operation_id="overdraft_get", responses={200: OverdraftSerializer, **problems("not_found")},
+                   summary="Get the customer's overdraft",
+                   description="The overdraft limit charges and holds may use, the limit Balance granted, the "
+                   "customer's own debt, its due date, and whether spending is blocked (overdue debt).")
     def get(self, request: Request, external_id: str) -> Response:
         customer = customer_get(service=current_service(request), external_id=external_id)
         return Response(OverdraftSerializer(selectors.overdraft_status(customer=customer)).data)
