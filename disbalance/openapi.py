@@ -70,8 +70,8 @@ ERRORS: dict[str, ErrorCode] = {
         409, "Customer is not active", "the customer's registration in Balance has not completed (or failed)",
         "Customer 'dealer:777' is registering, not active."),
     "invalid_state": ErrorCode(
-        409, "Invalid state", "the object is not in a state that allows the operation",
-        "Hold 0b7e5b8e-3c41-4f2a-9a51-2f1f7c1b9d11 is captured."),
+        409, "Hold is not held", "the object is not in a state that allows the operation",
+        "Hold 0d87c23c-2ea0-4cda-b974-244cbc72f907 is captured."),
     "idempotency_key_in_use": ErrorCode(
         409, "Idempotency key in use", "a request with the same `Idempotency-Key` is still running: retry later",
         "A request with Idempotency-Key 'charge-1' is still being processed; retry later."),
