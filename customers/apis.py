@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 from balance_gateway.models import RegistrationStatus
 from customers import selectors, services
 from customers.models import Customer
+from disbalance import openapi_examples as examples
 from disbalance.auth import current_service
 from disbalance.fields import CharField, EmailField, ExternalIdField, RegexField
 from disbalance.idempotency import idempotent
@@ -127,6 +128,7 @@ class CustomerListCreateApi(APIView):
 
     @extend_schema(
         operation_id="customers_register",
+        examples=[examples.ok("registered", examples.CUSTOMER, 201)],
         request=CustomerCreateSerializer,
         parameters=[IDEMPOTENCY_KEY_OPTIONAL],
         responses={201: CustomerOutputSerializer, 200: CustomerOutputSerializer,

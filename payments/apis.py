@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from customers.selectors import customer_get
+from disbalance import openapi_examples as examples
 from disbalance.auth import current_service
 from disbalance.fields import AmountField, CharField
 from disbalance.idempotency import idempotent
@@ -100,6 +101,7 @@ class CustomerTopUpsApi(APIView):
                                   pagination_class=CreatedNewestFirstCursorPagination)
 
     @extend_schema(
+        examples=[examples.ok("created", {**examples.TOPUP, "status": "pending", "payment_url": None}, 201)],
         operation_id="topups_create", request=TopUpCreateSerializer, parameters=[IDEMPOTENCY_KEY_REQUIRED],
         responses={201: TopUpSerializer, **problems("not_found", "customer_not_active", *IDEMPOTENCY, *BODY)},
         summary="Top up the wallet: a payment request in Balance",
@@ -119,7 +121,7 @@ class CustomerTopUpsApi(APIView):
 
 
 class TopUpDetailApi(APIView):
-    @extend_schema(operation_id="topups_get",
+    @extend_schema(operation_id="topups_get", examples=[examples.ok("awaiting payment", examples.TOPUP)],
                    responses={200: TopUpSerializer, **problems("not_found", missing=("topup",))},
                    summary="Get a top-up",
                    description="Poll it after creating: `pending` → `awaiting_payment` (with `payment_url`) → "
@@ -183,6 +185,7 @@ class CustomerChargesApi(APIView):
                                   pagination_class=CreatedNewestFirstCursorPagination)
 
     @extend_schema(
+        examples=[examples.ok("charged", examples.CHARGE, 201)],
         operation_id="charges_create", request=ChargeCreateSerializer, parameters=[IDEMPOTENCY_KEY_REQUIRED],
         responses={201: ChargeSerializer, **problems(*SPENDING_ERRORS)},
         summary="Charge for a placement or VAS now",
@@ -319,6 +322,7 @@ class HoldCaptureSerializer(serializers.Serializer):
 
 class HoldCaptureApi(APIView):
     @extend_schema(
+        examples=[examples.ok("captured in part", examples.HOLD_CAPTURED)],
         operation_id="holds_capture", request=HoldCaptureSerializer, parameters=[IDEMPOTENCY_KEY_REQUIRED],
         responses={200: HoldSerializer,
                    **problems("not_found", "invalid_state", *IDEMPOTENCY, *BODY, missing=("hold",))},

@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from customers.selectors import customer_get
+from disbalance import openapi_examples as examples
 from disbalance.auth import current_service
 from disbalance.fields import AmountField, SignedAmountField
 from disbalance.money import ZERO
@@ -41,7 +42,8 @@ class WalletSerializer(serializers.Serializer):
 
 
 class WalletApi(APIView):
-    @extend_schema(operation_id="wallet_get", responses={200: WalletSerializer, **problems("not_found")},
+    @extend_schema(operation_id="wallet_get", examples=[examples.ok("after an agency change", examples.WALLET)],
+                   responses={200: WalletSerializer, **problems("not_found")},
                    summary="Get the customer's wallet",
                    description="Money under the current payer (`payer`: the agency's external_id, or null when "
                    "the customer pays for itself): `available = balance + overdraft_limit - held`; `balance` is "

@@ -223,3 +223,37 @@ def test_error_examples_are_what_the_api_answers(api, client, active_customer, e
                   HTTP_IDEMPOTENCY_KEY="charge-1"), "idempotency_key_reused")
     same(api.post(f"{customer}/charges", "x", content_type="text/plain", HTTP_IDEMPOTENCY_KEY="e3"),
          "unsupported_media_type")
+
+
+def _json_schema(node, components):
+    """OpenAPI 3.0 schema → JSON Schema: inline `$ref`s, turn `nullable` into a null alternative."""
+    if isinstance(node, list):
+        return [_json_schema(item, components) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        return _json_schema(components[node["$ref"].split("/")[-1]], components)
+    out = {key: _json_schema(value, components) for key, value in node.items()
+           if key not in ("nullable", "readOnly", "writeOnly", "example")}
+    if node.get("nullable"):
+        out = {"anyOf": [out, {"type": "null"}]}
+    return out
+
+
+def test_every_documented_example_matches_its_response_schema(schema):
+    import jsonschema
+
+    components = schema["components"]["schemas"]
+    checked = set()
+    for path, method, op in operations(schema):
+        for status, response in op["responses"].items():
+            for media_type, content in response.get("content", {}).items():
+                for name, example in content.get("examples", {}).items():
+                    validator = jsonschema.Draft202012Validator(_json_schema(content["schema"], components),
+                                                                format_checker=jsonschema.FormatChecker())
+                    errors = [e.message for e in validator.iter_errors(example["value"])]
+                    assert not errors, (path, method, status, media_type, name, errors)
+                    checked.add((op["operationId"], status))
+    assert {("customers_register", "201"), ("topups_create", "201"), ("charges_create", "201"),
+            ("holds_capture", "200"), ("wallet_get", "200"), ("topups_get", "200")} <= checked
+    assert len(checked) > 60
