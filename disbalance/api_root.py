@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
+from django.utils.decorators import method_decorator
+from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
 from disbalance.exceptions import problem_response
@@ -13,23 +15,31 @@ from disbalance.exceptions import problem_response
 API_VERSION = "v1"
 
 
-@csrf_exempt
-def index(request: HttpRequest) -> JsonResponse:
+@method_decorator(csrf_exempt, name="dispatch")
+class IndexView(View):
     """Where to start: the API's base path, its OpenAPI schema, Swagger UI and the health endpoints."""
-    if request.method not in ("GET", "HEAD"):
+
+    http_method_names = ["get", "head", "options"]
+
+    def get(self, request: HttpRequest) -> JsonResponse:
+        return JsonResponse({
+            "name": "Disbalance consumer API",
+            "version": API_VERSION,
+            "api": request.build_absolute_uri(f"/api/{API_VERSION}/"),
+            "schema": request.build_absolute_uri(reverse("schema")),
+            "docs": request.build_absolute_uri(reverse("swagger-ui")),
+            "health": request.build_absolute_uri(reverse("healthz")),
+            "auth": "Authorization: Bearer <service token>",
+        })
+
+    def http_method_not_allowed(self, request: HttpRequest, *args: object, **kwargs: object) -> JsonResponse:
         response = problem_response(status=405, code="method_not_allowed", title="Method not allowed",
                                     detail=f'Method "{request.method}" not allowed.')
         response["Allow"] = "GET, HEAD"
         return response
-    return JsonResponse({
-        "name": "Disbalance consumer API",
-        "version": API_VERSION,
-        "api": request.build_absolute_uri(f"/api/{API_VERSION}/"),
-        "schema": request.build_absolute_uri(reverse("schema")),
-        "docs": request.build_absolute_uri(reverse("swagger-ui")),
-        "health": request.build_absolute_uri(reverse("healthz")),
-        "auth": "Authorization: Bearer <service token>",
-    })
+
+
+index = IndexView.as_view()
 
 
 @csrf_exempt

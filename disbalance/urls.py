@@ -7,7 +7,6 @@ from disbalance import api_root, health
 from disbalance.dashboard import dashboard
 
 api_v1 = [
-    path("", api_root.index, name="api-index"),
     path("", include("customers.urls")),
     path("", include("agencies.urls")),
     path("", include("wallets.urls")),
@@ -17,6 +16,8 @@ api_v1 = [
 
 urlpatterns = [
     path("", api_root.index, name="index"),
+    # The index is public and names no operation: it sits beside the API's routes, not among them.
+    re_path(r"^api/v1/$", api_root.index, name="api-index"),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
