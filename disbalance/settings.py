@@ -74,6 +74,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "disbalance.middleware.RequestIdMiddleware",
+    "disbalance.middleware.ApiProblemMiddleware",
     "disbalance.middleware.PathGuardMiddleware",
     "disbalance.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",

@@ -257,3 +257,32 @@ def test_every_documented_example_matches_its_response_schema(schema):
     assert {("customers_register", "201"), ("topups_create", "201"), ("charges_create", "201"),
             ("holds_capture", "200"), ("wallet_get", "200"), ("topups_get", "200")} <= checked
     assert len(checked) > 60
+
+
+@pytest.mark.parametrize("debug", [True, False])
+def test_an_unexpected_error_under_api_is_problem_json_not_html(api, settings, monkeypatch, debug):
+    from payments import selectors
+
+    settings.DEBUG = debug
+
+    def broken(**kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(selectors, "product_list", broken)
+    api.raise_request_exception = False
+    response = api.get("/api/v1/products")
+    body = problem(response, 500, "internal_error")
+    assert "boom" not in response.content.decode()
+    assert body["detail"] == "An unexpected error occurred; it has been logged."
+
+
+@pytest.mark.parametrize("debug", [True, False])
+def test_a_bad_host_under_api_is_problem_json_not_html(settings, debug):
+    settings.DEBUG = debug
+    response = Client(HTTP_HOST="evil.example").get("/api/v1/products")
+    problem(response, 400, "validation_error")
+
+
+def test_html_outside_api_is_left_alone(client):
+    response = client.get("/admin/")
+    assert response.status_code == 302
