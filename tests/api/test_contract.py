@@ -135,6 +135,14 @@ def test_every_operation_has_a_summary_a_description_and_described_responses(sch
     assert not missing
 
 
+def test_every_component_and_field_is_described(schema):
+    components = schema["components"]["schemas"]
+    missing = [name for name, c in components.items() if not c.get("description") and "enum" not in c]
+    missing += [f"{name}.{field}" for name, c in components.items()
+                for field, prop in c.get("properties", {}).items() if not prop.get("description")]
+    assert not missing
+
+
 def test_every_paginated_list_documents_the_envelope_and_cursor_limit(schema):
     seen = set()
     for _path, _method, op in operations(schema):
