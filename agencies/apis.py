@@ -14,6 +14,7 @@ from agencies.models import Agency
 from balance_gateway.models import RegistrationStatus
 from customers import selectors as customer_selectors
 from customers.apis import INN_RE, BalanceIdsSerializer, CustomerOutputSerializer
+from disbalance import openapi_examples as examples
 from disbalance.auth import current_service
 from disbalance.fields import AmountField, CharField, EmailField, ExternalIdField, RegexField
 from disbalance.idempotency import idempotent
@@ -86,7 +87,8 @@ class AgencyFilter(filters.FilterSet):
 
 
 class AgencyListCreateApi(APIView):
-    @extend_schema(operation_id="agencies_list", parameters=filter_parameters(AgencyFilter),
+    @extend_schema(operation_id="agencies_list", examples=[examples.ok("one page", examples.page([examples.AGENCY]))],
+                   parameters=filter_parameters(AgencyFilter),
                    responses={200: page_of(AgencyOutputSerializer), **problems("not_found", missing=("cursor",))},
                    summary="List agencies",
                    description="The service's agencies with their contracts, newest first, filtered by `status` "
@@ -96,7 +98,9 @@ class AgencyListCreateApi(APIView):
         return paginated_response(request, qs, AgencyOutputSerializer, view=self)
 
     @extend_schema(
-        operation_id="agencies_register", request=AgencyCreateSerializer, parameters=[IDEMPOTENCY_KEY_OPTIONAL],
+        operation_id="agencies_register", examples=[examples.ok("registered", examples.AGENCY, 201),
+                                                     examples.ok("already registered, same data", examples.AGENCY)],
+        request=AgencyCreateSerializer, parameters=[IDEMPOTENCY_KEY_OPTIONAL],
         responses={201: AgencyOutputSerializer, 200: AgencyOutputSerializer,
                    **problems("invalid_state", *IDEMPOTENCY, *BODY)},
         summary="Register an agency (idempotent by external_id)",
@@ -120,7 +124,7 @@ class AgencyListCreateApi(APIView):
 
 
 class AgencyDetailApi(APIView):
-    @extend_schema(operation_id="agencies_get",
+    @extend_schema(operation_id="agencies_get", examples=[examples.ok("with a contract", examples.AGENCY)],
                    responses={200: AgencyOutputSerializer, **problems("not_found", missing=("agency",))},
                    summary="Get an agency",
                    description="The agency by your own `external_id`, with its contracts read from Balance (a "
@@ -131,7 +135,9 @@ class AgencyDetailApi(APIView):
 
 
 class AgencyCustomersApi(APIView):
-    @extend_schema(operation_id="agencies_customers", parameters=PAGE_PARAMETERS,
+    @extend_schema(operation_id="agencies_customers",
+                   examples=[examples.ok("one page", examples.page([{**examples.CUSTOMER, "agency": "agency:1"}]))],
+                   parameters=PAGE_PARAMETERS,
                    responses={200: page_of(CustomerOutputSerializer),
                               **problems("not_found", missing=("agency", "cursor"))},
                    summary="List an agency's customers",

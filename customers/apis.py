@@ -115,7 +115,8 @@ class CustomerFilter(filters.FilterSet):
 
 class CustomerListCreateApi(APIView):
     @extend_schema(
-        operation_id="customers_list", parameters=filter_parameters(CustomerFilter),
+        operation_id="customers_list", examples=[examples.ok("one page", examples.page([examples.CUSTOMER]))],
+        parameters=filter_parameters(CustomerFilter),
         responses={200: page_of(CustomerOutputSerializer), **problems("not_found", missing=("cursor",))},
         summary="List customers",
         description="The service's customers, newest first, filtered by `status`, `agency` or `q`. Cursor "
@@ -128,7 +129,8 @@ class CustomerListCreateApi(APIView):
 
     @extend_schema(
         operation_id="customers_register",
-        examples=[examples.ok("registered", examples.CUSTOMER, 201)],
+        examples=[examples.ok("registered", examples.CUSTOMER, 201),
+                  examples.ok("already registered, same data", examples.CUSTOMER)],
         request=CustomerCreateSerializer,
         parameters=[IDEMPOTENCY_KEY_OPTIONAL],
         responses={201: CustomerOutputSerializer, 200: CustomerOutputSerializer,
@@ -160,7 +162,8 @@ class CustomerListCreateApi(APIView):
 
 
 class CustomerDetailApi(APIView):
-    @extend_schema(operation_id="customers_get", responses={200: CustomerOutputSerializer, **problems("not_found")},
+    @extend_schema(operation_id="customers_get", examples=[examples.ok("active", examples.CUSTOMER)],
+                   responses={200: CustomerOutputSerializer, **problems("not_found")},
                    summary="Get a customer",
                    description="The customer by your own `external_id`, with its registration `status` (poll it "
                    "after registering) and its current `agency` (payer).")
@@ -169,7 +172,9 @@ class CustomerDetailApi(APIView):
         return Response(CustomerOutputSerializer(customer).data)
 
     @extend_schema(
-        operation_id="customers_update", request=CustomerUpdateSerializer,
+        operation_id="customers_update",
+        examples=[examples.ok("updated", {**examples.CUSTOMER, "phone": "+7 495 000-00-00"})],
+        request=CustomerUpdateSerializer,
         responses={200: CustomerOutputSerializer, **problems("not_found", *BODY)},
         summary="Change name, contacts or legal details",
         description="Only the fields sent change (`legal` is merged field by field); billing syncs them to "
@@ -209,7 +214,8 @@ class AgencyAssignmentSerializer(serializers.Serializer):
 
 class CustomerAgencyApi(APIView):
     @extend_schema(
-        operation_id="customers_change_agency", request=AgencyChangeSerializer, parameters=[IDEMPOTENCY_KEY_OPTIONAL],
+        operation_id="customers_change_agency", examples=[examples.ok("switched", examples.AGENCY_CHANGE)],
+        request=AgencyChangeSerializer, parameters=[IDEMPOTENCY_KEY_OPTIONAL],
         responses={200: AgencyChangeResultSerializer, **problems("not_found", "invalid_state", *IDEMPOTENCY, *BODY)},
         summary="Switch the customer's payer now (an agency, or null for none)",
         description="Effective immediately: every charge after this call is billed under the new payer; open holds "
@@ -231,7 +237,9 @@ class CustomerAgencyApi(APIView):
 
 
 class CustomerAgencyHistoryApi(APIView):
-    @extend_schema(operation_id="customers_agency_history", responses={200: AgencyAssignmentSerializer(many=True),
+    @extend_schema(operation_id="customers_agency_history",
+                   examples=[examples.ok("the current payer", examples.AGENCY_HISTORY[0])],
+                   responses={200: AgencyAssignmentSerializer(many=True),
                                                                        **problems("not_found")},
                    summary="Who paid for the customer when",
                    description="Every payer assignment, newest first (not paginated): `agency` null means the "

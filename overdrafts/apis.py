@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from customers.selectors import customer_get
+from disbalance import openapi_examples as examples
 from disbalance.auth import current_service
 from disbalance.fields import AmountField
 from disbalance.openapi import problems
@@ -27,7 +28,8 @@ class OverdraftSerializer(serializers.Serializer):
 
 
 class OverdraftApi(APIView):
-    @extend_schema(operation_id="overdraft_get", responses={200: OverdraftSerializer, **problems("not_found")},
+    @extend_schema(operation_id="overdraft_get", examples=[examples.ok("no overdraft", examples.OVERDRAFT)],
+                   responses={200: OverdraftSerializer, **problems("not_found")},
                    summary="Get the customer's overdraft",
                    description="The overdraft limit charges and holds may use, the limit Balance granted, the "
                    "customer's own debt, its due date, and whether spending is blocked (overdue debt).")

@@ -53,7 +53,8 @@ class ProductSerializer(serializers.Serializer):
 
 
 class ProductListApi(APIView):
-    @extend_schema(operation_id="products_list", responses={200: ProductSerializer(many=True), **problems()},
+    @extend_schema(operation_id="products_list", examples=[examples.ok("catalog", examples.PRODUCTS[0])],
+                   responses={200: ProductSerializer(many=True), **problems()},
                    summary="List the service's products",
                    description="The catalog charges and holds name by `code` (kept by billing admins; not "
                    "paginated).")
@@ -91,7 +92,8 @@ class TopUpSerializer(serializers.Serializer):
 
 
 class CustomerTopUpsApi(APIView):
-    @extend_schema(operation_id="topups_list", parameters=PAGE_PARAMETERS,
+    @extend_schema(operation_id="topups_list", examples=[examples.ok("one page", examples.page([examples.TOPUP]))],
+                   parameters=PAGE_PARAMETERS,
                    responses={200: page_of(TopUpSerializer), **problems("not_found", missing=("customer", "cursor"))},
                    summary="List the customer's top-ups",
                    description="Newest first. Cursor pagination: follow `next` until it is null.")
@@ -173,7 +175,8 @@ class ChargeFilter(filters.FilterSet):
 
 
 class CustomerChargesApi(APIView):
-    @extend_schema(operation_id="charges_list", parameters=filter_parameters(ChargeFilter),
+    @extend_schema(operation_id="charges_list", examples=[examples.ok("one page", examples.page([examples.CHARGE]))],
+                   parameters=filter_parameters(ChargeFilter),
                    responses={200: page_of(ChargeSerializer), **problems("not_found", missing=("customer", "cursor"))},
                    summary="List the customer's charges",
                    description="Newest first, filtered by `product` code and `since`. Cursor pagination: follow "
@@ -216,7 +219,7 @@ def _product_or_400(service, code: str) -> Product:  # type: ignore[no-untyped-d
 
 
 class ChargeDetailApi(APIView):
-    @extend_schema(operation_id="charges_get",
+    @extend_schema(operation_id="charges_get", examples=[examples.ok("charged", examples.CHARGE)],
                    responses={200: ChargeSerializer, **problems("not_found", missing=("charge",))},
                    summary="Get a charge",
                    description="The charge with what has been refunded of it so far.")
@@ -240,7 +243,8 @@ class RefundSerializer(serializers.Serializer):
 
 class ChargeRefundsApi(APIView):
     @extend_schema(
-        operation_id="refunds_create", request=RefundCreateSerializer, parameters=[IDEMPOTENCY_KEY_REQUIRED],
+        operation_id="refunds_create", examples=[examples.ok("refunded in part", examples.REFUND, 201)],
+        request=RefundCreateSerializer, parameters=[IDEMPOTENCY_KEY_REQUIRED],
         responses={201: RefundSerializer,
                    **problems("not_found", "invalid_state", *IDEMPOTENCY, *BODY, missing=("charge",))},
         summary="Refund all or part of a charge",
@@ -287,7 +291,8 @@ class HoldSerializer(serializers.Serializer):
 
 class CustomerHoldsApi(APIView):
     @extend_schema(
-        operation_id="holds_create", request=HoldCreateSerializer, parameters=[IDEMPOTENCY_KEY_REQUIRED],
+        operation_id="holds_create", examples=[examples.ok("held", examples.HOLD, 201)],
+        request=HoldCreateSerializer, parameters=[IDEMPOTENCY_KEY_REQUIRED],
         responses={201: HoldSerializer, **problems(*SPENDING_ERRORS)},
         summary="Reserve money (two-phase payment)",
         description="The money stops being `available` until the hold is captured or released. Default expiry "
@@ -308,7 +313,7 @@ class CustomerHoldsApi(APIView):
 
 
 class HoldDetailApi(APIView):
-    @extend_schema(operation_id="holds_get",
+    @extend_schema(operation_id="holds_get", examples=[examples.ok("held", examples.HOLD)],
                    responses={200: HoldSerializer, **problems("not_found", missing=("hold",))},
                    summary="Get a hold",
                    description="`held` until captured, released or expired; `captured` is the amount charged.")
@@ -343,7 +348,9 @@ class HoldCaptureApi(APIView):
 
 class HoldReleaseApi(APIView):
     @extend_schema(
-        operation_id="holds_release", request=None, parameters=[IDEMPOTENCY_KEY_REQUIRED],
+        operation_id="holds_release",
+        examples=[examples.ok("released", examples.HOLD_RELEASED)],
+        request=None, parameters=[IDEMPOTENCY_KEY_REQUIRED],
         responses={200: HoldSerializer, **problems("not_found", "invalid_state", *IDEMPOTENCY, missing=("hold",))},
         summary="Release a hold",
         description="Gives the held money back to `available`. At most once: releasing or capturing a closed hold, "

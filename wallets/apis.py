@@ -94,7 +94,10 @@ class StatementFilter(filters.FilterSet):
 
 
 class WalletTransactionsApi(APIView):
-    @extend_schema(operation_id="wallet_transactions", parameters=filter_parameters(StatementFilter),
+    @extend_schema(operation_id="wallet_transactions", examples=[examples.ok("one page", examples.page(
+                       [examples.STATEMENT_ROW],
+                       "http://127.0.0.1:8000/api/v1/customers/dealer:777/wallet/transactions?cursor=cD02&limit=1"))],
+                   parameters=filter_parameters(StatementFilter),
                    responses={200: page_of(StatementRowSerializer),
                               **problems("not_found", missing=("customer", "cursor"))},
                    summary="The wallet statement",
