@@ -205,6 +205,13 @@ def test_capture_and_release_without_a_key_are_400_and_change_nothing(api, activ
     again = api.post(f"/api/v1/holds/{hold['id']}/capture", {}, format="json", HTTP_IDEMPOTENCY_KEY="c1")
     assert first.status_code == again.status_code == 200 and again["Idempotent-Replayed"] == "true"
     assert again.json() == first.json()
+    # a closed hold: the documented `invalid_state` example is this answer (with this hold's id)
+    from disbalance.openapi import problem_example
+
+    late = api.post(f"/api/v1/holds/{hold['id']}/release", {}, format="json", HTTP_IDEMPOTENCY_KEY="r1")
+    example = problem_example("invalid_state")
+    assert late.json() == {**example, "detail": f"Hold {hold['id']} is captured."}
+    assert example["detail"] == "Hold 0d87c23c-2ea0-4cda-b974-244cbc72f907 is captured."
 
 
 def test_error_examples_are_what_the_api_answers(api, client, active_customer, emulator, run_outbox):
@@ -295,3 +302,69 @@ def test_a_bad_host_under_api_is_problem_json_not_html(settings, debug):
 def test_html_outside_api_is_left_alone(client):
     response = client.get("/admin/")
     assert response.status_code == 302
+
+
+def test_more_error_examples_are_what_the_api_answers(api, active_customer, admin_user, settings):
+    """The examples that name an object are compared with that object's name put in."""
+    import re
+    from types import SimpleNamespace
+
+    from disbalance.idempotency import request_fingerprint
+    from disbalance.models import IdempotencyRecord
+    from disbalance.openapi import problem_example
+    from overdrafts.services import customer_block
+
+    ext = active_customer.external_id
+    customer = f"/api/v1/customers/{ext}"
+
+    def same(response, code: str, **substitutions: str) -> None:
+        expected = problem_example(code)
+        for old, new in substitutions.items():
+            expected["detail"] = expected["detail"].replace(old.replace("_", ":"), new)
+        assert response.json() == expected, response.json()
+
+    # registration not finished: a customer registered just now, its Balance work not run yet
+    api.post("/api/v1/customers", {"external_id": "dealer:777", "kind": "individual", "name": "Ivan",
+                                   "legal": {"lname": "Petrov", "fname": "Ivan"}}, format="json")
+    same(api.post("/api/v1/customers/dealer:777/topups", {"amount": "10"}, format="json",
+                  HTTP_IDEMPOTENCY_KEY="t1"), "customer_not_active")
+
+    # a body over the limit
+    big = api.generic("POST", f"{customer}/charges", "x" * (settings.MAX_REQUEST_BODY_BYTES + 1),
+                      content_type="application/json", HTTP_IDEMPOTENCY_KEY="big")
+    same(big, "payload_too_large")
+
+    # the same key while the first request still runs
+    body = {"product": "placement", "amount": "1.00"}
+    path = f"{customer}/charges"
+    IdempotencyRecord.objects.create(
+        service=active_customer.service, key="charge-1", method="POST", path=path,
+        request_hash=request_fingerprint(SimpleNamespace(data=body, method="POST", path=path)))
+    same(api.post(path, body, format="json", HTTP_IDEMPOTENCY_KEY="charge-1"), "idempotency_key_in_use")
+
+    # blocked by support
+    customer_block(customer=active_customer, reason="check", by=admin_user)
+    same(api.post(path, body, format="json", HTTP_IDEMPOTENCY_KEY="c2"), "customer_blocked", dealer_777=ext)
+
+    # over the rate limit
+    from django.core.cache import cache
+    from rest_framework.settings import api_settings
+    from rest_framework.throttling import SimpleRateThrottle
+
+    original = settings.REST_FRAMEWORK
+    settings.REST_FRAMEWORK = {**original, "DEFAULT_THROTTLE_RATES": {"service": "1/min"}}
+    api_settings.reload()
+    SimpleRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
+    cache.clear()  # the earlier requests of this test are not in the new bucket
+    try:
+        api.get("/api/v1/products")
+        limited = api.get("/api/v1/products")
+    finally:
+        settings.REST_FRAMEWORK = original
+        api_settings.reload()
+        SimpleRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
+    assert limited.status_code == 429 and int(limited["Retry-After"]) > 0, limited.headers
+    answer = limited.json()
+    example = problem_example("rate_limited")
+    assert {**answer, "detail": re.sub(r"\d+", "N", answer["detail"])} == {
+        **example, "detail": re.sub(r"\d+", "N", example["detail"])}
