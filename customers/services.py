@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,6 +10,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agencies.models import Agency
+from agencies.services import agency_has_active_contract
 from balance_gateway.client import BalanceClient
 from balance_gateway.models import RegistrationStatus
 from balance_gateway.services import party_sync
@@ -199,6 +201,21 @@ def _customer_sync_failed(operation: OutboxOperation, error: str, final: bool) -
         _set_status(customer_id, current, f"retrying (attempt {operation.attempts}): {error}")
 
 
+# What other apps do in the same transaction when a customer's payer changes (payments: the new payer's orders in
+# Balance). Registered by the app that owns the work, so that customers imports none of them.
+PayerChangeHook = Callable[[Customer, Agency | None], None]
+_PAYER_CHANGE_HOOKS: list[PayerChangeHook] = []
+
+
+def on_payer_change(hook: PayerChangeHook) -> PayerChangeHook:
+    if hook in _PAYER_CHANGE_HOOKS or any(h.__qualname__ == hook.__qualname__ and h.__module__ == hook.__module__
+                                          for h in _PAYER_CHANGE_HOOKS):
+        raise RuntimeError(f"payer change hook {hook.__module__}.{hook.__qualname__} registered twice")
+    _PAYER_CHANGE_HOOKS.append(hook)
+    return hook
+
+
+
 # --- agency change --------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -215,16 +232,13 @@ def customer_agency_in_force(customer: Customer) -> AgencyAssignment | None:
 @transaction.atomic
 def agency_change(*, customer: Customer, agency: Agency | None, reason: str = "", changed_by: str,
                   user: Any = None) -> AgencyChangeResult:
-    """Switch the customer's payer now, in one step: the history row, the new payer's orders in Balance (through
-    the outbox) and, from this commit on, every charge billed under the new payer.
+    """Switch the customer's payer now, in one step: the history row, what the registered payer-change hooks do
+    (payments: the new payer's orders in Balance, through the outbox) and, from this commit on, every charge
+    billed under the new payer.
 
     Open holds stay with the payer they were made under; the old payer's money stays its own (shown apart,
     never spent under another payer). An agency without an active contract for the service is refused.
     """
-    from agencies.services import agency_has_active_contract
-    from payments.models import BalanceOrder
-    from payments.services import orders_ensure
-
     customer = lock_customer(customer.pk)
     current = customer_agency_in_force(customer)
     if customer.agency_id == (agency.pk if agency else None):
@@ -245,12 +259,8 @@ def agency_change(*, customer: Customer, agency: Agency | None, reason: str = ""
     customer.agency = agency
     customer.updated_at = now
     customer.save(update_fields=["agency", "updated_at"])
-    # The new payer's wallet order and a child order for every product the customer has used.
-    orders_ensure(customer=customer, payer=agency)
-    used_products = {o.product for o in BalanceOrder.objects.filter(customer=customer, kind=BalanceOrder.Kind.CHILD)
-                     .select_related("product")}
-    for product in used_products:
-        orders_ensure(customer=customer, payer=agency, product=product)
+    for hook in _PAYER_CHANGE_HOOKS:
+        hook(customer, agency)
     webhook_emit(service=customer.service, type="agency.changed", dedup_key=f"agency.changed:{customer.pk}:{now}",
                  data={"customer": customer.external_id, "agency": agency.external_id if agency else None,
                        "previous_agency": old_agency.external_id if old_agency else None, "since": now,

@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "payments.apps.PaymentsConfig",
     "overdrafts.apps.OverdraftsConfig",
     "reconciliation.apps.ReconciliationConfig",
+    "support.apps.SupportConfig",
 ]
 
 MIDDLEWARE = [

@@ -11,6 +11,7 @@ from django.db import IntegrityError, transaction
 from agencies.models import Agency
 from balance_gateway.client import BalanceClient, OrderSpec
 from customers.models import Customer
+from customers.services import on_payer_change
 from disbalance.models import OutboxOperation
 from disbalance.outbox import OutboxFinalError, OutboxRetry, outbox_enqueue, outbox_handler
 from payments.models import BalanceOrder, Product
@@ -129,3 +130,14 @@ def orders_resend(*, orders: list[BalanceOrder]) -> list[OutboxOperation]:
                                                                   sync_error="")
             operations.append(enqueue_orders_sync(customer))
     return operations
+
+
+@on_payer_change
+def orders_for_new_payer(customer: Customer, payer: Agency | None) -> None:
+    """After an agency change: the new payer's wallet order and a child order for every product the customer
+    has used (created in Balance through the outbox)."""
+    orders_ensure(customer=customer, payer=payer)
+    used_products = {o.product for o in BalanceOrder.objects.filter(customer=customer, kind=BalanceOrder.Kind.CHILD)
+                     .select_related("product")}
+    for product in used_products:
+        orders_ensure(customer=customer, payer=payer, product=product)
