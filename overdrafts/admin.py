@@ -7,7 +7,7 @@ which checks the permissions again (`add_limitoverride`, `raise_limit` for a lim
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib import admin, messages
@@ -21,11 +21,13 @@ from django.utils.html import format_html
 from simple_history.admin import SimpleHistoryAdmin
 
 from balance_gateway.exceptions import BalanceError
-from customers.models import Customer
 from disbalance.exceptions import ApplicationError, ValidationFailed
 from disbalance.money import format_amount
 from overdrafts import selectors, services
 from overdrafts.models import AgencyCredit, Block, LimitOverride, Overdraft
+
+if TYPE_CHECKING:  # annotations only: other apps' models are reached through their selectors/services
+    from customers.models import Customer
 
 
 def _customer_link(customer: Customer) -> str:
