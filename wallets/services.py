@@ -29,9 +29,6 @@ from disbalance.money import CENT, ZERO, MoneyField, format_amount
 from wallets.exceptions import LedgerCorrupted, LedgerDuplicate, LedgerImbalanced, LedgerInvalidPosting
 from wallets.models import Account, LedgerEntry, LedgerTransaction
 
-# Re-sum every touched account's entries after posting (tests turn this on; the cheap check always runs).
-FULL_CHECK = False
-
 Kind = Account.Kind
 TxType = LedgerTransaction.Type
 
@@ -135,7 +132,7 @@ def ledger_post(
     *, service: ConsumerService, type: str, entries: list[tuple[Account, Decimal]],
     customer: Customer | None = None, payer_agency: Agency | None = None, reference_kind: str = "",
     reference_id: str = "", description: str = "", reason: str = "",
-    created_by: AbstractBaseUser | None = None, full_check: bool | None = None,
+    created_by: AbstractBaseUser | None = None, full_check: bool = False,
 ) -> LedgerTransaction:
     """Post one balanced transaction: insert it and its entries, and move the cached balances.
 
@@ -192,7 +189,7 @@ def ledger_post(
     for pk in sorted(new_balances):
         Account.objects.filter(pk=pk).update(balance=new_balances[pk])
         given[pk].balance = new_balances[pk]
-    if FULL_CHECK if full_check is None else full_check:
+    if full_check:
         _check_sums(new_balances)
     return txn
 
