@@ -75,8 +75,8 @@ def enqueue_sync(customer: Customer, *, update: bool) -> OutboxOperation:
     if update:
         # A sync of this customer still waiting (e.g. its registration, in backoff after creating the client) covers
         # this change only if it also pushes data: say so, with its row locked so that no worker starts it with the
-        # old payload meanwhile. One already running gets a new one after it (found by the soak, seed 4: the
-        # Balance client kept the name it had before a PATCH).
+        # old payload meanwhile. One already running gets a new one after it: it may have read the data before this
+        # change, and the Balance client would keep the old name.
         waiting = (OutboxOperation.objects.select_for_update()
                    .filter(dedup_key=dedup_key, status=OutboxOperation.Status.PENDING).first())
         if waiting is not None:
