@@ -11,11 +11,13 @@ from rest_framework.views import APIView
 
 from customers.selectors import customer_get
 from disbalance.auth import current_service
+from disbalance.exceptions import ValidationFailed
 from disbalance.fields import AmountField, CharField
 from disbalance.idempotency import idempotent
 from disbalance.openapi import IDEMPOTENCY_KEY_OPTIONAL, IDEMPOTENCY_KEY_REQUIRED, filter_parameters, problems
 from disbalance.pagination import CreatedNewestFirstCursorPagination, paginated_response, validated_filters
 from payments import selectors, services
+from payments.exceptions import ProductNotFound
 from payments.models import Charge, Hold, Product, TopUp
 
 
@@ -179,9 +181,6 @@ class CustomerChargesApi(APIView):
 
 
 def _product_or_400(service, code: str) -> Product:  # type: ignore[no-untyped-def]
-    from disbalance.exceptions import ValidationFailed
-    from payments.exceptions import ProductNotFound
-
     try:
         return selectors.product_get(service=service, code=code)
     except ProductNotFound as exc:
