@@ -26,6 +26,24 @@ LEGAL_FIELDS = ("inn", "kpp", "legal_address", "lname", "fname", "mname")
 SYNC_KIND = "customer.sync"
 
 
+def legal_details_missing(*, kind: str, legal: dict) -> dict[str, list[str]]:
+    """Balance needs INN and legal address for a company (`ur`), last and first name for a person (`ph`):
+    the missing ones, by field, with the message to show."""
+    if kind == Customer.Kind.COMPANY:
+        missing = [f for f in ("inn", "legal_address") if not legal.get(f)]
+    else:
+        missing = [f for f in ("lname", "fname") if not legal.get(f)]
+    article = "an" if kind == Customer.Kind.INDIVIDUAL else "a"
+    return {f: [f"Required for {article} {kind}."] for f in missing}
+
+
+def legal_details_check(*, kind: str, legal: dict) -> None:
+    missing = legal_details_missing(kind=kind, legal=legal)
+    if missing:
+        raise ValidationFailed("The request has invalid fields; see `errors`.",
+                               errors={f"legal.{field}": messages for field, messages in missing.items()})
+
+
 @dataclass(frozen=True)
 class CustomerData:
     """What a consumer registers; `legal` holds the person's fields (company or individual)."""
@@ -95,6 +113,7 @@ def customer_register(*, service: ConsumerService, external_id: str, data: Custo
 
     The Balance client, person and user links are made in the background (outbox), status `registering`.
     """
+    legal_details_check(kind=data.kind, legal=data.legal or {})
     agency = agency_for(service, data.agency_external_id)
     existing = Customer.objects.filter(service=service, external_id=external_id).first()
     if existing is None:
@@ -125,8 +144,13 @@ UPDATABLE_FIELDS = ("name", "email", "phone", *LEGAL_FIELDS)
 
 @transaction.atomic
 def customer_update(*, customer: Customer, changes: dict[str, Any]) -> Customer:
-    """Change name, contacts or legal details; the change is synced to Balance through the outbox."""
+    """Change name, contacts or legal details (a partial change: `legal` is merged into the stored details, and the
+    result must still hold what Balance needs for the customer's kind); synced to Balance through the outbox."""
     customer = Customer.objects.select_for_update().get(pk=customer.pk)
+    changes = dict(changes)
+    if "legal" in changes:
+        legal_details_check(kind=customer.kind,
+                            legal={f: getattr(customer, f) for f in LEGAL_FIELDS} | (changes["legal"] or {}))
     legal = changes.pop("legal", None) or {}
     values = {**{k: v for k, v in changes.items() if k in UPDATABLE_FIELDS},
               **{k: (v or "") for k, v in legal.items() if k in LEGAL_FIELDS}}
