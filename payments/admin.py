@@ -26,6 +26,7 @@ from django.utils.html import format_html, format_html_join
 from simple_history.admin import SimpleHistoryAdmin
 
 from balance_gateway.exceptions import BalanceError
+from disbalance.admin_kit import ReadOnlyAdminMixin
 from disbalance.exceptions import InvalidState
 from disbalance.money import format_amount
 from payments.models import BalanceOrder, Charge, Hold, Product, Refund, TopUp
@@ -149,25 +150,11 @@ class ExactSearchMixin:
         return queryset.filter(query), False
 
 
-class ReadOnlyMoneyAdmin(ExactSearchMixin, admin.ModelAdmin):
+class ReadOnlyMoneyAdmin(ReadOnlyAdminMixin, ExactSearchMixin, admin.ModelAdmin):
     """Money rows: no add, change or delete for anyone (superusers included), no `delete_selected`."""
 
     show_full_result_count = False
     date_hierarchy = "created_at"
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def get_actions(self, request: HttpRequest) -> dict:
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)
-        return actions
 
     @admin.display(description="customer", ordering="customer__external_id")
     def customer_link(self, obj: Any) -> str:

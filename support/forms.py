@@ -10,16 +10,14 @@ from django import forms
 from agencies.models import Agency, Contract
 from balance_gateway.models import RegistrationStatus
 from customers.models import Customer
+from disbalance import admin_kit
 from disbalance.money import format_amount
 from payments.admin import payer_label
 from support.customer_page import customer_payers
 
 
-class ReasonForm(forms.Form):
-    reason = forms.CharField(
-        max_length=500, widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
-        help_text="Required. Kept with the change (and in the admin log) so the next person knows why.",
-    )
+class ReasonForm(admin_kit.ReasonForm):
+    """The core's reason form, about one customer."""
 
     def __init__(self, *args: Any, customer: Customer, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

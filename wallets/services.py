@@ -26,6 +26,7 @@ from disbalance.exceptions import InsufficientFunds, InvalidState, ValidationFai
 from disbalance.locking import for_update
 from disbalance.models import ConsumerService
 from disbalance.money import CENT, ZERO, MoneyField, format_amount
+from disbalance.reasons import required_reason
 from wallets.exceptions import LedgerCorrupted, LedgerDuplicate, LedgerImbalanced, LedgerInvalidPosting
 from wallets.models import Account, LedgerEntry, LedgerTransaction
 
@@ -375,12 +376,6 @@ def wallet_refund(
     )
 
 
-def _reason(reason: str) -> str:
-    if not reason or not reason.strip():
-        raise ValidationFailed("A reason is required.", errors={"reason": ["This field is required."]})
-    return reason.strip()
-
-
 @transaction.atomic
 def wallet_adjust(
     *, customer: Customer, payer_agency: Agency | None, amount: Decimal, reason: str,
@@ -390,7 +385,7 @@ def wallet_adjust(
 
     No funds check: a correction may take the wallet below zero (e.g. reversing money credited twice).
     """
-    reason = _reason(reason)
+    reason = required_reason(reason)
     if not isinstance(amount, Decimal) or not amount.is_finite() or amount != amount.quantize(CENT) or amount == 0:
         raise ValidationFailed("amount must be a non-zero amount with at most 2 places",
                                errors={"amount": ["Must be a non-zero amount with at most 2 decimal places."]})
@@ -414,7 +409,7 @@ def wallet_transfer(
 
     The transaction's `payer_agency` is `from_payer` (whose money moves); the statement shows both sides.
     """
-    reason = _reason(reason)
+    reason = required_reason(reason)
     amount = _positive(amount)
     from_id = from_payer.pk if from_payer else None
     to_id = to_payer.pk if to_payer else None
