@@ -216,4 +216,4 @@ class CustomerAgencyHistoryApi(APIView):
                    summary="Who paid for the customer when, newest first")
     def get(self, request: Request, external_id: str) -> Response:
         customer = selectors.customer_get(service=current_service(request), external_id=external_id)
-        return Response(AgencyAssignmentSerializer(services.customer_agency_history(customer), many=True).data)
+        return Response(AgencyAssignmentSerializer(selectors.customer_agency_history(customer), many=True).data)

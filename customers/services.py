@@ -17,6 +17,7 @@ from balance_gateway.services import party_sync
 from customers.exceptions import CustomerExists, ValidationFailed
 from customers.locks import lock_customer
 from customers.models import AgencyAssignment, Customer
+from customers.selectors import customer_agency_in_force
 from disbalance.exceptions import InvalidState
 from disbalance.models import ConsumerService, OutboxOperation
 from disbalance.outbox import outbox_enqueue, outbox_handler, outbox_on_failure
@@ -249,10 +250,6 @@ class AgencyChangeResult:
     changed: bool
 
 
-def customer_agency_in_force(customer: Customer) -> AgencyAssignment | None:
-    return AgencyAssignment.objects.filter(customer=customer, until__isnull=True).first()
-
-
 @transaction.atomic
 def agency_change(*, customer: Customer, agency: Agency | None, reason: str = "", changed_by: str,
                   user: Any = None) -> AgencyChangeResult:
@@ -291,6 +288,3 @@ def agency_change(*, customer: Customer, agency: Agency | None, reason: str = ""
                        "reason": reason})
     return AgencyChangeResult(agency=agency, since=now, changed=True)
 
-
-def customer_agency_history(customer: Customer):  # type: ignore[no-untyped-def]
-    return AgencyAssignment.objects.filter(customer=customer).select_related("agency").order_by("-since", "-id")

@@ -13,7 +13,7 @@ and recorded with the user twice: in the admin log (`LogEntry`) and in the domai
 
 - "Change agency" (`customers.change_agency`): `agency_change`, refused agencies shown as an error;
 - "Adjust wallet" and "Move money between payers" (`customers.adjust_wallet`, billing admins):
-  `wallet_adjust` / `wallet_transfer`;
+  `overdrafts.services.wallet_correct` / `wallet_move_between_payers` (the ledger write, then debt and blocks);
 - "Retry" a failed Balance operation of the customer (`customers.retry_operation`): `outbox_retry`;
 - "Fix" an open mismatch (`reconciliation.fix_mismatch`, one click, no reason): `mismatch_fix`.
 
@@ -63,7 +63,6 @@ from support.customer_page import (
     customer_payers,
 )
 from support.forms import AdjustWalletForm, ChangeAgencyForm, MoveMoneyForm, ReasonForm, RetryOperationForm
-from wallets.services import wallet_adjust, wallet_transfer
 
 
 def _posted(request: HttpRequest) -> Any:
@@ -220,11 +219,8 @@ class CustomerAdmin(SimpleHistoryAdmin):
 
         def apply(customer: Customer, data: dict[str, Any]) -> str:
             payer = form.payer("payer")
-            transaction_ = wallet_adjust(customer=customer, payer_agency=payer, amount=data["amount"],
-                                         reason=data["reason"], created_by=request.user)
-            # Debt and blocks follow the money at once (a repayment by correction unblocks now, not at the next check).
-            hook = overdrafts.after_money_in if data["amount"] > 0 else overdrafts.after_spend
-            hook(customer=customer, payer=payer)
+            transaction_ = overdrafts.wallet_correct(customer=customer, payer=payer, amount=data["amount"],
+                                                     reason=data["reason"], by=request.user)
             return (f"Adjusted the wallet under {payer_label(payer)} by {format_amount(data['amount'])} "
                     f"(ledger transaction {transaction_.public_id}). Reason: {data['reason']}")
 
@@ -241,10 +237,9 @@ class CustomerAdmin(SimpleHistoryAdmin):
 
         def apply(customer: Customer, data: dict[str, Any]) -> str:
             source, target = form.payer("from_payer"), form.payer("to_payer")
-            transaction_ = wallet_transfer(customer=customer, from_payer=source, to_payer=target,
-                                           amount=data["amount"], reason=data["reason"], created_by=request.user)
-            overdrafts.after_spend(customer=customer, payer=source)
-            overdrafts.after_money_in(customer=customer, payer=target)
+            transaction_ = overdrafts.wallet_move_between_payers(
+                customer=customer, from_payer=source, to_payer=target, amount=data["amount"], reason=data["reason"],
+                by=request.user)
             return (f"Moved {format_amount(data['amount'])} from {payer_label(source)} to {payer_label(target)} "
                     f"(ledger transaction {transaction_.public_id}). Reason: {data['reason']}")
 

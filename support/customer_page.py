@@ -11,7 +11,7 @@ from django.urls import NoReverseMatch, reverse
 
 from agencies.models import Agency
 from customers.models import AgencyAssignment, Customer
-from customers.services import customer_agency_history
+from customers.selectors import customer_agency_history
 from disbalance.models import OutboxOperation
 from disbalance.money import ZERO, format_amount
 from overdrafts.selectors import effective_overdraft_limit
