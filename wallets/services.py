@@ -53,14 +53,22 @@ def lock_accounts(accounts: Iterable[Account]) -> dict[int, Account]:
 
 # --- accounts -------------------------------------------------------------------------------------------------
 
+def owner_key(*, customer_id: int, payer_agency_id: int | None, product_code: str | None = None) -> str:
+    """`c<customer>:p<payer>` (`pself` when the customer pays itself), then `:<product>` for a per-product key.
+
+    The one builder of the tail that customer accounts and Balance orders share (`wallet:c12:p3`,
+    `spend:c12:p3:placement`, `child:c12:p3:placement`): it is what joins a child order to its spend account.
+    """
+    payer = f"p{payer_agency_id}" if payer_agency_id is not None else "pself"
+    return f"c{customer_id}:{payer}" + (f":{product_code}" if product_code is not None else "")
+
+
 def account_key(*, kind: str, service_id: int, customer_id: int | None = None, payer_agency_id: int | None = None,
                 product_code: str | None = None) -> str:
     if kind in Account.SERVICE_KINDS:
         return f"{kind}:s{service_id}"
-    payer = f"p{payer_agency_id}" if payer_agency_id is not None else "pself"
-    if kind == Kind.SPEND:
-        return f"{kind}:c{customer_id}:{payer}:{product_code}"
-    return f"{kind}:c{customer_id}:{payer}"
+    return f"{kind}:" + owner_key(customer_id=customer_id, payer_agency_id=payer_agency_id,  # type: ignore[arg-type]
+                                  product_code=product_code if kind == Kind.SPEND else None)
 
 
 def account_get_or_create(*, service: ConsumerService, kind: str, customer: Customer | None = None,

@@ -15,19 +15,18 @@ from customers.services import on_payer_change
 from disbalance.models import OutboxOperation
 from disbalance.outbox import OutboxFinalError, OutboxRetry, outbox_enqueue, outbox_handler
 from payments.models import BalanceOrder, Product
+from wallets.services import owner_key
 
 ORDERS_SYNC = "orders.sync"
 
 
-def _payer_key(payer: Agency | None) -> str:
-    return f"p{payer.pk}" if payer else "pself"
-
-
 def _order_get_or_create(*, customer: Customer, payer: Agency | None, kind: str, product: Product | None,
                          parent: BalanceOrder | None) -> tuple[BalanceOrder, bool]:
-    key = f"wallet:c{customer.pk}:{_payer_key(payer)}"
+    payer_id = payer.pk if payer else None
+    key = f"wallet:{owner_key(customer_id=customer.pk, payer_agency_id=payer_id)}"
     if kind == BalanceOrder.Kind.CHILD:
-        key = f"child:c{customer.pk}:{_payer_key(payer)}:{product.code}"  # type: ignore[union-attr]
+        code = product.code  # type: ignore[union-attr]
+        key = f"child:{owner_key(customer_id=customer.pk, payer_agency_id=payer_id, product_code=code)}"
     order = BalanceOrder.objects.filter(key=key).first()
     if order is not None:
         return order, False
