@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import enum
 import io
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +28,9 @@ from agencies.apis import AgencyCreateSerializer
 from agencies.models import Agency
 from agencies.services import agency_contracts_store
 from balance_gateway.client import BalanceClient, ClientInfo, ContractInfo, PersonInfo
-from balance_gateway.exceptions import BalanceError, BalanceFinalError, BalanceRetryableError
+from balance_gateway.exceptions import BalanceError, BalanceFinalError
 from balance_gateway.models import RegistrationStatus
+from balance_gateway.retry import read_with_retry
 from customers.apis import CustomerCreateSerializer
 from customers.models import AgencyAssignment, Customer
 from disbalance.models import ConsumerService
@@ -304,13 +304,7 @@ def _client_holders(service: ConsumerService, client_ids: Sequence[int]) -> dict
 
 
 def _read(call: Callable[..., T], *args: Any) -> T:
-    """A Balance read, repeated after a transient failure (reads are safe to repeat)."""
-    for delay in READ_RETRY_DELAYS:
-        try:
-            return call(*args)
-        except BalanceRetryableError:
-            time.sleep(delay)
-    return call(*args)
+    return read_with_retry(call, *args, pauses=READ_RETRY_DELAYS)
 
 
 def _pick_person(persons: list[PersonInfo], row: ImportRow) -> tuple[PersonInfo | None, str]:
