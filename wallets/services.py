@@ -16,14 +16,14 @@ from collections.abc import Iterable
 from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import OuterRef, Subquery, Sum
 
 from agencies.models import Agency
 from customers.locks import lock_customer
 from customers.models import Customer
 from disbalance.exceptions import InsufficientFunds, InvalidState, ValidationFailed
-from disbalance.locking import for_update
+from disbalance.locking import TransactionRequired, for_update, require_atomic
 from disbalance.models import ConsumerService
 from disbalance.money import CENT, ZERO, MoneyField, format_amount
 from disbalance.reasons import required_reason
@@ -35,8 +35,11 @@ TxType = LedgerTransaction.Type
 
 
 def _require_atomic(what: str) -> None:
-    if not connection.in_atomic_block:
-        raise LedgerInvalidPosting(f"{what} must run inside transaction.atomic")
+    """`disbalance.locking.require_atomic`, as the ledger's own error (a posting without its locks is invalid)."""
+    try:
+        require_atomic(what)
+    except TransactionRequired as exc:
+        raise LedgerInvalidPosting(str(exc)) from exc
 
 
 # --- locks ----------------------------------------------------------------------------------------------------
