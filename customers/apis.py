@@ -34,14 +34,11 @@ class LegalSerializer(serializers.Serializer):
 
 
 def validate_legal_for_kind(kind: str, legal: dict) -> None:
-    """Balance needs INN and legal address for a company (`ur`), last and first name for a person (`ph`)."""
-    if kind == Customer.Kind.COMPANY:
-        missing = [f for f in ("inn", "legal_address") if not legal.get(f)]
-    else:
-        missing = [f for f in ("lname", "fname") if not legal.get(f)]
+    """The service's rule (`services.legal_details_missing`) as serializer errors, so that a caller that only
+    validates (the importer's dry run) sees them too."""
+    missing = services.legal_details_missing(kind=kind, legal=legal)
     if missing:
-        article = "an" if kind == Customer.Kind.INDIVIDUAL else "a"
-        raise serializers.ValidationError({"legal": {f: [f"Required for {article} {kind}."] for f in missing}})
+        raise serializers.ValidationError({"legal": missing})
 
 
 class CustomerCreateSerializer(serializers.Serializer):
@@ -185,11 +182,7 @@ class CustomerDetailApi(APIView):
         customer = selectors.customer_get(service=current_service(request), external_id=external_id)
         serializer = CustomerUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        changes = dict(serializer.validated_data)
-        if "legal" in changes:
-            merged = {f: getattr(customer, f) for f in services.LEGAL_FIELDS} | changes["legal"]
-            validate_legal_for_kind(customer.kind, merged)
-        services.customer_update(customer=customer, changes=changes)
+        services.customer_update(customer=customer, changes=dict(serializer.validated_data))
         customer = selectors.customer_get(service=current_service(request), external_id=external_id)
         return Response(CustomerOutputSerializer(customer).data)
 
@@ -246,4 +239,4 @@ class CustomerAgencyHistoryApi(APIView):
                    "customer paid for itself; `until` is null for the current one.")
     def get(self, request: Request, external_id: str) -> Response:
         customer = selectors.customer_get(service=current_service(request), external_id=external_id)
-        return Response(AgencyAssignmentSerializer(services.customer_agency_history(customer), many=True).data)
+        return Response(AgencyAssignmentSerializer(selectors.customer_agency_history(customer), many=True).data)
