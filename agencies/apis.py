@@ -22,10 +22,14 @@ from disbalance.pagination import paginated_response, validated_filters
 
 
 class AgencyLegalSerializer(serializers.Serializer):
+    """An agency is a company: Balance's CreatePerson (`ur`) needs every one of these."""
+
     inn = RegexField(INN_RE, error_messages={"invalid": "INN is 10 or 12 digits."})
-    kpp = RegexField(r"^\d{9}$", required=False, allow_blank=True,
-                                 error_messages={"invalid": "KPP is 9 digits."})
+    kpp = RegexField(r"^\d{9}$", error_messages={"invalid": "KPP is 9 digits."})
+    long_name = CharField(max_length=500, help_text="The agency's full legal name (Balance's longname).")
     legal_address = CharField(max_length=500)
+    postal_address = CharField(max_length=500)
+    postcode = RegexField(r"^\d{6}$", error_messages={"invalid": "A postcode is 6 digits."})
 
 
 class AgencyCreateSerializer(serializers.Serializer):
@@ -33,7 +37,8 @@ class AgencyCreateSerializer(serializers.Serializer):
     name = CharField(max_length=255)
     email = EmailField(max_length=254, required=False, allow_blank=True)
     phone = CharField(max_length=64, required=False, allow_blank=True)
-    legal = AgencyLegalSerializer(help_text="An agency is a company: INN and legal address are required.")
+    legal = AgencyLegalSerializer(help_text="An agency is a company: INN, KPP, full name, legal and postal address "
+                                            "and postcode are required.")
 
 
 class ContractSerializer(serializers.Serializer):

@@ -58,11 +58,13 @@ from balance_gateway.client import BalanceClient, ClientInfo, CompletionReport, 
 from balance_gateway.exceptions import BalanceError, BalanceRetryableError
 from balance_gateway.models import BalanceParty, Mismatch, OutboxOperation
 from balance_gateway.outbox import outbox_retry
+from balance_gateway.services import client_name
 from customers.models import Customer
 from disbalance.exceptions import InvalidState, ValidationFailed
 from disbalance.models import ConsumerService
 from disbalance.money import ZERO, format_amount
 from payments.models import BalanceOrder
+from payments.services import REPORT_REFUSED, completion_report_for, wallet_money_from_info
 
 logger = logging.getLogger(__name__)
 
@@ -276,15 +278,13 @@ def _check_ownership(checks: _Checks, order: BalanceOrder, customer: Customer, i
     payer = order.payer_agency
     if payer is not None and payer.balance_client_id is None:
         return  # the agency is not in Balance yet: nothing to compare with
+    # GetOrdersInfo has no ClientID or AgencyID: an order's owner and payer cannot be read back, only its
+    # product and group; re-sending the whole order (CreateOrUpdateOrdersBatch) re-asserts them all.
     expected = {
-        "ClientID": _id_text(customer.balance_client_id),
-        "AgencyID": _id_text(payer.balance_client_id if payer else None),
         "ProductID": _id_text(_expected_product_id(order)),
         "GroupServiceOrderID": _id_text(order.parent_id),
     }
     actual = {
-        "ClientID": _id_text(info.client_id),
-        "AgencyID": _id_text(info.agency_id),
         "ProductID": _id_text(info.product_id),
         "GroupServiceOrderID": _id_text(info.group_service_order_id),
     }
@@ -293,15 +293,15 @@ def _check_ownership(checks: _Checks, order: BalanceOrder, customer: Customer, i
         checks.equal(key)
         return
     rows = [[name, expected[name], actual[name]] for name in differing]
-    owner_changed = bool({"ClientID", "AgencyID", "ProductID"} & set(differing))
+    owner_changed = "ProductID" in differing
     fix: str | None = FIX_RESEND
     note = "Re-sending the order to Balance restores billing's values."
-    if owner_changed and info.consume_qty > 0:
+    if owner_changed and info.consume_amount > 0:
         fix = None
-        note = (f"Balance does not change ClientID, AgencyID or ProductID of an order that has money (ConsumeQty "
-                f"{_money(info.consume_qty)}), so re-sending cannot fix this. Support: move the money in Balance "
+        note = (f"Balance does not change the ProductID of an order that has money (consume_amount "
+                f"{_money(info.consume_amount)}), so re-sending cannot fix this. Support: move the money in Balance "
                 "(transfer to an order of the right payer) or correct the order there, then resolve with a comment.")
-        rows.append(["ConsumeQty", _money(order.credited_qty), _money(info.consume_qty)])
+        rows.append(["money on the order", _money(order.credited_qty), _money(info.consume_amount)])
     what = ", ".join(f"{name} {actual[name]} (billing {expected[name]})" for name in differing)
     checks.differ(Finding(
         kind=Kind.ORDER_OWNERSHIP, key=key, severity=Severity.CRITICAL if owner_changed else Severity.WARNING,
@@ -309,40 +309,65 @@ def _check_ownership(checks: _Checks, order: BalanceOrder, customer: Customer, i
     ))
 
 
-def _check_money_in(checks: _Checks, order: BalanceOrder, info: OrderInfo) -> None:
+def _check_money_in(checks: _Checks, order: BalanceOrder, info: OrderInfo, children: list[OrderInfo]) -> None:
+    """A wallet order's money in Balance (its money fields, never a *Qty) against what billing credited. A
+    child's consume is what covers it, not wallet money: not compared."""
     key = order_key(Kind.MONEY_IN, order.pk)
-    if info.consume_qty == order.credited_qty:
+    if order.kind != BalanceOrder.Kind.WALLET:
         checks.equal(key)
         return
-    more_in_balance = info.consume_qty > order.credited_qty
-    if info.tid > order.last_tid:
+    balance_money = wallet_money_from_info(info, children)
+    if balance_money == order.credited_qty:
+        checks.equal(key)
+        return
+    more_in_balance = balance_money > order.credited_qty
+    if more_in_balance:
         fix: str | None = FIX_PULL
         note = ("Balance has money billing has not credited (a lost notification?): re-pulling the order credits "
-                "the difference." if more_in_balance else
-                "Balance took money off the order: re-pulling the order mirrors it in the wallet.")
+                "the difference.")
     else:
         fix = None
-        note = (f"Balance's Tid {info.tid} is not newer than the one billing applied ({order.last_tid}), so a "
-                "re-pull changes nothing: support must check the order in Balance.")
+        note = ("Balance shows less money on the order than billing credited (taken off in Balance, or a "
+                "notification billing has not received yet): a pull never takes money back, so support must check "
+                "the order in Balance.")
     checks.differ(Finding(
         kind=Kind.MONEY_IN, key=key, severity=Severity.WARNING if more_in_balance else Severity.CRITICAL,
-        summary=f"Order {order.pk} ({order.key}): ConsumeQty in Balance {_money(info.consume_qty)}, billing "
+        summary=f"Order {order.pk} ({order.key}): money in Balance {_money(balance_money)}, billing "
                 f"credited {_money(order.credited_qty)}",
-        rows=[["ConsumeQty", _money(order.credited_qty), _money(info.consume_qty)],
-              ["Tid", str(order.last_tid), str(info.tid)]],
+        rows=[["money on the order (consume_amount)", _money(order.credited_qty), _money(balance_money)]],
         note=note, fix=fix, service_id=order.service_id, customer_id=order.customer_id, order_id=order.pk,
-        data={"consume_qty": _money(info.consume_qty), "completion_qty": _money(info.completion_qty),
-              "tid": info.tid},
+        data={"consume_amount": _money(balance_money), "completion_qty": str(info.completion_qty)},
     ))
+
+
+def _expected_completion(order: BalanceOrder, money: Decimal) -> Decimal:
+    """Billing's spend as Balance counts it: in the child's product unit (the wallet order completes nothing)."""
+    if order.product is None:
+        return Decimal(0)
+    return order.product.units_for(money)
 
 
 def _check_money_out(checks: _Checks, order: BalanceOrder, info: OrderInfo, spend: Decimal,
                      spend_changed_at: Callable[[], datetime | None], now: datetime) -> None:
     key = order_key(Kind.MONEY_OUT, order.pk)
-    if info.completion_qty == spend:
+    expected = _expected_completion(order, spend)
+    if order.report_refused_at is not None:
+        checks.differ(Finding(
+            kind=Kind.MONEY_OUT, key=key, severity=Severity.CRITICAL,
+            summary=f"Order {order.pk} ({order.key}): Balance refused its completion report "
+                    f"({order.report_refused_at:%Y-%m-%d %H:%M} UTC)",
+            rows=[["completion (cumulative)", str(expected), str(info.completion_qty)],
+                  ["last accepted report (money)", _money(order.reported_qty), ""]],
+            note=(f"{order.report_error or 'UpdateCampaigns answered 0.'} Check the order in Balance (blocked or "
+                  "stopped?), then re-report (the Fix button): it sends the cumulative spend again and clears "
+                  "the refusal. Never re-sent automatically."),
+            fix=None, service_id=order.service_id, customer_id=order.customer_id, order_id=order.pk,
+        ))
+        return
+    if info.completion_qty == expected:
         checks.equal(key)
         return
-    if order.kind == BalanceOrder.Kind.CHILD and info.completion_qty == order.reported_qty:
+    if order.kind == BalanceOrder.Kind.CHILD and info.completion_qty == _expected_completion(order, order.reported_qty):
         # Balance has what billing last reported; newer spend waits for the reporting job (every minute).
         changed_at = spend_changed_at()
         lag = timedelta(minutes=_setting("RECONCILE_REPORT_LAG_MINUTES", 30))
@@ -352,16 +377,17 @@ def _check_money_out(checks: _Checks, order: BalanceOrder, info: OrderInfo, spen
         note = (f"Spend changed at {changed_at:%Y-%m-%d %H:%M} UTC and is still not reported: is the spend_report "
                 "job running? Re-reporting sends the cumulative spend now.")
     elif order.kind == BalanceOrder.Kind.WALLET:
-        note = "Billing never reports completions on a wallet order: re-reporting sets it back to 0.00."
+        note = "Billing never reports completions on a wallet order: re-reporting sets it back to 0."
     else:
         note = ("Balance's completion differs from what billing reported (changed in Balance, or a report was "
-                "lost): re-reporting sends billing's cumulative spend, which Balance applies as a correction.")
+                "lost, or Balance has not processed it yet): re-reporting sends billing's cumulative spend, which "
+                "Balance applies as a correction.")
     checks.differ(Finding(
         kind=Kind.MONEY_OUT, key=key, severity=Severity.CRITICAL,
-        summary=f"Order {order.pk} ({order.key}): CompletionQty in Balance {_money(info.completion_qty)}, "
-                f"billing's spend {_money(spend)}",
-        rows=[["CompletionQty (cumulative spend)", _money(spend), _money(info.completion_qty)],
-              ["last accepted report", _money(order.reported_qty), ""]],
+        summary=f"Order {order.pk} ({order.key}): completion in Balance {info.completion_qty}, "
+                f"billing's spend {expected} ({_money(spend)})",
+        rows=[["completion (cumulative, product units)", str(expected), str(info.completion_qty)],
+              ["last accepted report (money)", _money(order.reported_qty), ""]],
         note=note, fix=FIX_REPORT, service_id=order.service_id, customer_id=order.customer_id, order_id=order.pk,
     ))
 
@@ -394,8 +420,9 @@ def _check_unpaid(run: _Run, checks: _Checks, customer: Customer, wallet: Balanc
                   billing_spend: Decimal) -> None:
     key = unpaid_key(customer.pk, wallet.payer_agency_id)
     known = [(order, info) for order, info in members if info is not None]
-    balance_money = sum((info.consume_qty for _, info in known), ZERO)
-    balance_spent = sum((info.completion_qty for _, info in known), ZERO)
+    balance_money = sum((info.consume_amount for order, info in known if order.kind == BalanceOrder.Kind.WALLET
+                         or settings.BALANCE_GROUP_REPORTING == "enqueue"), ZERO)
+    balance_spent = sum((info.completion_amount for _, info in known), ZERO)
     balance_excess = max(ZERO, balance_spent - balance_money)
     billing_excess = max(ZERO, -wallet_balance) if wallet_balance is not None else ZERO
     if not known and wallet_balance is None:
@@ -417,8 +444,8 @@ def _check_unpaid(run: _Run, checks: _Checks, customer: Customer, wallet: Balanc
         kind=Kind.UNPAID_COMPLETION, key=key, severity=Severity.CRITICAL,
         summary=f"{customer.external_id} (payer {payer}): {_money(worst)} spent beyond money and overdraft "
                 f"({where})",
-        rows=[["money in (ConsumeQty)", _money(credited), _money(balance_money)],
-              ["spent (CompletionQty)", _money(billing_spend), _money(balance_spent)],
+        rows=[["money in (consume_amount)", _money(credited), _money(balance_money)],
+              ["spent (completion_amount)", _money(billing_spend), _money(balance_spent)],
               ["wallet", _money(wallet_balance), _money(balance_money - balance_spent)],
               ["overdraft / credit limit (billing's)", _money(limit), ""],
               ["unpaid completion", _money(billing_unpaid), _money(balance_unpaid)]],
@@ -444,8 +471,8 @@ def _check_client(checks: _Checks, party: BalanceParty, info: ClientInfo | None)
         ))
         return True
     rows = []
-    if info.name != party.name:
-        rows.append(["name", party.name, info.name])
+    if info.name not in (client_name(party), party.name):  # billing's marked name, or an adopted client's own
+        rows.append(["name", client_name(party), info.name])
     if info.is_agency != party.IS_AGENCY:
         rows.append(["agency flag", "yes" if party.IS_AGENCY else "no", "yes" if info.is_agency else "no"])
     if not rows:
@@ -609,7 +636,8 @@ def _reconcile_customers(run: _Run, customers: list[Customer]) -> None:
         _check_ownership(checks, order, customer, info)
         if info is None:
             continue
-        _check_money_in(checks, order, info)
+        _check_money_in(checks, order, info, [i for c in children.get(order.pk, [])
+                                              if (i := infos.get((c.service.balance_service_id, c.pk)))])
         account_id, spent = spend.get(_spend_key(order), (None, ZERO)) if order.kind == "child" else (None, ZERO)
         _check_money_out(checks, order, info, spent, lambda a=account_id: _spend_changed_at(a), run.now)
     for order in orders:
@@ -880,8 +908,14 @@ def _fix_pull(client: BalanceClient, mismatches: list[Mismatch],
         if info is None or mismatch.pk in notes:
             continue
         # The figures were read from Balance moments ago: applying them is what orders_pull would do.
-        outcome = order_apply_balance_state(order_id=mismatch.order_id, state=OrderState(  # type: ignore[arg-type]
-            consume_qty=info.consume_qty, completion_qty=info.completion_qty, tid=info.tid))
+        order = mismatch.order
+        if order is None or order.kind != BalanceOrder.Kind.WALLET:
+            notes[mismatch.pk] = (False, "only a wallet order's money is pulled")
+            continue
+        children = [i for c in BalanceOrder.objects.filter(parent=order).select_related("service")
+                    if (i := infos.get(c.pk)) is not None]
+        outcome = order_apply_balance_state(order_id=order.pk, state=OrderState(
+            consume_money=wallet_money_from_info(info, children), completion_qty=info.completion_qty, tid=None))
         notes[mismatch.pk] = (outcome == "applied", f"re-pulled from Balance: {outcome}")
     return notes
 
@@ -913,6 +947,13 @@ def orders_resend(*, orders: list[BalanceOrder]) -> list[OutboxOperation]:
     return operations
 
 
+def _completion_report(order: BalanceOrder, money: Decimal, now: datetime) -> CompletionReport:
+    if order.product is None:  # a wallet order: nothing is completed on it, in the wallet product's unit
+        return CompletionReport(service_id=order.service.balance_service_id, service_order_id=order.pk,
+                                unit="Money", qty=Decimal(0), dt=now)
+    return completion_report_for(order, money, now)
+
+
 def orders_rereport(*, orders: list[BalanceOrder], client: BalanceClient | None = None) -> dict[int, bool]:
     """Report the cumulative completion of these orders again, whatever was reported before (UpdateCampaigns).
 
@@ -925,21 +966,22 @@ def orders_rereport(*, orders: list[BalanceOrder], client: BalanceClient | None 
     if not orders:
         return {}
     client = client or BalanceClient()
-    orders = list(BalanceOrder.objects.filter(pk__in=[o.pk for o in orders]).select_related("service"))
+    orders = list(BalanceOrder.objects.filter(pk__in=[o.pk for o in orders]).select_related("service", "product"))
     spend_keys = {o.pk: _spend_key(o) for o in orders if o.kind == BalanceOrder.Kind.CHILD}
     balances = dict(Account.objects.filter(key__in=spend_keys.values()).values_list("key", "balance"))
     accepted: dict[int, bool] = {}
     for chunk in _chunks(orders, batch_size_default()):
         now = timezone.now()
         money = {o.pk: balances.get(spend_keys[o.pk], ZERO) if o.pk in spend_keys else ZERO for o in chunk}
-        results = client.update_campaigns([
-            CompletionReport(service_id=o.service.balance_service_id, service_order_id=o.pk, money=money[o.pk], dt=now)
-            for o in chunk
-        ])
+        results = client.update_campaigns([_completion_report(o, money[o.pk], now) for o in chunk])
         for order, ok in zip(chunk, results, strict=True):
-            accepted[order.pk] = ok
+            accepted[order.pk] = bool(ok)
             if ok and order.kind == BalanceOrder.Kind.CHILD:
-                BalanceOrder.objects.filter(pk=order.pk).update(reported_qty=money[order.pk], reported_at=now)
+                BalanceOrder.objects.filter(pk=order.pk).update(reported_qty=money[order.pk], reported_at=now,
+                                                                report_refused_at=None, report_error="")
+            elif ok is False:
+                BalanceOrder.objects.filter(pk=order.pk).update(report_refused_at=now,
+                                                                report_error=REPORT_REFUSED)
     return accepted
 
 

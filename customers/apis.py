@@ -26,16 +26,25 @@ class LegalSerializer(serializers.Serializer):
                                  error_messages={"invalid": "INN is 10 or 12 digits."})
     kpp = RegexField(r"^\d{9}$", required=False, allow_blank=True,
                                  error_messages={"invalid": "KPP is 9 digits."})
+    long_name = CharField(max_length=500, required=False, allow_blank=True,
+                          help_text="The company's full legal name (Balance's longname).")
     legal_address = CharField(max_length=500, required=False, allow_blank=True)
+    postal_address = CharField(max_length=500, required=False, allow_blank=True)
+    postcode = RegexField(r"^\d{6}$", required=False, allow_blank=True,
+                          error_messages={"invalid": "A postcode is 6 digits."})
     lname = CharField(max_length=100, required=False, allow_blank=True)
     fname = CharField(max_length=100, required=False, allow_blank=True)
     mname = CharField(max_length=100, required=False, allow_blank=True)
 
 
+COMPANY_LEGAL_FIELDS = ("inn", "kpp", "long_name", "legal_address", "postal_address", "postcode")
+
+
 def validate_legal_for_kind(kind: str, legal: dict) -> None:
-    """Balance needs INN and legal address for a company (`ur`), last and first name for a person (`ph`)."""
+    """What Balance's CreatePerson needs: for a company (`ur`) INN, KPP, full name, legal and postal address and
+    postcode; for a person (`ph`) last and first name. A 400 names every missing field."""
     if kind == Customer.Kind.COMPANY:
-        missing = [f for f in ("inn", "legal_address") if not legal.get(f)]
+        missing = [f for f in COMPANY_LEGAL_FIELDS if not legal.get(f)]
     else:
         missing = [f for f in ("lname", "fname") if not legal.get(f)]
     if missing:

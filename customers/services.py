@@ -19,7 +19,7 @@ from disbalance.exceptions import InvalidState
 from disbalance.models import ConsumerService
 from disbalance.webhooks import webhook_emit
 
-LEGAL_FIELDS = ("inn", "kpp", "legal_address", "lname", "fname", "mname")
+LEGAL_FIELDS = ("inn", "kpp", "long_name", "legal_address", "postal_address", "postcode", "lname", "fname", "mname")
 SYNC_KIND = "customer.sync"
 
 
@@ -166,7 +166,7 @@ def customer_sync_to_balance(operation: OutboxOperation) -> dict:
             if uid in linked:
                 continue
             result = client.create_user_client_association(client_id=customer.balance_client_id, user_uid=uid)
-            if result.already_linked:
+            if result.linked_elsewhere:
                 notes.append(f"user {uid}: {result.message}")
             linked.add(uid)
             Customer.objects.filter(pk=customer.pk).update(linked_user_uids=sorted(linked))

@@ -14,7 +14,6 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -22,15 +21,15 @@ from django.db.models import F, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Replace
 from django.utils import timezone
 
-from agencies.models import Agency
-from balance_gateway.client import BalanceClient, CompletionReport, OrderSpec, RequestItem
+from agencies.models import Agency, Contract
+from balance_gateway.client import BalanceClient, CompletionReport, OrderInfo, OrderSpec, RequestItem
 from balance_gateway.models import OutboxOperation, RegistrationStatus
-from balance_gateway.notifications import notification_applier
+from balance_gateway.notifications import OrderNotification, notification_applier
 from balance_gateway.outbox import OutboxFinalError, OutboxRetry, outbox_enqueue, outbox_handler, outbox_on_failure
 from customers.models import Customer
 from disbalance.exceptions import CustomerBlocked, CustomerNotActive, ValidationFailed
 from disbalance.models import ConsumerService
-from disbalance.money import ZERO, format_amount
+from disbalance.money import CENT, ZERO, format_amount
 from disbalance.webhooks import webhook_emit
 from overdrafts import services as overdrafts
 from payments.exceptions import HoldNotHeld, RefundTooLarge
@@ -54,11 +53,13 @@ class ProductCreateResult:
 
 
 @transaction.atomic
-def product_create(*, service: ConsumerService, code: str, name: str, kind: str,
-                   balance_product_id: int) -> ProductCreateResult:
-    """Create a product of the service's catalog, or bring it up to date (idempotent by code)."""
+def product_create(*, service: ConsumerService, code: str, name: str, kind: str, balance_product_id: int,
+                   balance_unit: str = "Money", balance_price: Decimal = Decimal("1")) -> ProductCreateResult:
+    """Create a product of the service's catalog, or bring it up to date (idempotent by code). `balance_unit` and
+    `balance_price` are the product's unit and price in Balance (completions are reported in that unit)."""
     product = Product.objects.select_for_update().filter(service=service, code=code).first()
-    wanted = {"name": name, "kind": kind, "balance_product_id": balance_product_id}
+    wanted = {"name": name, "kind": kind, "balance_product_id": balance_product_id, "balance_unit": balance_unit,
+              "balance_price": Decimal(balance_price)}
     if product is None:
         product = Product(service=service, code=code, **wanted)
         product.full_clean()
@@ -119,7 +120,18 @@ def enqueue_orders_sync(customer: Customer) -> OutboxOperation:
                           service=customer.service, dedup_key=f"{ORDERS_SYNC}:{customer.pk}")
 
 
+def _order_contract_id(payer: Agency | None) -> int | None:
+    """The agency's active contract for the order (Balance unlinks the contract of an order sent without it)."""
+    if payer is None:
+        return None
+    contract = (Contract.objects.filter(agency=payer, active=True).order_by("payment_type", "-valid_from", "pk")
+                .only("balance_contract_id", "services").first())
+    return contract.balance_contract_id if contract is not None else None
+
+
 def _order_spec(order: BalanceOrder) -> OrderSpec:
+    """The whole order as billing wants it in Balance: an update replaces the order there, so owner, payer,
+    contract and group are sent every time."""
     customer = order.customer
     if customer.balance_client_id is None:
         raise OutboxRetry(f"customer {customer.external_id} is not registered in Balance yet")
@@ -131,8 +143,9 @@ def _order_spec(order: BalanceOrder) -> OrderSpec:
     product_id = order.product.balance_product_id if order.product else settings.BALANCE_WALLET_PRODUCT_ID
     return OrderSpec(
         service_id=order.service.balance_service_id, service_order_id=order.pk, product_id=product_id,
-        client_id=customer.balance_client_id, agency_id=agency_id,
-        group_service_order_id=order.parent_id, text=order.key,
+        client_id=customer.balance_client_id, agency_id=agency_id, contract_id=_order_contract_id(order.payer_agency),
+        group_service_order_id=order.parent_id, group_without_transfer=settings.BALANCE_GROUP_WITHOUT_TRANSFER,
+        text=order.key,
     )
 
 
@@ -216,7 +229,7 @@ def topup_request_in_balance(operation: OutboxOperation) -> dict:
         request = client.create_request2(
             payer_client_id=payer_client_id,
             items=[RequestItem(service_id=topup.service.balance_service_id, service_order_id=order.pk,
-                               qty=topup.amount)],
+                               amount=topup.amount)],
             return_path=topup.return_url or None,
         )
     TopUp.objects.filter(pk=topup.pk, status=TopUp.Status.PENDING).update(
@@ -270,9 +283,13 @@ def topups_expire(*, now: datetime | None = None) -> int:
 
 @dataclass(frozen=True)
 class OrderState:
-    consume_qty: Decimal
+    """Balance's view of a wallet order's money: `consume_money` is money (never a *Qty of a priced product).
+    `tid` None means a pull (GetOrdersInfo, no Tid): it may only add money, never take it away, because a
+    notification newer than what was read may already be applied."""
+
+    consume_money: Decimal
     completion_qty: Decimal
-    tid: int
+    tid: int | None
 
 
 def _credit(order: BalanceOrder, customer: Customer, amount: Decimal, topup: TopUp | None, tid: int) -> None:
@@ -312,21 +329,25 @@ MATCH_WINDOW, MATCH_MAX_SET = 24, 4
 
 @transaction.atomic
 def order_apply_balance_state(*, order_id: int, state: OrderState) -> str:
-    """Apply Balance's totals for an order if its Tid is new: credit the difference between ConsumeQty and what
-    was already credited (matching top-ups become `succeeded`; money without a top-up is credited too).
+    """Apply Balance's money on a wallet order: a notification if its Tid is new, a pull if it adds money. The
+    difference between that money and what was already credited is credited (matching top-ups become
+    `succeeded`; money without a top-up is credited too) or, from a notification only, taken back.
 
-    Returns `applied` or `stale`. Duplicates and older Tids change nothing.
+    Returns `applied` or `stale`. Duplicates, older Tids and pulls showing no new money change nothing.
     """
     customer_id = BalanceOrder.objects.values_list("customer_id", flat=True).get(pk=order_id)
     customer = ledger.lock_customer(customer_id)
     order = BalanceOrder.objects.select_for_update(of=("self",)).select_related("payer_agency").get(pk=order_id)
-    if state.tid <= order.last_tid:
+    if state.tid is not None and state.tid <= order.last_tid:
         return "stale"
-    delta = state.consume_qty - order.credited_qty
+    delta = state.consume_money - order.credited_qty
+    if state.tid is None and delta <= 0:
+        return "stale"
+    reference_tid = state.tid if state.tid is not None else f"pull:{state.consume_money}"
     if delta > 0:
         remaining = delta
         for topup in _match_topups(order, delta):
-            _credit(order, customer, topup.amount, topup, state.tid)
+            _credit(order, customer, topup.amount, topup, reference_tid)
             remaining -= topup.amount
             topup.status = TopUp.Status.SUCCEEDED
             topup.succeeded_at = topup.updated_at = timezone.now()
@@ -334,57 +355,92 @@ def order_apply_balance_state(*, order_id: int, state: OrderState) -> str:
             webhook_emit(service=customer.service, type="topup.succeeded", data=_topup_event(topup),
                          dedup_key=f"topup.succeeded:{topup.id}")
         if remaining > 0:
-            _credit(order, customer, remaining, None, state.tid)
+            _credit(order, customer, remaining, None, reference_tid)
     elif delta < 0:
         # Balance took money off the order (a refund or transfer made in Balance): mirror it, with the reason.
         ledger.wallet_adjust(
             customer=customer, payer_agency=order.payer_agency, amount=delta, created_by=None,
-            reason=f"Balance lowered ConsumeQty of order {order.pk} to {format_amount(state.consume_qty)}",
+            reason=f"Balance lowered the money on order {order.pk} to {format_amount(state.consume_money)}",
             reference_kind="balance_order", reference_id=f"{order.pk}@{state.tid}",
         )
     if delta > 0:
         overdrafts.after_money_in(customer=customer, payer=order.payer_agency)
     elif delta < 0:
         overdrafts.after_spend(customer=customer, payer=order.payer_agency)
-    order.credited_qty = state.consume_qty
-    order.balance_consume_qty = state.consume_qty
+    order.credited_qty = state.consume_money
+    order.balance_consume_qty = state.consume_money
     order.balance_completion_qty = state.completion_qty
-    order.last_tid = state.tid
+    if state.tid is not None:
+        order.last_tid = state.tid
     order.balance_refreshed_at = timezone.now()
     order.save(update_fields=["credited_qty", "balance_consume_qty", "balance_completion_qty", "last_tid",
                               "balance_refreshed_at"])
     return "applied"
 
 
-def _order_for_key(object_key: str) -> BalanceOrder | None:
-    service_id, _, service_order_id = object_key.partition(":")
-    if not service_order_id.isdigit() or not service_id.isdigit():
+@transaction.atomic
+def order_note_balance_state(*, order_id: int, consume_money: Decimal, completion_qty: Decimal,
+                             tid: int | None) -> str:
+    """A child order's figures from Balance, kept for support and reconciliation. Never wallet money: on a
+    grouped child, ConsumeAmount is what covers it, not new money."""
+    order = BalanceOrder.objects.select_for_update().get(pk=order_id)
+    if tid is not None and tid <= order.last_tid:
+        return "stale"
+    order.balance_consume_qty = consume_money
+    order.balance_completion_qty = completion_qty
+    if tid is not None:
+        order.last_tid = tid
+    order.balance_refreshed_at = timezone.now()
+    order.save(update_fields=["balance_consume_qty", "balance_completion_qty", "last_tid", "balance_refreshed_at"])
+    return "applied"
+
+
+def _order_for_key(service_id: int, service_order_id: str) -> BalanceOrder | None:
+    if not service_order_id.isdigit():
         return None
-    return BalanceOrder.objects.filter(pk=int(service_order_id), service__balance_service_id=int(service_id)).first()
+    return BalanceOrder.objects.filter(pk=int(service_order_id), service__balance_service_id=service_id).first()
+
+
+def wallet_money_from_notification(notification: OrderNotification) -> Decimal | None:
+    """The wallet's money in a NotifyOrder2 of a wallet order, by the service's group reporting type: "parent":
+    ConsumeSum (the group's money); "enqueue": TotalConsumeQty (the wallet product is priced one unit per rouble).
+    None when the notification does not carry it."""
+    if settings.BALANCE_GROUP_REPORTING == "enqueue":
+        return notification.total_consume_qty.quantize(CENT) if notification.total_consume_qty is not None else None
+    return notification.consume_sum
 
 
 @notification_applier("order")
 class OrderNotifications:
-    """NotifyOrder2: the order's totals; applied through `order_apply_balance_state`."""
+    """NotifyOrder2: a wallet order's money through `order_apply_balance_state`; a child's figures are noted."""
 
     @staticmethod
-    def exists(object_key: str) -> bool:
-        return _order_for_key(object_key) is not None
+    def exists(notification: OrderNotification) -> bool:
+        return _order_for_key(notification.service_id, notification.service_order_id) is not None
 
     @staticmethod
-    def apply(object_key: str, tid: int, payload: dict[str, Any]) -> str:
-        from disbalance.money import from_balance
-
-        order = _order_for_key(object_key)
+    def apply(notification: OrderNotification) -> str:
+        order = _order_for_key(notification.service_id, notification.service_order_id)
         assert order is not None
-        state = OrderState(consume_qty=from_balance(payload.get("ConsumeQty")),
-                           completion_qty=from_balance(payload.get("CompletionQty")), tid=tid)
-        return order_apply_balance_state(order_id=order.pk, state=state)
+        money = wallet_money_from_notification(notification) if order.kind == BalanceOrder.Kind.WALLET else None
+        if money is None:
+            return order_note_balance_state(order_id=order.pk, consume_money=notification.consume_amount,
+                                            completion_qty=notification.completion_qty, tid=notification.tid)
+        return order_apply_balance_state(order_id=order.pk, state=OrderState(
+            consume_money=money, completion_qty=notification.completion_qty, tid=notification.tid))
+
+
+def wallet_money_from_info(wallet: OrderInfo, children: list[OrderInfo]) -> Decimal:
+    """The wallet's money from GetOrdersInfo: the wallet order's consume_amount ("parent" reporting), plus what
+    Balance moved onto its children ("enqueue")."""
+    if settings.BALANCE_GROUP_REPORTING == "enqueue":
+        return wallet.consume_amount + sum((c.consume_amount for c in children), ZERO)
+    return wallet.consume_amount
 
 
 def orders_pull(*, orders: list[BalanceOrder] | None = None, client: BalanceClient | None = None) -> dict[str, int]:
-    """Read orders with top-ups still waiting from Balance (GetOrdersInfo, batched) and apply them, so that a lost
-    notification delays nothing for long."""
+    """Read wallet orders with top-ups still waiting from Balance (GetOrdersInfo, batched) and credit money that
+    came in, so that a lost notification delays nothing for long. Money is read from the money fields."""
     if orders is None:
         waiting = TopUp.objects.filter(status__in=[TopUp.Status.AWAITING_PAYMENT]).values("order_id")
         orders = list(BalanceOrder.objects.filter(pk__in=waiting, sync_status=BalanceOrder.SyncStatus.SYNCED)
@@ -392,17 +448,27 @@ def orders_pull(*, orders: list[BalanceOrder] | None = None, client: BalanceClie
     client = client or BalanceClient()
     outcomes = {"orders": len(orders), "applied": 0, "stale": 0, "missing": 0}
     batch = settings.ORDERS_PULL_BATCH
+    enqueue = settings.BALANCE_GROUP_REPORTING == "enqueue"
     for start in range(0, len(orders), batch):
-        chunk = orders[start:start + batch]
-        infos = client.get_orders_info([(o.service.balance_service_id, o.pk) for o in chunk])
+        chunk = [o for o in orders[start:start + batch] if o.kind == BalanceOrder.Kind.WALLET]
+        outcomes["missing"] += len(orders[start:start + batch]) - len(chunk)
+        children: dict[int, list[BalanceOrder]] = {}
+        if enqueue:
+            for child in BalanceOrder.objects.filter(parent__in=chunk, sync_status=BalanceOrder.SyncStatus.SYNCED):
+                children.setdefault(child.parent_id, []).append(child)  # type: ignore[arg-type]
+        keys = [(o.service.balance_service_id, o.pk) for o in chunk]
+        keys += [(o.service.balance_service_id, c.pk) for o in chunk for c in children.get(o.pk, [])]
+        infos = client.get_orders_info(keys)
         by_id = {int(info.service_order_id): info for info in infos}
         for order in chunk:
             info = by_id.get(order.pk)
             if info is None:
                 outcomes["missing"] += 1
                 continue
+            child_infos = [by_id[c.pk] for c in children.get(order.pk, []) if c.pk in by_id]
             outcome = order_apply_balance_state(order_id=order.pk, state=OrderState(
-                consume_qty=info.consume_qty, completion_qty=info.completion_qty, tid=info.tid))
+                consume_money=wallet_money_from_info(info, child_infos), completion_qty=info.completion_qty,
+                tid=None))
             outcomes[outcome] += 1
     return outcomes
 
@@ -557,32 +623,48 @@ def refund_create(*, charge: Charge, amount: Decimal | None, reason: str) -> Ref
 # --- spend reported to Balance --------------------------------------------------------------------------------
 
 def orders_with_unreported_spend() -> QuerySet[BalanceOrder]:
-    """Synced child orders whose cumulative spend in the ledger differs from what Balance last accepted.
+    """Synced child orders whose cumulative spend in the ledger differs from what Balance last accepted, and
+    whose last report Balance did not refuse (a refused one waits for support: `report_refused_at`).
 
     A child order `child:c<customer>:p<payer>:<product>` and its spend account `spend:c<customer>:p<payer>:<product>`
     share the key's tail, which joins them without a second foreign key.
     """
     spend = Account.objects.filter(kind=Account.Kind.SPEND, key=OuterRef("spend_key")).values("balance")[:1]
     return (
-        BalanceOrder.objects.filter(kind=BalanceOrder.Kind.CHILD, sync_status=BalanceOrder.SyncStatus.SYNCED)
+        BalanceOrder.objects.filter(kind=BalanceOrder.Kind.CHILD, sync_status=BalanceOrder.SyncStatus.SYNCED,
+                                    report_refused_at__isnull=True)
         .annotate(spend_key=Replace(F("key"), Value("child:"), Value("spend:")))
         .annotate(spend=Subquery(spend))
         .exclude(spend__isnull=True)
         .exclude(spend=F("reported_qty"))
-        .select_related("service")
+        .select_related("service", "product")
         .order_by("id")
     )
+
+
+REPORT_REFUSED = ("Balance refused the completion (UpdateCampaigns answered 0): the order is blocked or stopped "
+                  "in Balance, or Balance saw the report's dt as future. Not sent again until support re-reports "
+                  "it (reconciliation shows it as a money-out mismatch).")
+
+
+def completion_report_for(order: BalanceOrder, money: Decimal, now: datetime) -> CompletionReport:
+    """A child order's cumulative spend as Balance counts it: in the product's unit, exact to 6 places."""
+    product = order.product
+    assert product is not None
+    return CompletionReport(service_id=order.service.balance_service_id, service_order_id=order.pk,
+                            unit=product.balance_unit, qty=product.units_for(money), dt=now)
 
 
 def spend_report(*, client: BalanceClient | None = None, batch_size: int | None = None) -> dict[str, int]:
     """Send each changed child order's cumulative spend with UpdateCampaigns, many orders per call.
 
     Safe to repeat and to crash mid-way: figures are cumulative, and `reported_qty` moves only after Balance
-    accepted the value sent.
+    accepted the value sent. An order Balance refuses (0) is flagged with the reason and left alone: never
+    endless retries. One Balance does not answer for is sent again next time.
     """
     client = client or BalanceClient()
     batch_size = batch_size or settings.SPEND_REPORT_BATCH
-    totals = {"orders": 0, "calls": 0, "rejected": 0}
+    totals = {"orders": 0, "calls": 0, "rejected": 0, "unanswered": 0}
     last_id = 0
     while True:
         chunk = list(orders_with_unreported_spend().filter(id__gt=last_id)[:batch_size])
@@ -590,18 +672,18 @@ def spend_report(*, client: BalanceClient | None = None, batch_size: int | None 
             break
         last_id = chunk[-1].pk
         now = timezone.now()
-        reports = [CompletionReport(service_id=o.service.balance_service_id, service_order_id=o.pk, money=o.spend,
-                                    dt=now) for o in chunk]
-        results = client.update_campaigns(reports)
+        results = client.update_campaigns([completion_report_for(o, o.spend, now) for o in chunk])
         totals["calls"] += 1
         for order, accepted in zip(chunk, results, strict=True):
             if accepted:
                 BalanceOrder.objects.filter(pk=order.pk).update(reported_qty=order.spend, reported_at=now)
                 totals["orders"] += 1
+            elif accepted is None:
+                totals["unanswered"] += 1
             else:
                 totals["rejected"] += 1
-                BalanceOrder.objects.filter(pk=order.pk).update(sync_status=BalanceOrder.SyncStatus.PENDING)
-                enqueue_orders_sync_by_id(order.customer_id)
+                BalanceOrder.objects.filter(pk=order.pk).update(report_refused_at=now, report_error=REPORT_REFUSED)
+                logger.warning("completion refused by Balance", extra={"order": order.pk, "spend": str(order.spend)})
     return totals
 
 
