@@ -187,8 +187,9 @@ def checked(raw: Any, method: str, length: int) -> list[Any]:
         raise ValueError("empty result")
     code = id_(result[0])
     if code != 0:
-        message = text(result[1]) if len(result) > 1 and isinstance(result[1], str) else ""
-        raise BalanceFinalError(message or f"result code {code}", method=method, code=str(code), outcome=FAULT)
+        if len(result) != 2 or not isinstance(result[1], str):
+            raise ValueError(f"expected [code, message], got {len(result)} items")
+        raise BalanceFinalError(result[1] or f"result code {code}", method=method, code=str(code), outcome=FAULT)
     if len(result) != length:
         raise ValueError(f"expected [0, ...] of {length} items, got {len(result)}")
     return result

@@ -251,7 +251,7 @@ def sabotage(emulator_url: str, fraction: float, rng: random.Random) -> Counter:
     of damage each (round robin)."""
     from agencies.models import Agency
     from balance_gateway.client import BalanceClient
-    from balance_gateway.emulator.control import EmulatorControl
+    from balance_gateway.emulator.remote import EmulatorControl
     from customers.models import Customer
     from payments.models import BalanceOrder
 

@@ -83,7 +83,7 @@ def balance(balance_emulator, settings):
 @pytest.fixture
 def emulator(balance):
     """Control of the emulator (`Emulator.*` calls) over HTTP."""
-    from balance_gateway.emulator.control import EmulatorControl
+    from balance_gateway.emulator.remote import EmulatorControl
 
     return EmulatorControl(balance.url)
 

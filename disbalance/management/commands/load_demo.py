@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from agencies.models import Agency
 from agencies.services import AgencyData, agency_contracts_refresh, agency_register
-from balance_gateway.emulator.control import EmulatorControl
+from balance_gateway.emulator.remote import EmulatorControl
 from balance_gateway.exceptions import BalanceError
 from balance_gateway.outbox import outbox_drain
 from customers.services import CustomerData, customer_register
