@@ -9,6 +9,12 @@ which ties the state, the notifier and fault injection together and runs them in
 Every call runs under the state's one lock; each mutating call then saves the state file (if any) atomically.
 Faults never touch `Emulator.*` calls. A faulted error answers without applying the call; a timeout applies it
 and answers after `timeout_seconds`; a lost response applies it and closes the connection without an answer.
+A ticker thread applies delayed work (asynchronous completions) when it falls due.
+
+With `options.required_ticket` set, every XML-RPC call must carry that value in `X-Ya-Service-Ticket` (the
+paystep page, used by people, needs none). A missing or wrong ticket is answered, before anything else (faults
+included), as a TVM-protected service would: HTTP 403 with a short text body (`options.ticket_failure="403"`,
+the default), or the Balance fault `TVM_TICKET_INVALID` (`"fault"`).
 """
 
 from __future__ import annotations
@@ -31,14 +37,14 @@ from pathlib import Path
 from pyexpat import ExpatError
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
-from xml.sax.saxutils import escape
 
 from balance_gateway.emulator import faults as fault_kinds
 from balance_gateway.emulator import pages
 from balance_gateway.emulator.faults import FaultPlan
 from balance_gateway.emulator.notifier import Notifier
+from balance_gateway.emulator.options import TICKET_FAULT, EmulatorOptions
 from balance_gateway.emulator.state import EmulatorState
-from balance_gateway.emulator.values import BalanceError, invalid, parse_int, safe_loads, to_wire
+from balance_gateway.emulator.values import BalanceError, error_xml, invalid, parse_int, safe_loads, to_wire
 
 logger = logging.getLogger("balance_gateway.emulator")
 
@@ -57,22 +63,37 @@ BALANCE_METHODS: dict[str, tuple[str, bool]] = {
     "Balance2.CreateOrUpdateOrdersBatch": ("create_or_update_orders_batch", True),
     "Balance2.GetOrdersInfo": ("get_orders_info", False),
     "Balance2.CreateRequest2": ("create_request2", True),
+    "Balance2.CreateInvoice": ("create_invoice", True),
     "Balance2.UpdateCampaigns": ("update_campaigns", True),
     "Balance2.CreateTransferMultiple": ("create_transfer_multiple", True),
     "Balance2.GetOverdraftParams": ("get_overdraft_params", False),
+    "Balance2.SetOverdraftParams": ("set_overdraft_params", True),
     "Balance2.GetClientCreditLimits": ("get_client_credit_limits", False),
 }
 _STATE_EMULATOR_METHODS: dict[str, tuple[str, bool]] = {
     "Emulator.PayRequest": ("pay_request", True),
+    "Emulator.PayInvoice": ("pay_invoice_control", True),
     "Emulator.GrantOverdraft": ("grant_overdraft", True),
+    "Emulator.SetOverdraftSpent": ("set_overdraft_spent", True),
     "Emulator.CreateContract": ("create_contract", True),
     "Emulator.UpdateOrder": ("update_order", True),
-    "Emulator.SetOverdraftSpent": ("set_overdraft_spent", True),
+    "Emulator.SetProduct": ("set_product", True),
+    "Emulator.ForgetUser": ("forget_user", True),
+    "Emulator.SetLogin": ("set_login", True),
+    "Emulator.Seed": ("seed", True),
 }
+DB_ERROR = (
+    "Error: DatabaseError\nDescription: ORA-03113: end-of-file on communication channel\n"
+    "Process ID: 0\nSession ID: 0 Serial number: 0"
+)
 
 
-def fault_body(code: str, msg: str, method: str) -> bytes:
-    text = f"<error><msg>{escape(msg)}</msg><code>{code}</code><method>{escape(method)}</method></error>"
+def fault_body(code: str, msg: str, method: str, parent_codes: tuple[str, ...] = ()) -> bytes:
+    text = error_xml(code, msg, method, parent_codes)
+    return xmlrpc.client.dumps(xmlrpc.client.Fault(-1, text), methodresponse=True).encode()
+
+
+def raw_fault_body(text: str) -> bytes:
     return xmlrpc.client.dumps(xmlrpc.client.Fault(-1, text), methodresponse=True).encode()
 
 
@@ -93,6 +114,7 @@ class BalanceEmulator:
         seed: int = 0,
         timeout_seconds: float = 2.0,
         *,
+        options: EmulatorOptions | dict | None = None,
         public_url: str | None = None,
         notify_timeout: float = 5.0,
         notify_retry_initial: float = 0.2,
@@ -106,11 +128,17 @@ class BalanceEmulator:
         self.seed = seed
         self.timeout_seconds = timeout_seconds
         self.public_url = public_url.rstrip("/") if public_url else None
-        self.state = EmulatorState()
+        if isinstance(options, EmulatorOptions):
+            self.options = options
+        else:
+            self.options = EmulatorOptions()
+            self.options.update(options or {})
+        self.state = EmulatorState(self.options)
         self.faults = FaultPlan(seed, set(BALANCE_METHODS))
         self.notifier = Notifier(
             lambda: self.notify_url,
             lambda: self.faults.notify,
+            protocol=lambda: (self.options.notify_protocol, self.options.notify_ticket),
             seed=seed,
             timeout=notify_timeout,
             retry_initial=notify_retry_initial,
@@ -120,6 +148,7 @@ class BalanceEmulator:
         self._methods = self._build_methods()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._ticker: threading.Thread | None = None
         self._stopping = threading.Event()
         if self.state_file and self.state_file.exists():
             self._load()
@@ -139,6 +168,8 @@ class BalanceEmulator:
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="balance-emulator", daemon=True
         )
         self._thread.start()
+        self._ticker = threading.Thread(target=self._tick, name="balance-emulator-ticker", daemon=True)
+        self._ticker.start()
         logger.info("Balance emulator serving %s, notifying %s", self.url, self.notify_url or "nobody")
         return self
 
@@ -151,6 +182,9 @@ class BalanceEmulator:
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
+        if self._ticker is not None:
+            self._ticker.join(5)
+            self._ticker = None
         self.notifier.stop()
         if self.state_file:
             with self.state.lock:
@@ -174,8 +208,36 @@ class BalanceEmulator:
         return f"{self.base_url}/xmlrpc"
 
     def wait_notifications_idle(self, timeout: float = 10) -> bool:
-        """True once no notification is queued, held back or being retried; False after `timeout` seconds."""
-        return self.notifier.wait_idle(timeout)
+        """True once no delayed work (completions) is pending and no notification is queued, held back or being
+        retried; False after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.state.lock:
+                pending = bool(self.state.pending)
+            if not pending:
+                break
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+        return self.notifier.wait_idle(max(0.0, deadline - time.monotonic()))
+
+    def _tick(self) -> None:
+        """Apply delayed work when due (asynchronous completions, group-join moves)."""
+        while not self._stopping.wait(0.01):
+            with self.state.lock:
+                if not self.state.pending or min(due for due, _, _ in self.state.pending) > time.monotonic():
+                    continue
+                try:
+                    self.state.run_due()
+                except Exception:
+                    logger.exception("delayed work failed")
+                self._flush_locked(mutating=True)
+
+    def _flush_locked(self, *, mutating: bool) -> None:
+        for notify_method, payload in self.state.take_outbox():
+            self.notifier.enqueue(notify_method, payload)
+        if mutating and self.state_file:
+            self._save_locked()
 
     # ------------------------------------------------------------------------------------------------ calls
     def _build_methods(self) -> dict[str, tuple[Callable[..., Any], bool]]:
@@ -187,6 +249,8 @@ class BalanceEmulator:
                 "Emulator.Reset": (self._rpc_reset, True),
                 "Emulator.State": (self._rpc_state, False),
                 "Emulator.SetFaults": (self._rpc_set_faults, False),
+                "Emulator.SetOptions": (self._rpc_set_options, True),
+                "Emulator.ApplyPending": (self._rpc_apply_pending, True),
                 "Emulator.DropNextNotifications": (self._rpc_drop_next_notifications, False),
             }
         )
@@ -211,10 +275,7 @@ class BalanceEmulator:
                 logger.exception("%s failed", method)
                 raise BalanceError("INTERNAL_ERROR", f"{type(exc).__name__}: {exc}") from exc
             finally:
-                for notify_method, payload in self.state.take_outbox():
-                    self.notifier.enqueue(notify_method, payload)
-                if mutating and self.state_file:
-                    self._save_locked()
+                self._flush_locked(mutating=mutating)
 
     def _rpc_reset(self) -> list:
         self.state.reset()
@@ -223,7 +284,17 @@ class BalanceEmulator:
         return [0, "SUCCESS"]
 
     def _rpc_state(self) -> dict:
-        return {**self.state.snapshot(), "notifications": self.notifier.stats(), "faults": self.faults.describe()}
+        return {**self.state.snapshot(), "notifications": self.notifier.stats(), "faults": self.faults.describe(),
+                "options": self.options.to_json()}  # fmt: skip
+
+    def _rpc_set_options(self, changes: Any) -> list:
+        self.options.update(changes)
+        self.state.settle()
+        return [0, "SUCCESS"]
+
+    def _rpc_apply_pending(self) -> list:
+        """Apply every pending completion now (tests that do not want to wait for the delay)."""
+        return [0, "SUCCESS", self.state.run_due(float("inf"))]
 
     def _rpc_set_faults(self, spec: Any) -> list:
         seed = self.faults.configure(spec)
@@ -350,23 +421,36 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.OK, fault_body("INVALID_PARAM", "no methodName", ""), "text/xml")
             return
         emulator = self.emulator
+        required = emulator.options.required_ticket
+        if required and self.headers.get("X-Ya-Service-Ticket", "") != required:
+            reason = "no service ticket" if not self.headers.get("X-Ya-Service-Ticket") else "invalid service ticket"
+            if emulator.options.ticket_failure == TICKET_FAULT:
+                self._send(HTTPStatus.OK, fault_body("TVM_TICKET_INVALID", reason, method), "text/xml")
+            else:
+                self._send(HTTPStatus.FORBIDDEN, f"{reason}\n".encode(), "text/plain; charset=utf-8")
+            self._log(method, params, f"refused: {reason}", "", started)
+            return
         decision = emulator.faults.decide(method)
         if decision.latency:
             emulator._stopping.wait(decision.latency)
-        if decision.outcome == fault_kinds.ERROR_FAULT:
+        if decision.outcome == fault_kinds.ERROR_XML:
             self._send(HTTPStatus.OK, fault_body("INTERNAL_ERROR", "injected error", method), "text/xml")
             self._log(method, params, "fault INTERNAL_ERROR", decision.outcome, started)
             return
-        if decision.outcome == fault_kinds.ERROR_HTTP:
-            self._send(HTTPStatus.SERVICE_UNAVAILABLE, b"injected error\n", "text/plain; charset=utf-8")
-            self._log(method, params, "HTTP 503", decision.outcome, started)
+        if decision.outcome == fault_kinds.ERROR_DB:
+            self._send(HTTPStatus.OK, raw_fault_body(DB_ERROR), "text/xml")
+            self._log(method, params, "fault DatabaseError (not XML)", decision.outcome, started)
+            return
+        if decision.outcome == fault_kinds.ERROR_502:
+            self._send(HTTPStatus.BAD_GATEWAY, b"<html><body><h1>502 Bad Gateway</h1></body></html>\n", "text/html")
+            self._log(method, params, "HTTP 502", decision.outcome, started)
             return
         try:
             result = emulator.call(method, params)
             response = xmlrpc.client.dumps((to_wire(result),), methodresponse=True).encode()
             summary = "ok " + _short(result, 200)
         except BalanceError as error:
-            response = fault_body(error.code, error.msg, method)
+            response = fault_body(error.code, error.msg, method, error.parent_codes)
             summary = f"fault {error.code}: {error.msg}"
         if decision.outcome == fault_kinds.LOST_RESPONSE:
             self.close_connection = True
