@@ -268,18 +268,17 @@ def batch(keys: Sequence[Any]) -> dict[str, Any]:
 # --- faults -------------------------------------------------------------------------------------------------
 
 def fault_error(fault: Fault, method: str) -> BalanceError:
-    """Balance's fault as the error that says what to do next (see `exceptions.py`)."""
+    """Balance's fault as the error that says what to do next (see `exceptions.py`): an `<error>` document with a
+    code is Balance's answer (final unless the code says "try again"); anything else is transient."""
     fault_string = str(fault.faultString)
-    if not fault_string.lstrip().startswith("<"):
-        # `Error: DatabaseError\nDescription: ...ORA-03113...` and the like: Balance itself failed on the way,
-        # so the call may or may not have been applied. Transient: retried, creations looked up first.
-        first_line = fault_string.strip().splitlines()[0] if fault_string.strip() else f"fault {fault.faultCode}"
-        message = f"transient Balance failure: {first_line}"
-        return BalanceUnknownOutcome(message[:MESSAGE_LIMIT], method=method, code="TRANSIENT_FAULT", outcome=FAULT)
     parsed = parse_fault_string(fault_string)
     if parsed is None:
-        message = f"fault {fault.faultCode}: {fault_string}"
-        return BalanceFinalError(message[:MESSAGE_LIMIT], method=method, code="UNKNOWN_FAULT", outcome=FAULT)
+        # `Error: DatabaseError\nDescription: ...ORA-03113...` and the like: Balance itself failed on the way,
+        # so the call may or may not have been applied. Transient: retried, creations looked up first.
+        lines = fault_string.strip().splitlines()
+        first_line = lines[0] if lines else f"fault {fault.faultCode}"
+        message = f"transient Balance failure: {first_line}"
+        return BalanceUnknownOutcome(message[:300], method=method, code="TRANSIENT_FAULT", outcome=FAULT)
     code, message, _ = parsed
     error_class = BalanceRetryableError if code in RETRYABLE_FAULT_CODES else BalanceFinalError
     return error_class(message[:MESSAGE_LIMIT] or code, method=method, code=code[:64], outcome=FAULT)

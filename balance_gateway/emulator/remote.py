@@ -74,6 +74,13 @@ class EmulatorControl:
     def drop_next_notifications(self, n: int) -> Any:
         return self._call("DropNextNotifications", n)
 
+    def set_options(self, options: dict[str, Any]) -> Any:
+        return self._call("SetOptions", options)
+
+    def apply_pending(self) -> Any:
+        """Apply the asynchronous completions (and group moves) waiting for their delay now."""
+        return self._call("ApplyPending")
+
     def call(self, name: str, *params: Any) -> Any:
         """Any other `Emulator.<name>` control."""
         return self._call(name, *params)

@@ -73,7 +73,7 @@ def _handler(fake: FakeBalance) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args: object) -> None:
             pass
 
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             params, full_method = xmlrpc.client.loads(body, use_builtin_types=True)
             method = (full_method or "").removeprefix("Balance2.")

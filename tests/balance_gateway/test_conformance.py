@@ -23,7 +23,7 @@ from balance_gateway.client import (
 from balance_gateway.exceptions import BalanceFinalError, BalanceRetryableError, BalanceUnknownOutcome
 from balance_gateway.models import BalanceCall
 from balance_gateway.transport import Transport
-from tests.balance_gateway.fake_balance import FakeBalance, Raw, balance_fault, fake_balance  # noqa: F401
+from tests.balance_gateway.fake_balance import FakeBalance, Raw, balance_fault
 
 pytestmark = pytest.mark.django_db
 
@@ -40,7 +40,7 @@ ORDER_INFO = {"id": 987654321, "ServiceID": 7, "ServiceOrderID": "41", "IsGroupR
 
 
 @pytest.fixture
-def gateway(fake_balance: FakeBalance, settings):  # noqa: F811
+def gateway(fake_balance: FakeBalance, settings):
     settings.BALANCE_RETRY_BACKOFF_SECONDS = 0
     settings.BALANCE_TVM_PROVIDER = "none"
     with BalanceClient(url=fake_balance.url, operator_uid=OPERATOR_UID, connect_timeout=1, read_timeout=3) as client:
@@ -105,7 +105,7 @@ def test_xml_fault_with_code_is_final(gateway, fake_balance):
     assert len(fake_balance.calls("CreatePerson")) == 1
 
 
-def test_tvm_ticket_header_from_the_provider(fake_balance, settings):  # noqa: F811
+def test_tvm_ticket_header_from_the_provider(fake_balance, settings):
     class StaticTickets:
         def service_ticket(self) -> str:
             return "3:serv:TICKET"
