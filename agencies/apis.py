@@ -13,7 +13,7 @@ from agencies import selectors, services
 from agencies.models import Agency
 from balance_gateway.models import RegistrationStatus
 from customers import selectors as customer_selectors
-from customers.apis import INN_RE, BalanceIdsSerializer, CustomerOutputSerializer
+from customers.apis import INN_RE, BalanceIdsSerializer, CustomerOutputSerializer, validate_legal_for_kind
 from disbalance.auth import current_service
 from disbalance.fields import AmountField, CharField, EmailField, ExternalIdField, RegexField
 from disbalance.idempotency import idempotent
@@ -25,11 +25,13 @@ class AgencyLegalSerializer(serializers.Serializer):
     """An agency is a company: Balance's CreatePerson (`ur`) needs every one of these."""
 
     inn = RegexField(INN_RE, error_messages={"invalid": "INN is 10 or 12 digits."})
-    kpp = RegexField(r"^\d{9}$", error_messages={"invalid": "KPP is 9 digits."})
-    long_name = CharField(max_length=500, help_text="The agency's full legal name (Balance's longname).")
+    kpp = RegexField(r"^\d{9}$", required=False, allow_blank=True, error_messages={"invalid": "KPP is 9 digits."})
+    long_name = CharField(max_length=500, required=False, allow_blank=True,
+                          help_text="The agency's full legal name (Balance's longname).")
     legal_address = CharField(max_length=500)
-    postal_address = CharField(max_length=500)
-    postcode = RegexField(r"^\d{6}$", error_messages={"invalid": "A postcode is 6 digits."})
+    postal_address = CharField(max_length=500, required=False, allow_blank=True)
+    postcode = RegexField(r"^\d{6}$", required=False, allow_blank=True,
+                          error_messages={"invalid": "A postcode is 6 digits."})
 
 
 class AgencyCreateSerializer(serializers.Serializer):
@@ -39,6 +41,12 @@ class AgencyCreateSerializer(serializers.Serializer):
     phone = CharField(max_length=64, required=False, allow_blank=True)
     legal = AgencyLegalSerializer(help_text="An agency is a company: INN, KPP, full name, legal and postal address "
                                             "and postcode are required.")
+
+    def validate(self, attrs: dict) -> dict:
+        # Adopting an existing Balance client (import) needs no new person, so not every field CreatePerson needs.
+        if not self.context.get("adopting"):
+            validate_legal_for_kind("company", attrs.get("legal") or {})
+        return attrs
 
 
 class ContractSerializer(serializers.Serializer):

@@ -37,12 +37,13 @@ from disbalance.models import ConsumerService
 
 COLUMNS = (
     "external_id", "kind", "balance_client_id", "agency_external_id", "name", "email", "phone", "inn", "kpp",
-    "legal_address", "lname", "fname", "mname", "balance_person_id",
+    "legal_address", "lname", "fname", "mname", "balance_person_id", "long_name", "postal_address", "postcode",
 )
 REQUIRED_COLUMNS = ("external_id", "kind", "balance_client_id", "name")
 KIND_AGENCY = "agency"
 KINDS = (Customer.Kind.COMPANY.value, Customer.Kind.INDIVIDUAL.value, KIND_AGENCY)
-VALUE_FIELDS = ("name", "email", "phone", "inn", "kpp", "legal_address", "lname", "fname", "mname")
+VALUE_FIELDS = ("name", "email", "phone", "inn", "kpp", "legal_address", "lname", "fname", "mname", "long_name",
+                "postal_address", "postcode")
 MAX_ID = 2**63 - 1
 CHANGED_BY = "command:import_customers"
 # Balance reads are safe to repeat: a transient failure is retried after these pauses before the run stops.
@@ -218,19 +219,20 @@ def import_row_validate(raw: RawRow) -> ImportRow | str:
     if client_id is None and not client_error:
         problems.append("balance_client_id: required")
     agency_external_id = values.get("agency_external_id") or None
-    legal_fields = ("inn", "kpp", "legal_address") if kind == KIND_AGENCY else ("inn", "kpp", "legal_address",
-                                                                             "lname", "fname", "mname")
+    company_fields = ("inn", "kpp", "long_name", "legal_address", "postal_address", "postcode")
+    legal_fields = company_fields if kind == KIND_AGENCY else (*company_fields, "lname", "fname", "mname")
     data: dict[str, Any] = {
         "external_id": values.get("external_id", ""), "name": values.get("name", ""),
         "email": values.get("email", ""), "phone": values.get("phone", ""),
         "legal": {name: values[name] for name in legal_fields if values.get(name)},
     }
     if kind == KIND_AGENCY:
-        serializer: Any = AgencyCreateSerializer(data=data)
+        serializer: Any = AgencyCreateSerializer(data=data, context={"adopting": True})
         if agency_external_id:
             problems.append("agency_external_id: an agency cannot have an agency")
     else:
-        serializer = CustomerCreateSerializer(data={**data, "kind": kind, "agency": agency_external_id})
+        serializer = CustomerCreateSerializer(data={**data, "kind": kind, "agency": agency_external_id},
+                                              context={"adopting": True})
     if not serializer.is_valid():
         problems = _flatten(serializer.errors) + problems
     if problems:
@@ -261,7 +263,8 @@ def agency_link_existing(*, service: ConsumerService, row: ImportRow, person_id:
                          contracts: list[ContractInfo]) -> Agency:
     """An agency for an existing Balance agency client: `active` at once, with its contracts as Balance has them."""
     _check_client_free(service, Agency, row.balance_client_id)
-    values = {name: row.values[name] for name in ("name", "email", "phone", "inn", "kpp", "legal_address")}
+    values = {name: row.values[name] for name in ("name", "email", "phone", "inn", "kpp", "legal_address",
+                                                  "long_name", "postal_address", "postcode")}
     agency = Agency(service=service, external_id=row.external_id, status=RegistrationStatus.ACTIVE,
                     balance_client_id=row.balance_client_id, balance_person_id=person_id, **values)
     agency._change_reason = f"imported: Balance client {row.balance_client_id}"  # type: ignore[attr-defined]

@@ -44,8 +44,9 @@ def products(service):
 
 
 def make_agency(api, emulator, run_outbox, external_id, inn):
-    body = {"external_id": external_id, "name": f"Agency {external_id}", "legal": {"inn": inn,
-                                                                                   "legal_address": "Moscow"}}
+    body = {"external_id": external_id, "name": f"Agency {external_id}", "legal": {
+        "inn": inn, "legal_address": "Moscow", "kpp": "770101001", "long_name": "Limited Liability Company",
+        "postal_address": "Moscow", "postcode": "101000"}}
     assert api.post("/api/v1/agencies", body, format="json").status_code == 201
     run_outbox()
     agency = Agency.objects.get(external_id=external_id)

@@ -259,7 +259,9 @@ def test_links_already_made_or_taken_are_reported(service, balance, emulator, tm
     run_import(write_csv(tmp_path / "first.csv", [row("dealer:1", "company", a)]))
     # Registered through the API and not yet in Balance (the outbox has not run).
     api.post("/api/v1/customers", {"external_id": "dealer:3", "kind": "company", "name": "Three",
-                                   "legal": {"inn": "7701234567", "legal_address": "Moscow"}}, format="json")
+                                   "legal": {"inn": "7701234567", "legal_address": "Moscow", "kpp": "770101001",
+                                             "long_name": "Limited Liability Company", "postal_address": "Moscow",
+                                             "postcode": "101000"}}, format="json")
     path = write_csv(tmp_path / "second.csv", [
         row("dealer:1", "company", a),  # same link: unchanged
         row("dealer:1", "company", b),  # repeated in the file

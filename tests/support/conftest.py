@@ -95,9 +95,13 @@ def mismatched(service, balance, emulator, run_outbox):
     from payments.services import orders_ensure
 
     other = agency_register(service=service, external_id="agency:other", data=AgencyData(
-        name="Other Agency LLC", legal={"inn": "7700000009", "legal_address": "Moscow"})).agency
+        name="Other Agency LLC", legal={"inn": "7700000009", "legal_address": "Moscow", "kpp": "770101001",
+                                        "long_name": "Limited Liability Company", "postal_address": "Moscow",
+                                        "postcode": "101000"})).agency
     customer = customer_register(service=service, external_id="dealer:20101", data=CustomerData(
-        kind="company", name="Demo Motors LLC", legal={"inn": "7709876543", "legal_address": "Moscow, Lenina 2"},
+        kind="company", name="Demo Motors LLC", legal={"inn": "7709876543", "legal_address": "Moscow, Lenina 2",
+                                                       "kpp": "770101001", "long_name": "Limited Liability Company",
+                                                       "postal_address": "Moscow, Lenina 2", "postcode": "101000"},
     )).customer
     run_outbox()
     with transaction.atomic():

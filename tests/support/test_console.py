@@ -385,7 +385,9 @@ def test_retry_a_failed_operation(support_client, support_user, service, balance
     from customers.services import CustomerData, customer_register
 
     customer = customer_register(service=service, external_id="dealer:1", data=CustomerData(
-        kind="company", name="Retry Motors", legal={"inn": "7700000011", "legal_address": "Moscow"})).customer
+        kind="company", name="Retry Motors", legal={"inn": "7700000011", "legal_address": "Moscow", "kpp": "770101001",
+                                                    "long_name": "Limited Liability Company",
+                                                    "postal_address": "Moscow", "postcode": "101000"})).customer
     operation = OutboxOperation.objects.get(subject=f"customer:{customer.pk}")
     OutboxOperation.objects.filter(pk=operation.pk).update(status="failed", attempts=12, last_error="boom")
     assert customer.status == "registering"
