@@ -28,7 +28,9 @@ def client_name(party: BalanceParty) -> str:
 
 
 def person_spec(party: BalanceParty) -> PersonSpec:
-    common = {"person_type": party.person_type, "name": party.name, "email": party.email, "phone": party.phone}
+    common = {"person_type": party.person_type, "name": party.name,
+              "email": party.email or settings.BALANCE_PERSON_FALLBACK_EMAIL,
+              "phone": party.phone or settings.BALANCE_PERSON_FALLBACK_PHONE}
     if party.person_type == "ur":
         return PersonSpec(**common, inn=party.inn, kpp=party.kpp or None, long_name=party.long_name or party.name,
                           legal_address=party.legal_address,

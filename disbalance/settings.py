@@ -203,6 +203,10 @@ BALANCE_NOTIFY_TVM_SOURCES = [int(x) for x in env_list("BALANCE_NOTIFY_TVM_SOURC
 # this many seconds in the past so that a clock ahead of Balance's never makes it "in the future".
 BALANCE_TIME_ZONE = env("BALANCE_TIME_ZONE", "Europe/Moscow")
 BALANCE_COMPLETION_DT_LAG_SECONDS = env_int("BALANCE_COMPLETION_DT_LAG_SECONDS", 60)
+# CreatePerson needs an e-mail and a phone for every person [seen], the consumer API makes them optional: a person
+# gets these when the customer gave none (billing's own contact for invoices, set it for the real Balance).
+BALANCE_PERSON_FALLBACK_EMAIL = env("BALANCE_PERSON_FALLBACK_EMAIL", "billing@example.com")
+BALANCE_PERSON_FALLBACK_PHONE = env("BALANCE_PERSON_FALLBACK_PHONE", "+7 000 000-00-00")
 # Who the service's clients are: REGION_ID decides the firm and the person types Balance allows (225: Russia).
 BALANCE_REGION_ID = env_int("BALANCE_REGION_ID", 225)
 # How Balance reports a unified account for this service [seen: both exist, set per service in Balance]:
