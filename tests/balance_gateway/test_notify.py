@@ -161,7 +161,7 @@ class FakeTvmTool:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 parsed = urlparse(self.path)
                 query = {k: v[0] for k, v in parse_qs(parsed.query).items()}
                 tool.requests.append((parsed.path, query, dict(self.headers)))
