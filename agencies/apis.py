@@ -43,9 +43,7 @@ class AgencyCreateSerializer(serializers.Serializer):
                                             "and postcode are required.")
 
     def validate(self, attrs: dict) -> dict:
-        # Adopting an existing Balance client (import) needs no new person, so not every field CreatePerson needs.
-        if not self.context.get("adopting"):
-            validate_legal_for_kind("company", attrs.get("legal") or {})
+        validate_legal_for_kind("company", attrs.get("legal") or {}, adopting=bool(self.context.get("adopting")))
         return attrs
 
 

@@ -110,7 +110,7 @@ def balance_notify(request: HttpRequest) -> HttpResponse:
         return _fault("INVALID_PARAM", "one struct expected", full_method)
     status, code, message = _receive(method, params[0])
     if status != "ok":
-        return _fault(code, message[:300], full_method)
+        return _fault(code, message[:300], full_method, status=400 if code == "INVALID_PARAM" else 200)
     return _success()
 
 

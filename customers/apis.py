@@ -40,11 +40,13 @@ class LegalSerializer(serializers.Serializer):
 COMPANY_LEGAL_FIELDS = ("inn", "kpp", "long_name", "legal_address", "postal_address", "postcode")
 
 
-def validate_legal_for_kind(kind: str, legal: dict) -> None:
+def validate_legal_for_kind(kind: str, legal: dict, *, adopting: bool = False) -> None:
     """What Balance's CreatePerson needs: for a company (`ur`) INN, KPP, full name, legal and postal address and
-    postcode; for a person (`ph`) last and first name. A 400 names every missing field."""
+    postcode; for a person (`ph`) last and first name. A 400 names every missing field. Adopting an existing
+    Balance client (import) creates no person: a company then needs only INN and legal address."""
     if kind == Customer.Kind.COMPANY:
-        missing = [f for f in COMPANY_LEGAL_FIELDS if not legal.get(f)]
+        required = ("inn", "legal_address") if adopting else COMPANY_LEGAL_FIELDS
+        missing = [f for f in required if not legal.get(f)]
     else:
         missing = [f for f in ("lname", "fname") if not legal.get(f)]
     if missing:
@@ -65,9 +67,7 @@ class CustomerCreateSerializer(serializers.Serializer):
     )
 
     def validate(self, attrs: dict) -> dict:
-        # Adopting an existing Balance client (import) needs no new person, so not every field CreatePerson needs.
-        if not self.context.get("adopting"):
-            validate_legal_for_kind(attrs["kind"], attrs.get("legal") or {})
+        validate_legal_for_kind(attrs["kind"], attrs.get("legal") or {}, adopting=bool(self.context.get("adopting")))
         return attrs
 
 

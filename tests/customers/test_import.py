@@ -37,9 +37,11 @@ def make_client(emu, name, *, is_agency=False, person=None):
 
 
 def make_person(emu, client_id, person_type, name="Payer"):
-    fields = {"client_id": client_id, "type": person_type, "name": name, "email": "", "phone": ""}
+    fields = {"client_id": client_id, "type": person_type, "name": name, "email": "payer@example.com",
+              "phone": "+7 495 000-00-00"}
     if person_type == "ur":
-        fields.update(inn="7701234567", legaladdress="Moscow")
+        fields.update(inn="7701234567", kpp="770101001", longname=f"LLC {name}", legaladdress="Moscow",
+                      postaddress="Moscow", postcode="101000")
     else:
         fields.update(lname="Petrov", fname="Ivan")
     return emu.call("Balance2.CreatePerson", (settings.BALANCE_OPERATOR_UID, fields))
@@ -390,6 +392,7 @@ def test_balance_unreachable_exits_1_with_a_message_and_writes_nothing(service, 
     path = write_csv(tmp_path / "f.csv", [row("dealer:1", "company", client_id)])
     balance.stop()
     monkeypatch.setattr(importing, "READ_RETRY_DELAYS", (0.01,))
+    settings.BALANCE_TRANSIENT_RETRIES = 0  # the gateway's own quick retries are pinned elsewhere
 
     with pytest.raises(CommandError) as caught:
         run_import(path)

@@ -122,7 +122,9 @@ def nonexistent_ids() -> dict[tuple[str, str], str]:
 
 def company(external_id: str, name: str) -> dict[str, Any]:
     return {"external_id": external_id, "kind": "company", "name": name, "email": "billing@example.com",
-            "legal": {"inn": "7701234567", "legal_address": "Moscow, Tverskaya 1", "kpp": "770101001"}}
+            "legal": {"inn": "7701234567", "legal_address": "Moscow, Tverskaya 1", "kpp": "770101001",
+                      "long_name": "Limited Liability Company", "postal_address": "Moscow, Tverskaya 1",
+                      "postcode": "101000"}}
 
 
 def agency_body(external_id: str, name: str) -> dict[str, Any]:
