@@ -5,7 +5,6 @@ import xmlrpc.client
 from decimal import Decimal
 
 import pytest
-from django.core.management import call_command
 from django.test import Client
 
 from balance_gateway.models import BalanceNotification
