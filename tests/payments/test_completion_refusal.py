@@ -9,10 +9,12 @@ from decimal import Decimal
 import pytest
 from django.contrib.auth.models import Permission, User
 
-from balance_gateway.models import BalanceCall, Mismatch
-from balance_gateway.reconciliation import mismatch_fix, reconcile
+from balance_gateway.models import BalanceCall
 from payments import services
 from payments.models import BalanceOrder
+from reconciliation.actions import mismatch_fix
+from reconciliation.models import Mismatch
+from reconciliation.run import reconcile
 from tests.payments.conftest import post
 
 CUSTOMER = "/api/v1/customers/dealer:20101"
@@ -56,7 +58,8 @@ def test_a_refused_completion_is_flagged_shown_to_support_and_fixed(api, emulato
 
     emulator.update_order(7, child.pk, {"Blocked": 0})
     user = User.objects.create_user("support", password="pw", is_staff=True)
-    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="balance_gateway"))
+    user.user_permissions.add(*Permission.objects.filter(
+        content_type__app_label__in=["balance_gateway", "reconciliation"]))
     result = mismatch_fix(mismatch=mismatch, user=User.objects.get(pk=user.pk))
     assert result.ok, result.note
     child.refresh_from_db()
