@@ -71,7 +71,7 @@ def _order_contract_id(payer: Agency | None) -> int | None:
     return contract.balance_contract_id if contract is not None else None
 
 
-def _order_spec(order: BalanceOrder) -> OrderSpec:
+def order_spec(order: BalanceOrder) -> OrderSpec:
     """The whole order as billing wants it in Balance: an update replaces the order there, so owner, payer,
     contract and group are sent every time."""
     customer = order.customer
@@ -103,7 +103,7 @@ def orders_sync_to_balance(operation: OutboxOperation) -> dict:
     orders.sort(key=lambda o: (o.kind != BalanceOrder.Kind.WALLET, o.pk))  # a child's wallet order goes first
     if not orders:
         return {"orders": 0}
-    specs = [_order_spec(order) for order in orders]
+    specs = [order_spec(order) for order in orders]
     with BalanceClient() as client:
         results = client.create_or_update_orders_batch(specs)
     failed = []

@@ -50,7 +50,7 @@ def _check_money_in(checks: Checks, order: BalanceOrder, info: OrderInfo, childr
 
 
 def _children_infos(batch: CustomerBatch, wallet: BalanceOrder) -> list[OrderInfo]:
-    return [info for child in batch.orders if child.parent_id == wallet.pk and (info := batch.info(child)) is not None]
+    return [info for child in batch.children.get(wallet.pk, []) if (info := batch.info(child)) is not None]
 
 
 def compare(run: Any, batch: CustomerBatch, checks: Checks) -> None:
