@@ -72,10 +72,16 @@ def _read_body(request: HttpRequest) -> bytes | None:
     return None if len(body) > settings.MAX_REQUEST_BODY_BYTES else body
 
 
-def _receive(method: str, data: dict[str, Any]) -> tuple[str, str, str]:
+def _service_id(request: HttpRequest) -> int | None:
+    """The service whose notification URL Balance called: `?service=<ServiceID>`, set per service in Balance."""
+    value = request.GET.get("service", "")
+    return int(value) if value.isdigit() and len(value) < 10 else None
+
+
+def _receive(method: str, data: dict[str, Any], service_id: int | None) -> tuple[str, str, str]:
     """(status, code, message): status "ok" with the outcome, or an error code to answer."""
     try:
-        notification = parse_notification(method, data)
+        notification = parse_notification(method, data, service_id=service_id)
     except InvalidNotification as exc:
         return "error", "INVALID_PARAM", str(exc)
     try:
@@ -108,7 +114,7 @@ def balance_notify(request: HttpRequest) -> HttpResponse:
         return _fault("INVALID_PARAM", f"unknown method {full_method[:100]}", full_method[:100])
     if len(params) != 1 or not isinstance(params[0], dict):
         return _fault("INVALID_PARAM", "one struct expected", full_method)
-    status, code, message = _receive(method, params[0])
+    status, code, message = _receive(method, params[0], _service_id(request))
     if status != "ok":
         return _fault(code, message[:300], full_method, status=400 if code == "INVALID_PARAM" else 200)
     return _success()
@@ -136,7 +142,7 @@ def balance_notify_json(request: HttpRequest, method: str) -> HttpResponse:
         return _json(400, {"status": "error", "code": "INVALID_PARAM", "message": "malformed JSON"})
     if not isinstance(data, dict):
         return _json(400, {"status": "error", "code": "INVALID_PARAM", "message": "a JSON object expected"})
-    status, code, message = _receive(method, data)
+    status, code, message = _receive(method, data, _service_id(request))
     if status != "ok":
         return _json(404 if code == "NOT_FOUND" else 400, {"status": "error", "code": code, "message": message})
     return _json(200, {"status": "ok", "outcome": code})

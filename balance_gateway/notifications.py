@@ -63,9 +63,10 @@ class OrderNotification:
 
 @dataclass(frozen=True, slots=True)
 class ClientNotification:
-    """NotifyClient2: a client's overdraft. A client may get one per (firm, service) with different limits; the
-    page's struct names neither, so `firm_id`/`service_id` are read when Balance sends them (FirmID, ServiceID)
-    and the Tid rule is kept per (client, firm, service)."""
+    """NotifyClient2: a client's overdraft. A client may get one per (firm, service) with different limits, and the
+    struct names neither: `service_id` is the service whose notification URL Balance called (`?service=<ServiceID>`
+    in the URL configured for that service in Balance), None when the URL does not say. The Tid rule is kept per
+    (client, service)."""
 
     client_id: int
     tid: int
@@ -79,16 +80,13 @@ class ClientNotification:
     migrate_to_currency_done: bool = False
     can_be_force_currency_converted: bool = False
     has_equivalent_or_brand_clients: bool = False
-    firm_id: int | None = None
     service_id: int | None = None
 
     kind = CLIENT
 
     @property
     def object_key(self) -> str:
-        if self.firm_id is None and self.service_id is None:
-            return str(self.client_id)
-        return f"{self.client_id}:{self.firm_id or 0}:{self.service_id or 0}"
+        return str(self.client_id) if self.service_id is None else f"{self.client_id}@{self.service_id}"
 
 
 Notification = OrderNotification | ClientNotification
@@ -120,8 +118,9 @@ def _optional(data: dict[str, Any], key: str, reader: Any) -> Any:
     return None if value is None or value == "" else reader(value)
 
 
-def parse_notification(method: str, data: dict[str, Any]) -> Notification:
-    """The typed notification for `NotifyOrder2` / `NotifyClient2` (without the `BalanceClient.` prefix)."""
+def parse_notification(method: str, data: dict[str, Any], *, service_id: int | None = None) -> Notification:
+    """The typed notification for `NotifyOrder2` / `NotifyClient2` (without the `BalanceClient.` prefix);
+    `service_id`: the service whose notification URL was called, if the URL says."""
     try:
         if any(isinstance(v, list | dict) for v in data.values()):  # Balance sends scalars only
             raise ValueError("struct members must be scalar values")
@@ -155,7 +154,7 @@ def parse_notification(method: str, data: dict[str, Any]) -> Notification:
                 migrate_to_currency_done=wire.flag(data.get("MigrateToCurrencyDone")),
                 can_be_force_currency_converted=wire.flag(data.get("CanBeForceCurrencyConverted")),
                 has_equivalent_or_brand_clients=wire.flag(data.get("HasEquivalentOrBrandClients")),
-                firm_id=_optional(data, "FirmID", wire.id_), service_id=_optional(data, "ServiceID", wire.id_),
+                service_id=service_id,
             )
     except KeyError as exc:
         raise InvalidNotification(f"{method}: {exc.args[0]} is required") from exc

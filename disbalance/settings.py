@@ -221,8 +221,6 @@ BALANCE_REGION_ID = env_int("BALANCE_REGION_ID", 225)
 # "parent" (the wallet order carries the group's money, children ConsumeSum 0) or "enqueue" (money is moved onto
 # children; the wallet order carries TotalConsumeQty).
 BALANCE_GROUP_REPORTING = env("BALANCE_GROUP_REPORTING", "parent")
-# NotifyClient2 may come per (firm, service): the firm whose overdraft limit counts (0: any) [unknown].
-BALANCE_OVERDRAFT_FIRM_ID = env_int("BALANCE_OVERDRAFT_FIRM_ID", 0)
 # A child joining a group: 1 keeps Balance from moving the child's free money into the group on its own.
 BALANCE_GROUP_WITHOUT_TRANSFER = env_bool("BALANCE_GROUP_WITHOUT_TRANSFER", True)
 BALANCE_NOTIFY_SECRET = env("BALANCE_NOTIFY_SECRET", "dev-notify-secret")

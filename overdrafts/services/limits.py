@@ -86,22 +86,19 @@ def overdraft_apply_balance_params(*, customer_id: int, params: BalanceOverdraft
 
 
 def _for_our_service(notification: ClientNotification, customer: Customer) -> bool:
-    """A client may get one NotifyClient2 per (firm, service) with different limits: only the one for the
-    customer's service (and BALANCE_OVERDRAFT_FIRM_ID when set) is the customer's limit here. A notification that
-    names no service or firm is taken as the service's own (the page's struct names neither)."""
-    if notification.service_id is not None and notification.service_id != customer.service.balance_service_id:
-        return False
-    firm = settings.BALANCE_OVERDRAFT_FIRM_ID
-    return notification.firm_id is None or not firm or notification.firm_id == firm
+    """A client may get one NotifyClient2 per (firm, service) with different limits: only the one sent to the
+    customer's service's notification URL is the customer's limit. One that does not say (a URL without
+    `?service=`) is taken as the customer's own service's."""
+    return notification.service_id is None or notification.service_id == customer.service.balance_service_id
 
 
 @notification_applier("client")
 class ClientNotifications:
-    """NotifyClient2: a client's overdraft, keyed (and Tid-ordered) per client, firm and service.
+    """NotifyClient2: a client's overdraft, keyed (and Tid-ordered) per client and service.
 
     A customer's client: applied per customer through `overdraft_apply_balance_params` (Tid rule). An agency's
     client is known (answered success) but never has an overdraft: stored, not applied (`received`); so is a
-    limit for another service or firm.
+    limit for another service.
     """
 
     @staticmethod

@@ -53,8 +53,8 @@ def test_notify_client2_is_parsed_into_a_typed_object():
     assert (n.client_id, n.overdraft_limit, n.overdraft_spent, n.min_payment_term, n.overdraft_ban) == (
         1234567, Decimal("5000.00"), Decimal("1200.50"), date(2026, 12, 31), False)
     assert n.object_key == "1234567"
-    per_service = parse_notification("NotifyClient2", {**CLIENT_STRUCT, "FirmID": 1, "ServiceID": 7})
-    assert per_service.object_key == "1234567:1:7"  # one limit per (firm, service), each with its Tid order
+    per_service = parse_notification("NotifyClient2", CLIENT_STRUCT, service_id=7)
+    assert per_service.object_key == "1234567@7"  # one limit per service, each with its own Tid order
     assert parse_notification("NotifyClient2", {**CLIENT_STRUCT, "MinPaymentTerm": "0000-00-00"}).min_payment_term \
         is None
 
@@ -136,11 +136,19 @@ def test_json_notification_errors(customer):
 
 
 def test_a_limit_for_another_service_is_kept_apart(customer):
-    url = "/balance/notify/BalanceClient/NotifyClient2?secret=s3cret"
-    body = {**CLIENT_STRUCT, "ServiceID": 11, "FirmID": 1, "OverdraftLimit": "99.00"}
-    response = Client().post(url, json.dumps(body), content_type="application/json")
-    assert response.json()["outcome"] == "received"  # stored, not this customer's limit
-    assert not hasattr(customer, "overdraft") or customer.overdraft.granted_limit != Decimal("99.00")
+    """NotifyClient2 names no service: the notification URL set per service in Balance does (`?service=`)."""
+    client = Client()
+    body = {**CLIENT_STRUCT, "OverdraftLimit": "99.00", "Tid": "17064300000000900"}
+    other = client.post("/balance/notify/BalanceClient/NotifyClient2?secret=s3cret&service=11", json.dumps(body),
+                        content_type="application/json")
+    assert other.json()["outcome"] == "received"  # stored, not this customer's limit
+    assert not hasattr(customer, "overdraft")
+    own = client.post("/balance/notify/BalanceClient/NotifyClient2?secret=s3cret&service=7", json.dumps(CLIENT_STRUCT),
+                      content_type="application/json")
+    assert own.json()["outcome"] == "applied"  # its own Tid order: an older Tid than the other service's
+    customer.refresh_from_db()
+    assert customer.overdraft.granted_limit == Decimal("5000.00")
+    assert set(BalanceNotification.objects.values_list("object_key", flat=True)) == {"1234567@11", "1234567@7"}
 
 
 # --- TVM through tvmtool ------------------------------------------------------------------------------------------
