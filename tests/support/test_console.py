@@ -8,6 +8,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Group, Permission
@@ -430,7 +431,7 @@ def test_fix_a_mismatch_from_the_customer_page(support_client, support_user, mis
     row.refresh_from_db()
     assert row.status == "resolved" and row.last_fix_by == support_user and row.fix_attempts == 1
     state = {int(o["ServiceOrderID"]): o for o in emulator.state()["orders"]}
-    assert int(state[order.pk]["AgencyID"] or 0) == 0  # billing's values are back in Balance
+    assert int(state[order.pk]["ProductID"]) == settings.BALANCE_WALLET_PRODUCT_ID  # billing's values are back
     assert LogEntry.objects.filter(user=support_user, object_id=str(row.pk)).exists()
     assert LogEntry.objects.filter(user=support_user, object_id=str(customer.pk)).exists()
     assert response.context["open_mismatches"] == []
