@@ -26,7 +26,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from balance_gateway.emulator.options import GROUP_ENQUEUE
 from balance_gateway.emulator.records import OVERDRAFT, Order, OrderKey, Overdraft
 from balance_gateway.emulator.store import Store
-from balance_gateway.emulator.values import CENT, MICRO, ZERO, fmt_money, fmt_qty
+from balance_gateway.emulator.values import CENT, MICRO, ZERO, fmt_money, fmt_qty, to_wire
 
 
 @dataclass
@@ -191,7 +191,7 @@ class Accounting(Store):
     def order_notification(self, order: Order, report: dict) -> dict:
         payload = {
             "ServiceID": order.service_id,
-            "ServiceOrderID": int(order.service_order_id),
+            "ServiceOrderID": to_wire(int(order.service_order_id)),  # an int; a digit string beyond 32 bits
             "ConsumeQty": fmt_qty(report["ConsumeQty"]),
             "ConsumeSum": fmt_money(report["ConsumeSum"]),
             "ConsumeAmount": fmt_money(report["ConsumeAmount"]),

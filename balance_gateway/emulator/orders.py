@@ -185,6 +185,7 @@ class Orders(Clients):
             service_order_id = parse_order_id(item["ServiceOrderID"])
             accepted = self._completion(service_id, service_order_id, item, now)
             result.setdefault(str(service_id), {})[service_order_id] = int(accepted)
+        self.settle()  # what was applied at once (no delay) is notified now
         return result
 
     def _completion(self, service_id: int, service_order_id: str, item: dict, now: Any) -> bool:
