@@ -198,7 +198,7 @@ class Control(Overdrafts):
             "Stop": order.stop,
             "Blocked": order.blocked,
             "Tid": str(order.tid),
-            "IsGroupRoot": int(not order.group_order_id and bool(self.children(order))),
+            "IsGroupRoot": int(bool(settlement.children.get(order.key))),
         }
         if "TotalConsumeQty" in report:
             data["TotalConsumeQty"] = fmt_qty(report["TotalConsumeQty"])

@@ -140,7 +140,7 @@ class Orders(Clients):
     # ------------------------------------------------------------------------------------------- reading
     def orders_info_struct(self, order: Order, settlement: Any) -> dict:
         report = self.reported(order, settlement)
-        is_root = not order.group_order_id and bool(self.children(order))
+        is_root = bool(settlement.children.get(order.key))
         completion = report["CompletionSum"]
         return {
             "id": order.order_id,

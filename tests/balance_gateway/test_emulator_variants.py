@@ -453,3 +453,22 @@ def test_options_are_validated(rpc):
     assert rpc.Emulator.SetOptions({"group_type": "enqueue"}) == [0, "SUCCESS"]
     assert rpc.Emulator.State()["options"]["group_type"] == "enqueue"
 
+
+
+def test_a_version_1_state_file_is_upgraded_on_load(tmp_path: Path):
+    v1 = {"version": 1, "clients": [{"client_id": 100000, "name": "Old", "service_id": SERVICE,
+                                     "service_client_id": "k", "overdraft_granted": True,
+                                     "overdraft_limit": "500.00", "overdraft_term_days": 10}],
+          "persons": [{"person_id": 200000, "client_id": 100000, "type": "ur", "name": "Old", "inn": "7700000000"}],
+          "orders": [{"service_id": SERVICE, "service_order_id": "5", "client_id": 100000, "product_id": 1,
+                      "consume_qty": "80.00", "completion_qty": "30.00", "tid": 1, "seq": 1}],
+          "next_ids": {"client": 100001, "person": 200001}}  # fmt: skip
+    path = tmp_path / "v1.json"
+    path.write_text(json.dumps(v1))
+    with BalanceEmulator(state_file=path) as emulator:
+        proxy = emulator_proxy(emulator)
+        assert (info(proxy, 5)["consume_amount"], info(proxy, 5)["completion_qty"]) == ("80.00", "30.000000")
+        (client,) = proxy.Emulator.State()["clients"]
+        assert client["OverdraftLimit"] == "500.00"
+        assert proxy.Balance2.GetClientPersons(100000, 0)[0]["INN"] == "7700000000"
+        assert new_client(proxy) == 100001
