@@ -283,6 +283,7 @@ def test_notify_order2_as_xmlrpc_or_json_with_a_ticket(emulator_factory, notify_
     assert (first["ServiceID"], str(first["ServiceOrderID"])) == (SERVICE, "9000000000001")
     assert (first["ConsumeQty"], first["ConsumeSum"], first["CompletionQty"]) == ("100.000000", "100.00", "0.000000")
     assert second["CompletionQty"] == "30.000000" and int(second["Tid"]) > int(first["Tid"])
+    assert all(13 <= len(p["Tid"]) <= 17 and p["Tid"].isdigit() for p in (first, second))
     assert all(h.get("X-Ya-Service-Ticket") == "3:serv:ticket" for h in notify_receiver.headers)
     path = notify_receiver.received[0][2]
     expected = "/balance/notify/BalanceClient/NotifyOrder2?secret=s3cret" if protocol == "json" else (
@@ -472,3 +473,13 @@ def test_a_version_1_state_file_is_upgraded_on_load(tmp_path: Path):
         assert client["OverdraftLimit"] == "500.00"
         assert proxy.Balance2.GetClientPersons(100000, 0)[0]["INN"] == "7700000000"
         assert new_client(proxy) == 100001
+
+
+def test_the_emulator_imports_nothing_of_django():
+    code = (
+        "import sys, balance_gateway.emulator; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'django', 'rest_framework', 'celery'}))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True,
+                            cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    assert result.stdout.strip() == "[]"
