@@ -11,6 +11,7 @@ See README.md for the full table.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -111,7 +112,13 @@ DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several processes (web, beat) share the file in embedded mode: wait for locks instead of failing.
     DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 30, "transaction_mode": "IMMEDIATE"})
-    DATABASES["default"]["TEST"] = {"NAME": ":memory:"}
+    # Tests use a file, never ":memory:": with an in-memory database the live server thread (notifications from
+    # the emulator) would share the test thread's one connection, and two threads interleaving transactions on one
+    # connection leave it inside an atomic block, so later tests' after-commit work silently never runs. A file
+    # gives each thread its own connection, as PostgreSQL does. One file per test process, removed afterwards.
+    DATABASES["default"]["TEST"] = {
+        "NAME": str(Path(tempfile.gettempdir()) / f"disbalance-test-{os.getpid()}.sqlite3"),
+    }
 IS_POSTGRES = DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -14,6 +14,30 @@ requires_postgres = pytest.mark.skipif(
 requires_redis = pytest.mark.skipif(not settings.REDIS_URL, reason="needs a Redis broker (set REDIS_URL)")
 
 
+_previous_test: list[str] = ["(none)"]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Refuse to start a test on a database connection that an earlier test left inside a transaction.
+
+    Such a connection turns the next test's `transaction.atomic()` into a savepoint, so its after-commit work
+    (outbox dispatch, webhooks) never runs and the test fails far from the cause. Failing here names the culprit.
+    """
+    from django.db import connections
+
+    for conn in connections.all(initialized_only=True):
+        if conn.in_atomic_block or conn.run_on_commit:
+            raise RuntimeError(
+                f"database connection {conn.alias!r} was left inside a transaction by {_previous_test[0]}"
+                f" (in_atomic_block={conn.in_atomic_block}, {len(conn.run_on_commit)} after-commit callbacks)"
+            )
+
+
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    _previous_test[0] = item.nodeid
+
+
 @pytest.fixture(autouse=True)
 def _clear_cache():
     from django.core.cache import cache
