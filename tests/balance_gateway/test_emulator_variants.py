@@ -83,6 +83,8 @@ def test_enqueue_type_moves_money_onto_children(emulator_factory):
     assert (parent["ConsumeSum"], parent["TotalConsumeQty"]) == ("700.00", "1000.000000")
     assert (child["ConsumeSum"], child["ConsumeQty"], child["CompletionQty"]) == ("300.00", "300.000000",
                                                                                   "300.000000")  # fmt: skip
+    rpc.Emulator.SetOptions({"total_consume_qty": False})
+    assert "TotalConsumeQty" not in state_order(rpc, 1)
     spend(rpc, 2, "1200")  # beyond the group's money
     assert (state_order(rpc, 1)["ConsumeSum"], state_order(rpc, 2)["ConsumeSum"]) == ("0.00", "1000.00")
     assert (state_order(rpc, 2)["UnpaidQty"], state_order(rpc, 2)["UnpaidSum"]) == ("200.000000", "200.00")
@@ -208,10 +210,12 @@ def test_notify_client2_per_firm_and_service(balance_emulator, rpc, notify_recei
     balance_emulator.notify_url = notify_receiver.url
     client_id = new_client(rpc)
     rpc.Emulator.GrantOverdraft(client_id, "1000.00", 15, {"ServiceID": SERVICE})
+    rpc.Emulator.SetOptions({"client_notify_ids": True})  # an emulator-only extra, off by default
     rpc.Emulator.GrantOverdraft(client_id, "250.00", 15, {"ServiceID": 11, "FirmID": 111})
     assert balance_emulator.wait_notifications_idle(5)
     first, second = notify_receiver.payloads("BalanceClient.NotifyClient2")
     assert set(first) == NOTIFY_CLIENT_KEYS and first["ClientID"] == str(client_id)
+    assert set(second) - set(first) == {"ServiceID", "FirmID"} and (second["ServiceID"], second["FirmID"]) == (11, 111)
     assert (first["OverdraftLimit"], second["OverdraftLimit"]) == ("1000.00", "250.00")
     assert int(second["Tid"]) > int(first["Tid"]) and 13 <= len(first["Tid"]) <= 17
 
