@@ -11,10 +11,10 @@ from django.utils import timezone
 from agencies.exceptions import AgencyExists
 from agencies.models import Agency, Contract
 from balance_gateway.client import BalanceClient, ContractInfo
-from balance_gateway.models import OutboxOperation, RegistrationStatus
-from balance_gateway.outbox import outbox_enqueue, outbox_handler, outbox_on_failure
+from balance_gateway.models import RegistrationStatus
 from balance_gateway.services import party_sync
-from disbalance.models import ConsumerService
+from disbalance.models import ConsumerService, OutboxOperation
+from disbalance.outbox import outbox_enqueue, outbox_handler, outbox_on_failure
 
 LEGAL_FIELDS = ("inn", "kpp", "legal_address")
 SYNC_KIND = "agency.sync"

@@ -4,3 +4,10 @@ from django.apps import AppConfig
 class BalanceGatewayConfig(AppConfig):
     name = "balance_gateway"
     verbose_name = "Balance gateway"
+
+    def ready(self) -> None:
+        # Imported here, not at the top: an app's modules that touch models load only once the registry is ready.
+        from balance_gateway.client import operation_context
+        from disbalance.outbox import outbox_run_context
+
+        outbox_run_context(operation_context)  # calls made by a handler are logged with its operation

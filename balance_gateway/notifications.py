@@ -31,6 +31,8 @@ _APPLIERS: dict[str, type[Applier]] = {}
 
 def notification_applier(kind: str):  # type: ignore[no-untyped-def]
     def register(cls: type[Applier]) -> type[Applier]:
+        if kind in _APPLIERS and _APPLIERS[kind] is not cls:
+            raise RuntimeError(f"notification applier for {kind!r} registered twice")
         _APPLIERS[kind] = cls
         return cls
 

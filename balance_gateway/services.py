@@ -11,7 +11,7 @@ from django.conf import settings
 
 from balance_gateway.client import BalanceClient
 from balance_gateway.models import BalanceParty
-from balance_gateway.outbox import OutboxFinalError
+from disbalance.outbox import OutboxFinalError
 
 
 def _client_fields(party: BalanceParty) -> dict:

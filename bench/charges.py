@@ -517,9 +517,9 @@ def build_world(sizes: Sizes) -> World:
     """A consumer service, token, 2 products, N + 1 customers registered in Balance (active), all funded."""
     from django.db import transaction
 
-    from balance_gateway.outbox import outbox_drain
     from customers.models import Customer
     from customers.services import CustomerData, customer_register
+    from disbalance.outbox import outbox_drain
     from disbalance.services import service_create, service_token_issue
     from payments.services import product_create
     from wallets.services import wallet_credit_topup
@@ -668,16 +668,16 @@ def statement_label(sql: str) -> str:
 
 
 SERVICE_STEPS = (
-    ("payments/services.py", "charge_create", "charge_create, all of it"),
-    ("wallets/services.py", "lock_customer", "  lock_customer (customer row lock)"),
+    ("payments/services/charges.py", "charge_create", "charge_create, all of it"),
+    ("customers/locks.py", "lock_customer", "  lock_customer (customer row lock)"),
     ("wallets/services.py", "account_get_or_create", "  account_get_or_create (wallet, spend)"),
     ("wallets/services.py", "lock_accounts", "  lock_accounts (account row locks)"),
     ("wallets/services.py", "_check_last_balance_after", "  _check_last_balance_after"),
     ("wallets/services.py", "ledger_post", "  ledger_post (checks, inserts, balance updates)"),
     ("overdrafts/selectors.py", "effective_overdraft_limit", "  effective_overdraft_limit"),
-    ("overdrafts/services.py", "spend_limit", "  overdrafts.spend_limit (overdraft, block)"),
-    ("overdrafts/services.py", "after_spend", "  overdrafts.after_spend (debt, blocks)"),
-    ("payments/services.py", "orders_ensure", "  orders_ensure (Balance orders exist?)"),
+    ("overdrafts/services/spending.py", "spend_limit", "  overdrafts.spend_limit (overdraft, block)"),
+    ("overdrafts/services/spending.py", "after_spend", "  overdrafts.after_spend (debt, blocks)"),
+    ("payments/services/orders.py", "orders_ensure", "  orders_ensure (Balance orders exist?)"),
     ("django/db/backends/base/base.py", "commit", "  COMMIT"),
     ("psycopg/connection.py", "wait", "waiting for PostgreSQL answers (every statement)"),
     ("django/db/models/sql/compiler.py", "as_sql", "ORM: compiling SQL"),
@@ -693,7 +693,7 @@ HTTP_STEPS = (
     ("customers/selectors.py", "customer_get", "    customer_get"),
     ("payments/apis.py", "_product_or_400", "    product_get"),
     ("rest_framework/serializers.py", "is_valid", "    request serializer"),
-    ("payments/services.py", "charge_create", "    charge_create"),
+    ("payments/services/charges.py", "charge_create", "    charge_create"),
     ("django/db/backends/base/base.py", "commit", "  COMMIT (both transactions)"),
     ("psycopg/connection.py", "wait", "waiting for PostgreSQL answers (every statement)"),
     ("django/db/models/sql/compiler.py", "as_sql", "ORM: compiling SQL"),
@@ -891,7 +891,7 @@ def main() -> int:
         charging_calls = balance_calls_since(mark)
 
         # 2. The reporting job and any pending outbox work.
-        from balance_gateway.outbox import outbox_drain
+        from disbalance.outbox import outbox_drain
         from payments.services import spend_report
 
         mark = balance_call_mark()

@@ -283,7 +283,7 @@ def sabotage(emulator_url: str, fraction: float, rng: random.Random) -> Counter:
 # --- runs -------------------------------------------------------------------------------------------------------
 
 def run(label: str, **options: Any) -> Any:
-    from balance_gateway.reconciliation import reconcile
+    from reconciliation.run import reconcile
 
     started = time.perf_counter()
     report = reconcile(**options)

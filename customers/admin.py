@@ -14,7 +14,7 @@ and recorded with the user twice: in the admin log (`LogEntry`) and in the domai
 - "Adjust wallet" and "Move money between payers" (`customers.adjust_wallet`, billing admins):
   `wallet_adjust` / `wallet_transfer`;
 - "Retry" a failed Balance operation of the customer (`customers.retry_operation`): `outbox_retry`;
-- "Fix" an open mismatch (`balance_gateway.fix_mismatch`, one click, no reason): `mismatch_fix`.
+- "Fix" an open mismatch (`reconciliation.fix_mismatch`, one click, no reason): `mismatch_fix`.
 
 The custom permissions live on the Customer content type and are created, with the `support` and `billing-admin`
 groups, by `manage.py setup_groups`.
@@ -39,17 +39,20 @@ from django.urls import NoReverseMatch, path, reverse
 from simple_history.admin import SimpleHistoryAdmin
 
 from agencies.models import Agency, Contract
-from balance_gateway.models import Mismatch, OutboxOperation, RegistrationStatus
-from balance_gateway.outbox import outbox_retry
-from balance_gateway.reconciliation import mismatch_fix
+from balance_gateway.models import RegistrationStatus
 from customers.models import AgencyAssignment, Customer
 from customers.services import agency_change, customer_agency_history, enqueue_sync
 from disbalance.exceptions import InsufficientFunds, InvalidState, ValidationFailed
+from disbalance.models import OutboxOperation
 from disbalance.money import ZERO, format_amount
+from disbalance.outbox import outbox_retry
 from overdrafts import services as overdrafts
 from overdrafts.selectors import effective_overdraft_limit
 from payments.admin import orders_refresh, orders_sync, payer_label
 from payments.models import BalanceOrder, Charge, Hold, TopUp
+from reconciliation.actions import mismatch_fix
+from reconciliation.models import Mismatch
+from reconciliation.registry import CHECKS
 from wallets.models import Account
 from wallets.selectors import statement, statement_row, wallet_summary
 from wallets.services import wallet_adjust, wallet_transfer
@@ -69,7 +72,7 @@ RETURN_TO_PAGE = "_customer_page"
 PERM_CHANGE_AGENCY = "customers.change_agency"
 PERM_ADJUST_WALLET = "customers.adjust_wallet"  # wallet adjustments and moves between payers
 PERM_RETRY_OPERATION = "customers.retry_operation"
-PERM_FIX_MISMATCH = "balance_gateway.fix_mismatch"
+PERM_FIX_MISMATCH = "reconciliation.fix_mismatch"
 # Operations support may send again from the customer page (`outbox_retry` ignores done / running ones anyway).
 RETRYABLE_STATUSES = (OutboxOperation.Status.FAILED, OutboxOperation.Status.PENDING)
 
@@ -192,9 +195,13 @@ _SEVERITY_RANK = Case(
     When(severity=Mismatch.Severity.WARNING, then=Value(1)),
     default=Value(2), output_field=IntegerField(),
 )
-# Kinds that `mismatch_fix` can always act on; the others only when reconciliation recorded a fix in `details`
-# (an order with money in Balance cannot be re-sent to another owner: support resolves it with a comment).
-_ALWAYS_FIXABLE = {Mismatch.Kind.UNPAID_COMPLETION, Mismatch.Kind.CUSTOMER_DATA, Mismatch.Kind.STALE_OPERATION}
+
+
+def _always_fixable(kind: str) -> bool:
+    """`mismatch_fix` can always act on these kinds; the others only when reconciliation recorded a fix in
+    `details` (an order with money in Balance cannot be re-sent to another owner: support resolves it)."""
+    check = CHECKS.get(kind)
+    return check is not None and check.always_fixable
 
 
 def customer_mismatches(customer: Customer) -> list[dict[str, Any]]:
@@ -212,10 +219,10 @@ def customer_mismatches(customer: Customer) -> list[dict[str, Any]]:
             "kind": mismatch.get_kind_display(),
             "differences": differences,
             "note": str(details.get("note") or ""),
-            "fixable": bool(details.get("fix")) or mismatch.kind in _ALWAYS_FIXABLE,
+            "fixable": bool(details.get("fix")) or _always_fixable(mismatch.kind),
             "last_fix_by": (mismatch.last_fix_by.get_username() if mismatch.last_fix_by else "autofix")
             if mismatch.last_fix_at else "",
-            "url": admin_url("admin:balance_gateway_mismatch_change", mismatch.pk),
+            "url": admin_url("admin:reconciliation_mismatch_change", mismatch.pk),
         })
     return rows
 
@@ -445,9 +452,9 @@ class CustomerAdmin(SimpleHistoryAdmin):
         return {
             "agency_rows": customer_agency_rows(customer),
             "open_mismatches": customer_mismatches(customer),
-            "mismatch_queue_url": admin_url("admin:balance_gateway_mismatch_changelist",
+            "mismatch_queue_url": admin_url("admin:reconciliation_mismatch_changelist",
                                             query=f"customer__id__exact={customer.pk}&status__exact=open"),
-            "all_mismatches_url": admin_url("admin:balance_gateway_mismatch_changelist",
+            "all_mismatches_url": admin_url("admin:reconciliation_mismatch_changelist",
                                             query=f"customer__id__exact={customer.pk}"),
             "can_fix_mismatch": user.has_perm(PERM_FIX_MISMATCH),
             "fix_mismatch_url": self._url("fix_mismatch", customer),

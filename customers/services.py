@@ -10,13 +10,14 @@ from django.utils import timezone
 
 from agencies.models import Agency
 from balance_gateway.client import BalanceClient
-from balance_gateway.models import OutboxOperation, RegistrationStatus
-from balance_gateway.outbox import outbox_enqueue, outbox_handler, outbox_on_failure
+from balance_gateway.models import RegistrationStatus
 from balance_gateway.services import party_sync
 from customers.exceptions import CustomerExists, ValidationFailed
+from customers.locks import lock_customer
 from customers.models import AgencyAssignment, Customer
 from disbalance.exceptions import InvalidState
-from disbalance.models import ConsumerService
+from disbalance.models import ConsumerService, OutboxOperation
+from disbalance.outbox import outbox_enqueue, outbox_handler, outbox_on_failure
 from disbalance.webhooks import webhook_emit
 
 LEGAL_FIELDS = ("inn", "kpp", "legal_address", "lname", "fname", "mname")
@@ -223,7 +224,6 @@ def agency_change(*, customer: Customer, agency: Agency | None, reason: str = ""
     from agencies.services import agency_has_active_contract
     from payments.models import BalanceOrder
     from payments.services import orders_ensure
-    from wallets.services import lock_customer
 
     customer = lock_customer(customer.pk)
     current = customer_agency_in_force(customer)

@@ -134,7 +134,7 @@ class WebhookEventAdmin(admin.ModelAdmin):
     def operation_link(self, obj: WebhookEvent) -> str:
         if obj.operation_id is None:
             return "-"
-        url = reverse("admin:balance_gateway_outboxoperation_change", args=[obj.operation_id])
+        url = reverse("admin:disbalance_outboxoperation_change", args=[obj.operation_id])
         return format_html('<a href="{}">#{} ({})</a>', url, obj.operation_id, obj.operation.status)
 
     @admin.action(description="Re-send the selected events", permissions=["change"])

@@ -26,9 +26,12 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
 from agencies.models import Agency
-from balance_gateway.models import Mismatch, OutboxOperation, RegistrationStatus
+from balance_gateway.models import RegistrationStatus
 from customers.models import Customer
+from disbalance.models import OutboxOperation
 from payments.models import TopUp
+from reconciliation.models import Mismatch
+from reconciliation.registry import CHECKS
 
 SEARCH_LIMIT = 50
 RECENT_ACTIONS = 25
@@ -121,7 +124,7 @@ def attention_counts(now: datetime | None = None) -> dict[str, Any]:
         for severity in (Mismatch.Severity.CRITICAL, Mismatch.Severity.WARNING, Mismatch.Severity.INFO)
     ]
     kinds = [Attention(label, by_kind.get(kind, 0), _changelist(Mismatch, status__exact="open", kind__exact=kind))
-             for kind, label in Mismatch.Kind.choices]
+             for kind, label in ((check.kind, check.label) for check in CHECKS.values())]
 
     stuck_since = now - STUCK_AFTER
     operations = OutboxOperation.objects

@@ -1,4 +1,5 @@
-"""Consumer services (the tenants), their API tokens, and stored idempotent responses."""
+"""Consumer services (the tenants), their API tokens, stored idempotent responses, webhook events and the
+outbox of side-effect work."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import uuid
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 from simple_history.models import HistoricalRecords
 
@@ -101,7 +103,6 @@ class IdempotencyRecord(models.Model):
         return f"{self.service_id}:{self.key} [{self.status}]"
 
 
-
 class WebhookEvent(models.Model):
     """One event for a consumer service's webhook, e.g. `topup.succeeded`, written in the domain transaction.
 
@@ -143,7 +144,7 @@ class WebhookEvent(models.Model):
     delivered_at = models.DateTimeField(null=True, blank=True)
     note = models.TextField(blank=True, default="", help_text="Re-sends: who asked and when")
     operation = models.ForeignKey(
-        "balance_gateway.OutboxOperation", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        "disbalance.OutboxOperation", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
         help_text="The outbox operation of the latest delivery",
     )
 
@@ -158,3 +159,62 @@ class WebhookEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} {self.id} [{self.status}]"
+
+
+class OutboxOperation(models.Model):
+    """One piece of side-effect work (a Balance call, a webhook), written in the same transaction as the domain change.
+
+    Sent by a Celery task after commit and re-sent by the periodic sweep; every handler is safe to repeat
+    (it looks state up before creating). Retries use capped exponential backoff with jitter; after
+    `max_attempts` the operation is `failed` and waits for a retry from the admin.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        IN_PROGRESS = "in_progress"
+        DONE = "done"
+        FAILED = "failed"
+
+    class FailureKind(models.TextChoices):
+        """Why the last attempt failed, as data (never parsed back out of `last_error`)."""
+
+        NONE = "", "none"
+        RETRYABLE = "retryable", "retryable (unreachable, busy, waiting for a dependency)"
+        FINAL = "final", "final (refused: repeating cannot help)"
+        CRASH = "crash", "crash (a bug in the handler)"
+        NO_HANDLER = "no_handler", "no handler for the kind"
+
+    kind = models.CharField(max_length=64, db_index=True)
+    subject = models.CharField(max_length=100, db_index=True, help_text="What it is about, e.g. customer:12")
+    dedup_key = models.CharField(max_length=200, blank=True, default="")
+    service = models.ForeignKey("disbalance.ConsumerService", null=True, blank=True, on_delete=models.PROTECT)
+    payload = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=12)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    leased_until = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    failure_kind = models.CharField(max_length=16, choices=FailureKind.choices, blank=True, default="")
+    result = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now)
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        # The table keeps the name it had when the outbox lived in the gateway (moved without copying rows).
+        db_table = "balance_gateway_outboxoperation"
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="outbox_due_idx")]
+        constraints = [
+            # At most one waiting operation per dedup key: a second PATCH while the first sync still waits
+            # adds nothing (the handler reads the current state when it runs).
+            models.UniqueConstraint(
+                fields=["dedup_key"],
+                condition=Q(status="pending") & ~Q(dedup_key=""),
+                name="outbox_one_pending_per_dedup_key",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.subject} [{self.status}]"

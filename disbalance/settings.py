@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "wallets.apps.WalletsConfig",
     "payments.apps.PaymentsConfig",
     "overdrafts.apps.OverdraftsConfig",
+    "reconciliation.apps.ReconciliationConfig",
 ]
 
 MIDDLEWARE = [

@@ -30,8 +30,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from balance_gateway.models import OutboxOperation
-from balance_gateway.outbox import (
+from disbalance.exceptions import InvalidState
+from disbalance.models import ConsumerService, OutboxOperation, WebhookEvent
+from disbalance.outbox import (
     OutboxFinalError,
     OutboxRetry,
     outbox_enqueue,
@@ -39,8 +40,6 @@ from balance_gateway.outbox import (
     outbox_on_failure,
     outbox_retry,
 )
-from disbalance.exceptions import InvalidState
-from disbalance.models import ConsumerService, WebhookEvent
 
 logger = logging.getLogger(__name__)
 

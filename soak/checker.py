@@ -240,8 +240,8 @@ def analyze_ops(ops: list[dict[str, Any]], web_restarts: list[tuple[float, float
 
 def _busy_counts(control: Any) -> dict[str, int]:
     from agencies.models import Agency
-    from balance_gateway.models import OutboxOperation
     from customers.models import Customer
+    from disbalance.models import OutboxOperation
     from payments.models import BalanceOrder, TopUp
     from payments.services import orders_with_unreported_spend
 
@@ -676,7 +676,8 @@ def check_orders(service: Any, state: dict[str, Any], report: Report, label: str
 def check_outbox(report: Report) -> None:
     from django.db.models import Sum
 
-    from balance_gateway.models import BalanceCall, BalanceNotification, OutboxOperation
+    from balance_gateway.models import BalanceCall, BalanceNotification
+    from disbalance.models import OutboxOperation
 
     statuses = Counter(OutboxOperation.objects.values_list("status", flat=True))
     report.faults["outbox"] = dict(statuses)
@@ -698,7 +699,7 @@ def injected_faults(run_dir: Path) -> dict[str, int]:
 
 
 def run_reconcile(stack: Any, control: Any, report: Report) -> None:
-    from balance_gateway.models import Mismatch
+    from reconciliation.models import Mismatch
 
     if not (Path(__file__).resolve().parent.parent / "balance_gateway/management/commands/reconcile.py").exists():
         report.reconcile.append("manage.py reconcile does not exist yet: skipped")

@@ -115,7 +115,7 @@ def emulator(balance):
 @pytest.fixture
 def run_outbox():
     """Run every pending outbox operation now (skipping backoff waits), as workers and the sweep would."""
-    from balance_gateway.outbox import outbox_drain
+    from disbalance.outbox import outbox_drain
 
     return outbox_drain
 

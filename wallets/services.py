@@ -2,7 +2,7 @@
 
 Locking scheme (style.md: customer -> wallet -> hold): every write to a customer's money runs inside
 `transaction.atomic` and takes, in this order,
-  1. the customer row (`lock_customer`),
+  1. the customer row (`customers.locks.lock_customer`),
   2. the customer's cached accounts, ordered by id (`lock_accounts`; `ledger_post` re-locks the same rows,
      which is free inside the same transaction),
   3. the caller's own rows (Hold, Charge, ...), after the customer.
@@ -17,18 +17,18 @@ from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
-from django.db.models import OuterRef, QuerySet, Subquery, Sum
+from django.db.models import OuterRef, Subquery, Sum
 
 from agencies.models import Agency
+from customers.locks import lock_customer
 from customers.models import Customer
 from disbalance.exceptions import InsufficientFunds, InvalidState, ValidationFailed
+from disbalance.locking import for_update
 from disbalance.models import ConsumerService
 from disbalance.money import CENT, ZERO, MoneyField, format_amount
 from wallets.exceptions import LedgerCorrupted, LedgerDuplicate, LedgerImbalanced, LedgerInvalidPosting
 from wallets.models import Account, LedgerEntry, LedgerTransaction
 
-# Set to False only by the concurrency experiment that shows the tests fail without row locks.
-_row_locks_enabled = True
 # Re-sum every touched account's entries after posting (tests turn this on; the cheap check always runs).
 FULL_CHECK = False
 
@@ -41,30 +41,13 @@ def _require_atomic(what: str) -> None:
         raise LedgerInvalidPosting(f"{what} must run inside transaction.atomic")
 
 
-def _for_update(qs: QuerySet) -> QuerySet:
-    if not _row_locks_enabled:
-        return qs
-    # NO KEY UPDATE: still exclusive between writers, but does not block inserts of rows referencing the locked
-    # one (e.g. ledger entries by another transaction) the way FOR UPDATE would. `of=self`: never the joined rows.
-    features = connection.features
-    return qs.select_for_update(
-        no_key=features.has_select_for_no_key_update, of=("self",) if features.has_select_for_update_of else ()
-    )
-
-
 # --- locks ----------------------------------------------------------------------------------------------------
-
-def lock_customer(customer_id: int) -> Customer:
-    """Lock the customer row (first lock of every money write) and return it fresh from the database."""
-    _require_atomic("lock_customer")
-    return _for_update(Customer.objects.select_related("service")).get(pk=customer_id)
-
 
 def lock_accounts(accounts: Iterable[Account]) -> dict[int, Account]:
     """Lock the accounts (after the customer), in id order, and return fresh rows by id."""
     _require_atomic("lock_accounts")
     ids = sorted({account.pk for account in accounts})
-    locked = {account.pk: account for account in _for_update(Account.objects.filter(pk__in=ids).order_by("id"))}
+    locked = {account.pk: account for account in for_update(Account.objects.filter(pk__in=ids).order_by("id"))}
     if len(locked) != len(ids):
         raise LedgerInvalidPosting("an account to lock does not exist")
     return locked

@@ -36,8 +36,9 @@ from balance_gateway.exceptions import (
     BalanceRetryableError,
     BalanceUnknownOutcome,
 )
-from balance_gateway.models import BalanceCall, OutboxOperation
+from balance_gateway.models import BalanceCall
 from balance_gateway.xmlrpc import dumps_call, wire_value
+from disbalance.models import OutboxOperation
 
 pytestmark = pytest.mark.django_db
 

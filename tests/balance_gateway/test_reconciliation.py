@@ -18,12 +18,14 @@ from django.utils import timezone
 from agencies.models import Agency
 from agencies.services import agency_contracts_refresh
 from balance_gateway.client import BalanceClient
-from balance_gateway.models import Mismatch, OutboxOperation
-from balance_gateway.reconciliation import mismatch_fix, mismatch_resolve, reconcile
 from customers.models import Customer
 from disbalance.exceptions import InvalidState, ValidationFailed
+from disbalance.models import OutboxOperation
 from payments.models import BalanceOrder, TopUp
 from payments.services import orders_pull, product_create, spend_report
+from reconciliation.actions import mismatch_fix, mismatch_resolve
+from reconciliation.models import Mismatch
+from reconciliation.run import reconcile
 from tests.customers.test_api import COMPANY
 
 CUSTOMER = "/api/v1/customers/dealer:20101"
@@ -97,7 +99,7 @@ def open_keys():
 
 def support_user(*perms):
     user = User.objects.create_user("support", password="pw", is_staff=True)
-    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="balance_gateway",
+    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="reconciliation",
                                                          codename__in=["view_mismatch", *perms]))
     return User.objects.get(pk=user.pk)  # fresh: no permission cache
 
@@ -147,7 +149,7 @@ def test_sabotage_is_found_fixed_and_closed_with_who_did_what(api, emulator, run
     # Support fixes the ownership one from the admin queue.
     user = support_user("fix_mismatch")
     client.force_login(user)
-    response = client.post("/admin/balance_gateway/mismatch/", {"action": "fix_selected",
+    response = client.post("/admin/reconciliation/mismatch/", {"action": "fix_selected",
                                                                "_selected_action": [row.pk]}, follow=True)
     assert response.status_code == 200
     assert emulator_orders(emulator)[boost.pk]["AgencyID"] == agency_a.balance_client_id
@@ -178,7 +180,7 @@ def test_sabotage_is_found_fixed_and_closed_with_who_did_what(api, emulator, run
                for h in Mismatch.objects.get(key=money_out).history.order_by("history_id")]
     assert history == [("detected", None, "open"), ("autofix: fix applied", None, "open"),
                        ("closed by the system", None, "resolved")]
-    page = client.get(f"/admin/balance_gateway/mismatch/{row.pk}/history/")
+    page = client.get(f"/admin/reconciliation/mismatch/{row.pk}/history/")
     assert page.status_code == 200 and b"support: fix applied" in page.content
     call_command("verify_ledger")
 
@@ -301,10 +303,12 @@ def test_stale_operations(service, settings):
     retryable = OutboxOperation.objects.create(kind="orders.sync", subject=f"customer:{customer.pk}",
                                                payload={"customer_id": customer.pk}, service=service,
                                                status="failed", attempts=20,
-                                               last_error="BalanceRetryableError: UNAVAILABLE")
+                                               last_error="BalanceRetryableError: UNAVAILABLE",
+                                               failure_kind="retryable")
     final = OutboxOperation.objects.create(kind="orders.sync", subject=f"customer:{customer.pk}",
                                            payload={"customer_id": customer.pk}, service=service, status="failed",
-                                           attempts=1, last_error="OutboxFinalError: order 7: refused")
+                                           attempts=1, last_error="OutboxFinalError: order 7: refused",
+                                           failure_kind="final")
     stuck = OutboxOperation.objects.create(kind="orders.sync", subject="customer:999999", payload={}, service=service,
                                            status="pending", next_attempt_at=old)
     OutboxOperation.objects.filter(pk=stuck.pk).update(created_at=old)
@@ -394,32 +398,32 @@ def test_admin_queue_details_and_resolve_with_comment(client, service):
                  "fix": "report"})
     viewer = support_user()
     client.force_login(viewer)
-    changelist = client.get("/admin/balance_gateway/mismatch/?status__exact=open&kind__exact=money_out")
+    changelist = client.get("/admin/reconciliation/mismatch/?status__exact=open&kind__exact=money_out")
     assert changelist.status_code == 200 and b"Order 1: CompletionQty differs" in changelist.content
     assert b"fix_selected" not in changelist.content and b"resolve_selected" not in changelist.content
     for term in ("dealer:1", "100123"):
-        found = client.get("/admin/balance_gateway/mismatch/", {"q": term})
+        found = client.get("/admin/reconciliation/mismatch/", {"q": term})
         assert b"Order 1: CompletionQty differs" in found.content, term
-    assert b"Order 1" not in client.get("/admin/balance_gateway/mismatch/", {"q": "dealer:2"}).content
-    page = client.get(f"/admin/balance_gateway/mismatch/{mismatch.pk}/change/")
+    assert b"Order 1" not in client.get("/admin/reconciliation/mismatch/", {"q": "dealer:2"}).content
+    page = client.get(f"/admin/reconciliation/mismatch/{mismatch.pk}/change/")
     assert page.status_code == 200
     assert b"<th>billing</th><th>Balance</th>" in page.content and b"999.00" in page.content
     assert b'"rows"' not in page.content and b"mismatch-fix" not in page.content
-    assert client.post(f"/admin/balance_gateway/mismatch/{mismatch.pk}/fix/").status_code == 403
-    assert client.get(f"/admin/balance_gateway/mismatch/{mismatch.pk}/resolve/").status_code == 403
+    assert client.post(f"/admin/reconciliation/mismatch/{mismatch.pk}/fix/").status_code == 403
+    assert client.get(f"/admin/reconciliation/mismatch/{mismatch.pk}/resolve/").status_code == 403
 
     client.logout()
     user = User.objects.create_user("lead", is_staff=True)
     user.user_permissions.add(*Permission.objects.filter(codename__in=["view_mismatch", "resolve_mismatch"]))
     client.force_login(user)
     action = {"action": "resolve_selected", "_selected_action": [mismatch.pk]}
-    form = client.post("/admin/balance_gateway/mismatch/", action)
+    form = client.post("/admin/reconciliation/mismatch/", action)
     assert form.status_code == 200 and b'name="comment"' in form.content
-    empty = client.post("/admin/balance_gateway/mismatch/", {**action, "post": "yes", "comment": " "})
+    empty = client.post("/admin/reconciliation/mismatch/", {**action, "post": "yes", "comment": " "})
     assert b"A comment is required" in empty.content
     mismatch.refresh_from_db()
     assert mismatch.status == "open"
-    done = client.post("/admin/balance_gateway/mismatch/", {**action, "post": "yes", "comment": "Checked: fine"},
+    done = client.post("/admin/reconciliation/mismatch/", {**action, "post": "yes", "comment": "Checked: fine"},
                        follow=True)
     assert done.status_code == 200
     mismatch.refresh_from_db()
@@ -433,12 +437,12 @@ def test_admin_page_buttons(client, service):
                                        summary="Operation 1 failed", service=service, details={"rows": []})
     user = User.objects.create_superuser("admin", password="pw")
     client.force_login(user)
-    page = client.get(f"/admin/balance_gateway/mismatch/{mismatch.pk}/change/")
+    page = client.get(f"/admin/reconciliation/mismatch/{mismatch.pk}/change/")
     assert b"mismatch-fix" in page.content and b"mismatch-resolve" in page.content
-    fixed = client.post(f"/admin/balance_gateway/mismatch/{mismatch.pk}/fix/", follow=True)
+    fixed = client.post(f"/admin/reconciliation/mismatch/{mismatch.pk}/fix/", follow=True)
     assert b"the operation no longer exists" in fixed.content
-    form = client.get(f"/admin/balance_gateway/mismatch/{mismatch.pk}/resolve/")
+    form = client.get(f"/admin/reconciliation/mismatch/{mismatch.pk}/resolve/")
     assert form.status_code == 200 and b'name="comment"' in form.content
-    client.post(f"/admin/balance_gateway/mismatch/{mismatch.pk}/resolve/", {"comment": "obsolete"})
+    client.post(f"/admin/reconciliation/mismatch/{mismatch.pk}/resolve/", {"comment": "obsolete"})
     mismatch.refresh_from_db()
     assert mismatch.status == "resolved" and mismatch.resolved_by == user

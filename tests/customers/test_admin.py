@@ -9,9 +9,9 @@ import pytest
 from django.db import transaction
 from django.urls import reverse
 
-from balance_gateway.models import OutboxOperation
 from customers.admin import RETURN_TO_PAGE
 from customers.models import Customer
+from disbalance.models import OutboxOperation
 from payments.models import BalanceOrder
 from payments.services import charge_create, hold_create, orders_ensure, product_create, topup_create
 from tests.customers.test_api import COMPANY
@@ -126,7 +126,7 @@ def test_customer_page_shows_wallet_statement_and_operations(admin_client, custo
 
     outbox = section(html, "money-outbox")
     operation = OutboxOperation.objects.filter(subject=f"customer:{customer.pk}").first()
-    assert reverse("admin:balance_gateway_outboxoperation_change", args=[operation.pk]) in outbox
+    assert reverse("admin:disbalance_outboxoperation_change", args=[operation.pk]) in outbox
     assert "orders.sync" in outbox and "topup.request" in outbox
 
     # The links from the page work.
@@ -134,7 +134,7 @@ def test_customer_page_shows_wallet_statement_and_operations(admin_client, custo
                  f"{reverse('admin:payments_topup_changelist')}?customer__id__exact={customer.pk}",
                  f"{reverse('admin:payments_hold_changelist')}?customer__id__exact={customer.pk}",
                  f"{reverse('admin:payments_charge_changelist')}?customer__id__exact={customer.pk}",
-                 f"{reverse('admin:balance_gateway_outboxoperation_changelist')}?subject=customer%3A{customer.pk}"):
+                 f"{reverse('admin:disbalance_outboxoperation_changelist')}?subject=customer%3A{customer.pk}"):
         response = admin_client.get(link)
         assert response.status_code == 200 and response.context["cl"].result_count >= 1, link
     assert admin_client.get(reverse("admin:payments_topup_change", args=[topup.pk])).status_code == 200

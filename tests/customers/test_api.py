@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from balance_gateway.models import OutboxOperation
 from customers.models import Customer
+from disbalance.models import OutboxOperation
 
 pytestmark = pytest.mark.django_db
 

@@ -14,10 +14,11 @@ from django.db import IntegrityError
 
 from agencies.models import Agency, Contract
 from balance_gateway.client import BalanceClient
-from balance_gateway.models import BalanceCall, OutboxOperation
+from balance_gateway.models import BalanceCall
 from customers import importing
 from customers.importing import COLUMNS, Outcome, customers_import, import_file_read
 from customers.models import AgencyAssignment, Customer
+from disbalance.models import OutboxOperation
 
 pytestmark = pytest.mark.django_db
 

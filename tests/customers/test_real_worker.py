@@ -11,9 +11,9 @@ import pytest
 from django.conf import settings as django_settings
 from django.db import connection
 
-from balance_gateway.outbox import outbox_sweep
 from customers.models import Customer
 from disbalance.celery import app as celery_app
+from disbalance.outbox import outbox_sweep
 from tests.conftest import requires_postgres, requires_redis
 from tests.customers.test_api import COMPANY, PERSON
 

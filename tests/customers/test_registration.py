@@ -5,8 +5,9 @@ import threading
 import pytest
 from django.db import connection
 
-from balance_gateway.models import BalanceCall, OutboxOperation
+from balance_gateway.models import BalanceCall
 from customers.models import Customer
+from disbalance.models import OutboxOperation
 from tests.conftest import requires_postgres
 from tests.customers.test_api import COMPANY, PERSON
 
@@ -65,7 +66,7 @@ def test_final_error_marks_failed_with_reason_and_admin_retry_recovers(api, emul
     op = OutboxOperation.objects.get(kind="customer.sync")
     assert op.status == "failed" and op.attempts == 2
     emulator.set_faults({})
-    from balance_gateway.outbox import outbox_retry
+    from disbalance.outbox import outbox_retry
 
     outbox_retry(operation=op)
     run_outbox()

@@ -16,9 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from django.db import transaction
 
-from balance_gateway.models import OutboxOperation
-from balance_gateway.outbox import outbox_process
-from disbalance.models import WebhookEvent
+from disbalance.models import OutboxOperation, WebhookEvent
+from disbalance.outbox import outbox_process
 from disbalance.services import service_create
 from disbalance.webhooks import (
     DELIVER_KIND,

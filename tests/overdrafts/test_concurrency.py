@@ -16,9 +16,10 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from overdrafts import selectors
-from overdrafts import services as overdraft_services
+from overdrafts.models import AgencyCredit
 from payments.models import Charge, Hold
 from tests.conftest import requires_postgres
+from tests.locking import without_row_locks
 from tests.overdrafts.conftest import agency_with_contract, register
 from wallets.models import Account
 
@@ -115,8 +116,6 @@ def test_agency_credit_under_16_clients(api, token, emulator, run_outbox, balanc
     assert {p for p, _, _ in successes} == {"/api/v1/customers/dealer:a", "/api/v1/customers/dealer:b"}
     assert all(a >= 0 for a in available)
     assert used > Decimal("9000.00"), "the workload did not reach the limit: the test proves little"
-    from overdrafts.models import AgencyCredit
-
     assert AgencyCredit.objects.get(agency=agency).used == used
 
 
@@ -125,7 +124,7 @@ def test_agency_credit_under_16_clients(api, token, emulator, run_outbox, balanc
 def test_the_credit_lock_is_what_keeps_the_limit(api, token, emulator, run_outbox, balance, products, monkeypatch):
     """The same workload without the AgencyCredit lock (and a pause that widens the race) must overspend."""
     agency = _agency_setup(api, emulator, run_outbox)
-    monkeypatch.setattr(overdraft_services, "_credit_lock_enabled", False)
+    without_row_locks(monkeypatch, AgencyCredit)
     read = selectors.agency_credit_used
 
     def slow_read(**kwargs):

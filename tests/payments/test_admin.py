@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.db import transaction
 from django.urls import reverse
 
-from balance_gateway.models import OutboxOperation
+from disbalance.models import OutboxOperation
 from payments.models import BalanceOrder, Charge, Hold, Product, Refund, TopUp
 from payments.services import charge_create, hold_capture, hold_create, orders_ensure, refund_create, topup_create
 from tests.factories import AgencyFactory, CustomerFactory

@@ -14,8 +14,10 @@ from django.core.management import call_command
 from django.db import connection, transaction
 from rest_framework.test import APIClient
 
+from customers.models import Customer
 from payments.models import Charge, Hold, Refund
 from tests.conftest import requires_postgres
+from tests.locking import without_row_locks
 from wallets import services as wallet_services
 from wallets.models import Account, LedgerTransaction
 
@@ -122,7 +124,7 @@ def test_one_wallet_under_16_clients(token, active_customer):
 @pytest.mark.django_db(transaction=True)
 def test_the_lock_is_what_keeps_it_exact(token, active_customer, monkeypatch):
     """The same workload with the row locks removed must break an invariant (this proves the test can fail)."""
-    monkeypatch.setattr(wallet_services, "_row_locks_enabled", False)
+    without_row_locks(monkeypatch, Customer, Account)
     _fund(active_customer, Decimal("3000.00"))
     try:
         successes, errors, min_available = _run_clients(token, seed=7)

@@ -25,8 +25,10 @@ from django.test import RequestFactory
 from django.urls import reverse
 
 from agencies.models import Contract
-from balance_gateway.models import Mismatch, OutboxOperation
 from customers.models import AgencyAssignment, Customer
+from disbalance.models import OutboxOperation
+from reconciliation.checks.party_data import CUSTOMER_DATA
+from reconciliation.models import Mismatch
 from tests.factories import AgencyFactory, CustomerFactory
 from tests.security.support import db_snapshot, snapshot_diff
 
@@ -46,8 +48,8 @@ REASONED = {
     ("overdrafts.overdraft", "unblock"),
     ("overdrafts.block", "unblock"),
     ("overdrafts.limitoverride", "end"),
-    ("balance_gateway.mismatch", "resolve_selected"),
-    ("balance_gateway.mismatch", "resolve"),
+    ("reconciliation.mismatch", "resolve_selected"),
+    ("reconciliation.mismatch", "resolve"),
 }
 
 # Actions without a reason, and why none is needed.
@@ -57,14 +59,14 @@ WITHOUT_REASON = {
     ("customers.customer", "sync_orders_to_balance"): "queues the creation of missing orders in Balance",
     ("customers.customer", "fix_mismatch"): "one-click re-sync of what reconciliation found; audited with the user "
                                             "in the mismatch (last_fix_by/last_fix_note) and the admin log",
-    ("balance_gateway.mismatch", "fix_selected"): "the same fix from the mismatch queue",
-    ("balance_gateway.mismatch", "fix"): "the same fix, as a button on the mismatch's page",
+    ("reconciliation.mismatch", "fix_selected"): "the same fix from the mismatch queue",
+    ("reconciliation.mismatch", "fix"): "the same fix, as a button on the mismatch's page",
     ("agencies.agency", "resync_with_balance"): "re-sends the agency to Balance (idempotent sync)",
     ("overdrafts.overdraft", "refresh_from_balance"): "reads Balance's overdraft (GetOverdraftParams)",
     ("overdrafts.agencycredit", "refresh_from_balance"): "reads Balance's credit limits",
     ("payments.balanceorder", "refresh_from_balance"): "reads Balance's figures, applied like notifications",
     ("payments.balanceorder", "sync_to_balance"): "queues the creation of missing orders in Balance",
-    ("balance_gateway.outboxoperation", "retry_now"): "re-queues an operation of the Balance link (not a "
+    ("disbalance.outboxoperation", "retry_now"): "re-queues an operation of the Balance link (not a "
                                                       "customer action; the customer page's retry asks a reason)",
     ("disbalance.webhookevent", "resend"): "re-delivers an event to the consumer (at-least-once anyway)",
     ("disbalance.consumerservice", "issue_token"): "service administration, not a customer action",
@@ -154,7 +156,7 @@ def console(service, products, admin_user, settings) -> Console:
         operation = enqueue_sync(customer, update=True)
     OutboxOperation.objects.filter(pk=operation.pk).update(status=OutboxOperation.Status.FAILED,
                                                            last_error="Balance said no")
-    mismatch = Mismatch.objects.create(kind=Mismatch.Kind.CUSTOMER_DATA, severity=Mismatch.Severity.WARNING,
+    mismatch = Mismatch.objects.create(kind=CUSTOMER_DATA, severity=Mismatch.Severity.WARNING,
                                        key=f"customer_data:customer:{customer.pk}", service=service,
                                        customer=customer, summary="e-mail differs")
     overdraft_apply_balance_params(customer_id=direct.pk, params=BalanceOverdraft(
@@ -219,10 +221,10 @@ CASES: dict[tuple[str, str], Case] = {
     ("overdrafts.overdraft", "unblock"): _action("overdrafts_overdraft", _overdraft, "unblock"),
     ("overdrafts.block", "unblock"): _action("overdrafts_block", _block, "unblock"),
     ("overdrafts.limitoverride", "end"): _action("overdrafts_limitoverride", lambda c: c.override, "end"),
-    ("balance_gateway.mismatch", "resolve_selected"): _action("balance_gateway_mismatch", lambda c: c.mismatch,
+    ("reconciliation.mismatch", "resolve_selected"): _action("reconciliation_mismatch", lambda c: c.mismatch,
                                                               "resolve_selected", key="comment"),
-    ("balance_gateway.mismatch", "resolve"): Case(
-        lambda c: reverse("admin:balance_gateway_mismatch_resolve", args=[c.mismatch.pk]),
+    ("reconciliation.mismatch", "resolve"): Case(
+        lambda c: reverse("admin:reconciliation_mismatch_resolve", args=[c.mismatch.pk]),
         lambda c, r: _with_reason({}, r, "comment")),
 }
 

@@ -34,8 +34,8 @@ def test_reconciliation_limit_of_the_own_pot_after_a_move_and_when_overdue(servi
 
     from django.utils import timezone
 
-    from balance_gateway.reconciliation import _spend_limit
     from overdrafts.models import Overdraft
+    from reconciliation.checks.unpaid import _spend_limit
     from tests.factories import AgencyFactory, CustomerFactory
     from wallets.services import wallet_charge
 
@@ -60,8 +60,8 @@ def test_a_patch_while_the_registration_sync_waits_makes_it_push_the_new_data(se
     # Soak, seed 4: registration created the Balance client, then failed on GetClientPersons and waited in backoff;
     # a PATCH reused that waiting operation (dedup) whose payload said update=False, so the Balance client kept
     # the old name for good (only the person, created later, got the new one).
-    from balance_gateway.models import OutboxOperation
     from customers.services import CustomerData, customer_register, customer_update
+    from disbalance.models import OutboxOperation
 
     customer = customer_register(service=service, external_id="c:1", data=CustomerData(
         kind="individual", name="Old Name", legal={"lname": "Old", "fname": "Name"})).customer

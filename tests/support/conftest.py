@@ -89,10 +89,10 @@ def mismatched(service, balance, emulator, run_outbox):
     """A customer registered in the emulator whose wallet order was moved to another agency behind billing's back,
     and the reconciliation run (autofix off) that recorded it: returns (customer, order, mismatch)."""
     from agencies.services import AgencyData, agency_register
-    from balance_gateway.models import Mismatch
-    from balance_gateway.reconciliation import reconcile
     from customers.services import CustomerData, customer_register
     from payments.services import orders_ensure
+    from reconciliation.models import Mismatch
+    from reconciliation.run import reconcile
 
     other = agency_register(service=service, external_id="agency:other", data=AgencyData(
         name="Other Agency LLC", legal={"inn": "7700000009", "legal_address": "Moscow"})).agency

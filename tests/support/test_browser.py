@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from django.db import connections, transaction
 
-from balance_gateway.models import Mismatch
 from disbalance.services import service_token_issue
+from reconciliation.models import Mismatch
 from tests.support.conftest import PASSWORD
 from wallets.models import LedgerTransaction
 from wallets.services import wallet_credit_topup
@@ -97,7 +97,7 @@ def test_support_finds_a_customer_fixes_its_mismatch_and_cannot_edit_ledger_or_t
 
     # Open the mismatch: its page in the queue says what differs.
     mismatches.get_by_role("link", name="Open").click()
-    page.wait_for_url(f"**/admin/balance_gateway/mismatch/{mismatch.pk}/change/")
+    page.wait_for_url(f"**/admin/reconciliation/mismatch/{mismatch.pk}/change/")
     content = page.locator("#content").inner_text().lower()
     assert "agencyid" in content and "status:\nopen" in content
     page.go_back()
@@ -112,7 +112,7 @@ def test_support_finds_a_customer_fixes_its_mismatch_and_cannot_edit_ledger_or_t
     mismatch.refresh_from_db()
     assert mismatch.status == Mismatch.Status.RESOLVED and mismatch.last_fix_by == support_user
 
-    page.goto(f"/admin/balance_gateway/mismatch/{mismatch.pk}/change/")
+    page.goto(f"/admin/reconciliation/mismatch/{mismatch.pk}/change/")
     content = page.locator("#content").inner_text().lower()
     assert "status:\nresolved" in content and "after the fix by support" in content
 

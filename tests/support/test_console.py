@@ -16,7 +16,6 @@ from django.db import transaction
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
-from balance_gateway.models import Mismatch, OutboxOperation
 from customers.models import AgencyAssignment, Customer
 from disbalance.management.commands.setup_groups import (
     BILLING_ADMIN,
@@ -25,10 +24,11 @@ from disbalance.management.commands.setup_groups import (
     group_permissions,
     groups_setup,
 )
-from disbalance.models import ServiceToken
+from disbalance.models import OutboxOperation, ServiceToken
 from disbalance.services import service_token_issue
 from payments.models import TopUp
 from payments.services import orders_ensure
+from reconciliation.models import Mismatch
 from tests.factories import AgencyFactory, ConsumerServiceFactory, CustomerFactory
 from tests.support.conftest import make_staff
 from wallets.models import Account, LedgerEntry, LedgerTransaction
@@ -200,7 +200,8 @@ def test_customer_page_shows_agency_history_mismatches_and_changes(support_clien
     warning = mismatch(customer, "warning", n=2, kind="money_in")
     mismatch(CustomerFactory(service=service), n=3)  # another customer's: not shown
     operation = OutboxOperation.objects.create(kind="customer.sync", subject=f"customer:{customer.pk}",
-                                               status="failed", last_error="BalanceFinalError: bad INN")
+                                               status="failed", last_error="BalanceFinalError: bad INN",
+                                               failure_kind="final")
 
     response = support_client.get(page(customer))
     assert response.status_code == 200
@@ -216,7 +217,7 @@ def test_customer_page_shows_agency_history_mismatches_and_changes(support_clien
     assert [row["obj"] for row in rows] == [critical, warning]  # the most severe first
     assert rows[0]["differences"] == [["AgencyID", "5", "7"]] and rows[0]["fixable"]
     assert f'value="{critical.pk}"' in html and "fix-mismatch" in html  # the Fix button
-    assert reverse("admin:balance_gateway_mismatch_change", args=[critical.pk]) in html
+    assert reverse("admin:reconciliation_mismatch_change", args=[critical.pk]) in html
     assert f"customer__id__exact={customer.pk}&amp;status__exact=open" in html  # the queue, filtered
 
     changes = response.context["change_rows"]
@@ -473,8 +474,8 @@ def test_setup_groups_is_idempotent_and_leaves_other_apps_grants(db):
 
 def test_group_permissions(support_user, billing_admin):
     for perm in ("customers.view_customer", "wallets.view_ledgertransaction", "disbalance.view_servicetoken",
-                 "balance_gateway.view_mismatch", "customers.change_agency", "customers.retry_operation",
-                 "balance_gateway.fix_mismatch", "balance_gateway.resolve_mismatch"):
+                 "reconciliation.view_mismatch", "customers.change_agency", "customers.retry_operation",
+                 "reconciliation.fix_mismatch", "reconciliation.resolve_mismatch"):
         assert support_user.has_perm(perm) and billing_admin.has_perm(perm), perm
     for perm in ("customers.adjust_wallet", "payments.add_product", "payments.change_product",
                  "disbalance.add_consumerservice", "disbalance.change_servicetoken", "payments.change_hold"):
@@ -563,7 +564,7 @@ def test_every_page_renders(support_client, billing_client, customer, agency_a, 
     support_client.post(action(customer, "change_agency"), {"agency": agency_b.pk, "reason": "render test"})
     pages = ["/admin/", DASHBOARD, f"{DASHBOARD}?q=dealer&list=1", f"{DASHBOARD}?q=nothing-like-it", page(customer),
              action(customer, "change_agency"), action(customer, "retry_operation", operation.pk),
-             reverse("admin:balance_gateway_mismatch_change", args=[row.pk])]
+             reverse("admin:reconciliation_mismatch_change", args=[row.pk])]
     for model_admin in admin.site._registry.values():
         if model_admin.model._meta.app_label in BILLING_APPS:
             pages += _model_pages(model_admin)

@@ -23,7 +23,7 @@ from customers.models import Customer
 from disbalance.exceptions import InsufficientFunds
 from tests.conftest import requires_postgres
 from tests.factories import ConsumerServiceFactory, CustomerFactory
-from wallets import services
+from tests.locking import without_row_locks
 from wallets.models import Account, LedgerEntry, LedgerTransaction
 from wallets.services import (
     wallet_capture,
@@ -173,7 +173,7 @@ def test_concurrent_operations_keep_the_ledger_exact():
 
 @pytest.mark.xfail(strict=True, reason="fails without the lock: the same bank test with row locks switched off")
 def test_concurrent_operations_without_row_locks_break_the_ledger(monkeypatch):
-    monkeypatch.setattr(services, "_row_locks_enabled", False)
+    without_row_locks(monkeypatch, Customer, Account)
     customer, outcomes = run_bank_test()
     check_bank_invariants(customer, outcomes)
 

@@ -8,7 +8,9 @@ import pytest
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
 
+from customers.locks import lock_customer
 from disbalance.exceptions import ValidationFailed
+from disbalance.locking import TransactionRequired
 from tests.factories import ConsumerServiceFactory, CustomerFactory
 from wallets.exceptions import (
     LedgerCorrupted,
@@ -21,7 +23,6 @@ from wallets.models import Account, LedgerEntry, LedgerTransaction
 from wallets.services import (
     clearing_account_get_or_create,
     ledger_post,
-    lock_customer,
     spend_account_get_or_create,
     wallet_account_get_or_create,
     wallet_credit_topup,
@@ -139,7 +140,7 @@ def test_posting_outside_a_transaction_is_refused():
     clearing = clearing_account_get_or_create(service=customer.service)
     with pytest.raises(LedgerInvalidPosting, match="atomic"):
         ledger_post(service=customer.service, type="topup", entries=[(wallet, D("1.00")), (clearing, D("-1.00"))])
-    with pytest.raises(LedgerInvalidPosting, match="atomic"):
+    with pytest.raises(TransactionRequired, match="atomic"):
         lock_customer(customer.pk)
     assert counts() == (0, 0)
 

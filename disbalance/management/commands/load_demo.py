@@ -13,9 +13,9 @@ from agencies.models import Agency
 from agencies.services import AgencyData, agency_contracts_refresh, agency_register
 from balance_gateway.client import EmulatorControl
 from balance_gateway.exceptions import BalanceError
-from balance_gateway.outbox import outbox_drain
 from customers.services import CustomerData, customer_register
 from disbalance.models import ServiceToken, hash_token
+from disbalance.outbox import outbox_drain
 from disbalance.services import service_create, service_token_issue
 
 DEMO_TOKEN = "dsb_demo_local_only_token"

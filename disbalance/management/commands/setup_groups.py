@@ -16,7 +16,7 @@ admins, superusers included, whatever the permissions say.
 
 The console's own permissions are not tied to a model of their own, so they live on the Customer content type
 (`customers.change_agency`, `customers.adjust_wallet`, `customers.retry_operation`) and are created here;
-`balance_gateway.fix_mismatch` / `resolve_mismatch` are declared by the Mismatch model.
+`reconciliation.fix_mismatch` / `resolve_mismatch` are declared by the Mismatch model.
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 # Billing's apps: `support` may view every model in them.
-BILLING_APPS = ("disbalance", "balance_gateway", "agencies", "customers", "wallets", "payments", "overdrafts")
+BILLING_APPS = ("disbalance", "balance_gateway", "agencies", "customers", "wallets", "payments", "overdrafts",
+                "reconciliation")
 # The apps whose group permissions this command owns (`overdrafts` grants its own in a migration).
-MANAGED_APPS = ("disbalance", "balance_gateway", "agencies", "customers", "wallets", "payments")
+MANAGED_APPS = ("disbalance", "balance_gateway", "agencies", "customers", "wallets", "payments", "reconciliation")
 
 # The console's permissions without a model of their own, created on the Customer content type.
 CUSTOMER_PERMISSIONS = {
@@ -45,8 +46,8 @@ BILLING_ADMIN = "billing-admin"
 SUPPORT_EXTRA = (
     "customers.change_agency",
     "customers.retry_operation",
-    "balance_gateway.fix_mismatch",
-    "balance_gateway.resolve_mismatch",
+    "reconciliation.fix_mismatch",
+    "reconciliation.resolve_mismatch",
 )
 BILLING_ADMIN_EXTRA = (
     "customers.adjust_wallet",

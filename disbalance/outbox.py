@@ -1,4 +1,4 @@
-"""The outbox: Balance and webhook work written in the same transaction as the domain change.
+"""The outbox: side-effect work (Balance calls, webhooks) written in the same transaction as the domain change.
 
 Life of an operation: `pending` -> (claimed with a lease) `in_progress` -> `done`, or back to `pending` with
 capped exponential backoff and jitter after a retryable error, or `failed` after a final error or
@@ -8,6 +8,12 @@ the periodic sweep re-sends anything due and left behind (lost task, crash, back
 Handlers are registered per `kind` by the app that owns the work and must be safe to repeat: an unknown
 outcome (timeout, lost response) is resolved by looking the state up, never by blindly creating again.
 At most one operation per `subject` runs at a time, so two workers never race on one customer.
+
+Failures are classified by the exception, and the class is stored on the row (`failure_kind`):
+`OutboxRetry` and any error whose `retryable` attribute is true (the gateway's `BalanceRetryableError`) are
+retried with backoff; `OutboxFinalError` and errors with `retryable` false (`BalanceFinalError`) fail at once;
+anything else is a crash of the handler, retried like a retryable error and logged. The outbox knows no adapter:
+an adapter that wants to see the operation around its calls (the gateway's call log) registers a run context.
 """
 
 from __future__ import annotations
@@ -16,31 +22,39 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from celery import shared_task
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from balance_gateway.exceptions import BalanceError, BalanceRetryableError
-from balance_gateway.models import OutboxOperation
+from disbalance.models import OutboxOperation
 
 logger = logging.getLogger(__name__)
 
 Status = OutboxOperation.Status
+FailureKind = OutboxOperation.FailureKind
 Handler = Callable[[OutboxOperation], dict[str, Any] | None]
+RunContext = Callable[[int], AbstractContextManager[Any]]
 _HANDLERS: dict[str, Handler] = {}
+_RUN_CONTEXTS: list[RunContext] = []
 
 
 class OutboxRetry(Exception):
     """Raised by a handler to try again later without it being an error of Balance (e.g. waiting for a
     dependency such as the agency's Balance client)."""
 
+    retryable = True
+
 
 class OutboxFinalError(Exception):
     """Raised by a handler when repeating cannot help (bad data, refused by Balance)."""
+
+    retryable = False
 
 
 def outbox_handler(kind: str) -> Callable[[Handler], Handler]:
@@ -53,8 +67,22 @@ def outbox_handler(kind: str) -> Callable[[Handler], Handler]:
     return register
 
 
-def registered_kinds() -> list[str]:
-    return sorted(_HANDLERS)
+def outbox_run_context(context: RunContext) -> RunContext:
+    """Register a context manager factory entered around every handler run, given the operation id."""
+    if context in _RUN_CONTEXTS:
+        raise RuntimeError(f"outbox run context {context!r} registered twice")
+    _RUN_CONTEXTS.append(context)
+    return context
+
+
+def failure_kind(exc: BaseException) -> str:
+    """`retryable`, `final` or `crash`, from the exception's type or its `retryable` attribute."""
+    retryable = getattr(exc, "retryable", None)
+    if retryable is True:
+        return FailureKind.RETRYABLE
+    if retryable is False:
+        return FailureKind.FINAL
+    return FailureKind.CRASH
 
 
 def backoff_seconds(attempts: int) -> float:
@@ -65,8 +93,6 @@ def backoff_seconds(attempts: int) -> float:
 
 
 def _dispatch_after_commit(operation_id: int) -> None:
-    from balance_gateway.tasks import outbox_dispatch
-
     def send() -> None:
         try:
             outbox_dispatch.delay(operation_id)
@@ -148,27 +174,33 @@ def _finish(operation: OutboxOperation, **fields: Any) -> None:
     OutboxOperation.objects.filter(pk=operation.pk, status=Status.IN_PROGRESS).update(**fields)
 
 
-def _reschedule(operation: OutboxOperation, error: str) -> float | None:
+def _reschedule(operation: OutboxOperation, error: str, kind: str) -> float | None:
     """Back to `pending` after a retryable error, or `failed` when attempts are used up."""
     now = timezone.now()
     if operation.attempts >= operation.max_attempts:
-        _finish(operation, status=Status.FAILED, last_error=error[:4000])
+        _finish(operation, status=Status.FAILED, last_error=error[:4000], failure_kind=kind)
         return None
     delay = backoff_seconds(operation.attempts)
     try:
         with transaction.atomic():
-            _finish(operation, status=Status.PENDING, last_error=error[:4000],
+            _finish(operation, status=Status.PENDING, last_error=error[:4000], failure_kind=kind,
                     next_attempt_at=now + timedelta(seconds=delay))
     except IntegrityError:
         # A newer waiting operation with the same dedup key exists and covers this one.
-        _finish(operation, status=Status.DONE, done_at=now, last_error=error[:4000],
+        _finish(operation, status=Status.DONE, done_at=now, last_error=error[:4000], failure_kind=kind,
                 result={"superseded": True})
         return None
     return delay
 
 
+def _retry_inline(exc: Exception) -> bool:
+    """A quick retryable error of the remote side (not our own `OutboxRetry`, which waits for a dependency)."""
+    return (getattr(exc, "retryable", None) is True and not isinstance(exc, OutboxRetry)
+            and getattr(exc, "code", "") != "TIMEOUT")
+
+
 def _run_with_quick_retries(handler: Handler, operation: OutboxOperation) -> dict[str, Any] | None:
-    """Run the handler, retrying at once (briefly) after a quick retryable Balance error.
+    """Run the handler, retrying at once (briefly) after a quick retryable error of the remote side.
 
     Handlers are safe to repeat and keep their progress, so a flaky Balance costs a second try now rather than a
     backoff wait. Timeouts are not retried inline: a slow Balance should not hold a worker longer.
@@ -176,8 +208,8 @@ def _run_with_quick_retries(handler: Handler, operation: OutboxOperation) -> dic
     for attempt in range(settings.OUTBOX_INLINE_RETRIES + 1):
         try:
             return handler(operation)
-        except BalanceRetryableError as exc:
-            if attempt == settings.OUTBOX_INLINE_RETRIES or getattr(exc, "code", "") == "TIMEOUT":
+        except Exception as exc:
+            if attempt == settings.OUTBOX_INLINE_RETRIES or not _retry_inline(exc):
                 raise
             time.sleep(min(0.05 * (2**attempt), 0.5) * random.uniform(0.5, 1.0))
     return None  # pragma: no cover - the loop returns or raises
@@ -193,8 +225,6 @@ class ProcessResult:
 
 def outbox_process(*, operation_id: int, ignore_schedule: bool = False) -> ProcessResult:
     """One attempt at one operation. Safe to call from several workers at once."""
-    from balance_gateway.client import operation_context
-
     try:
         operation = _claim(operation_id, ignore_schedule=ignore_schedule)
     except _SubjectBusy:
@@ -203,33 +233,34 @@ def outbox_process(*, operation_id: int, ignore_schedule: bool = False) -> Proce
         return ProcessResult(operation_id, "skipped")
     handler = _HANDLERS.get(operation.kind)
     if handler is None:
-        _finish(operation, status=Status.FAILED, last_error=f"no handler for kind {operation.kind!r}")
+        _finish(operation, status=Status.FAILED, last_error=f"no handler for kind {operation.kind!r}",
+                failure_kind=FailureKind.NO_HANDLER)
         return ProcessResult(operation_id, "failed", error="no handler")
     log_extra = {"operation": operation.pk, "kind": operation.kind, "subject": operation.subject,
                  "attempt": operation.attempts}
     try:
-        with operation_context(operation.pk):
+        with ExitStack() as stack:
+            for context in _RUN_CONTEXTS:
+                stack.enter_context(context(operation.pk))
             result = _run_with_quick_retries(handler, operation)
-    except (BalanceRetryableError, OutboxRetry) as exc:
-        error = f"{type(exc).__name__}: {exc}"
-        retry_in = _reschedule(operation, error)
-        logger.info("outbox operation will be retried", extra={**log_extra, "error": error, "retry_in": retry_in})
-        _on_attempt_failed(operation, error, final=retry_in is None)
-        return ProcessResult(operation_id, "retry" if retry_in is not None else "failed", retry_in, error)
-    except (BalanceError, OutboxFinalError) as exc:
-        error = f"{type(exc).__name__}: {exc}"
-        _finish(operation, status=Status.FAILED, last_error=error[:4000])
-        logger.warning("outbox operation failed", extra={**log_extra, "error": error})
-        _on_attempt_failed(operation, error, final=True)
-        return ProcessResult(operation_id, "failed", error=error)
     except Exception as exc:
-        # A bug in a handler must not wedge the operation: it is retried like a Balance error and logged.
         error = f"{type(exc).__name__}: {exc}"
-        logger.exception("outbox handler crashed", extra=log_extra)
-        retry_in = _reschedule(operation, error)
+        kind = failure_kind(exc)
+        if kind == FailureKind.FINAL:
+            _finish(operation, status=Status.FAILED, last_error=error[:4000], failure_kind=kind)
+            logger.warning("outbox operation failed", extra={**log_extra, "error": error})
+            _on_attempt_failed(operation, error, final=True)
+            return ProcessResult(operation_id, "failed", error=error)
+        if kind == FailureKind.CRASH:
+            # A bug in a handler must not wedge the operation: it is retried like a Balance error and logged.
+            logger.exception("outbox handler crashed", extra=log_extra)
+        retry_in = _reschedule(operation, error, kind)
+        if kind == FailureKind.RETRYABLE:
+            logger.info("outbox operation will be retried",
+                        extra={**log_extra, "error": error, "retry_in": retry_in})
         _on_attempt_failed(operation, error, final=retry_in is None)
         return ProcessResult(operation_id, "retry" if retry_in is not None else "failed", retry_in, error)
-    _finish(operation, status=Status.DONE, done_at=timezone.now(), last_error="", result=result)
+    _finish(operation, status=Status.DONE, done_at=timezone.now(), last_error="", failure_kind="", result=result)
     return ProcessResult(operation_id, "done")
 
 
@@ -240,6 +271,8 @@ def outbox_on_failure(kind: str) -> Callable:
     """Register a callback run after a failed attempt of `kind` (e.g. show the reason on the customer)."""
 
     def register(func: Callable[[OutboxOperation, str, bool], None]) -> Callable:
+        if kind in _FAILURE_LISTENERS and _FAILURE_LISTENERS[kind] is not func:
+            raise RuntimeError(f"outbox failure listener for {kind!r} registered twice")
         _FAILURE_LISTENERS[kind] = func
         return func
 
@@ -268,8 +301,6 @@ def outbox_due_ids(*, limit: int | None = None, now: Any = None) -> list[int]:
 
 def outbox_sweep() -> dict[str, int]:
     """Send every operation that is due. With a broker, each goes to a worker; embedded, it runs here."""
-    from balance_gateway.tasks import outbox_dispatch
-
     if settings.CELERY_TASK_ALWAYS_EAGER:
         ids = outbox_due_ids()
         outcomes: dict[str, int] = {}
@@ -289,7 +320,7 @@ def outbox_sweep() -> dict[str, int]:
 def outbox_drain(*, max_rounds: int = 50, ignore_schedule: bool = True) -> dict[str, int]:
     """Run every pending operation to completion in this process, skipping backoff waits.
 
-    For tests, the demo loader and operators (`manage.py outbox_drain`): not used by the running service.
+    For tests, the demo loader and the benchmarks: not used by the running service.
     """
     totals: dict[str, int] = {}
     for _ in range(max_rounds):
@@ -332,3 +363,21 @@ def outbox_retry(*, operation: OutboxOperation, reset_attempts: bool = True) -> 
     operation.save(update_fields=["status", "next_attempt_at", "attempts", "updated_at"])
     _dispatch_after_commit(operation.pk)
     return operation
+
+
+# --- tasks ------------------------------------------------------------------------------------------------------
+# Here rather than in a tasks module: enqueueing schedules `outbox_dispatch` and the task runs `outbox_process`, so
+# they are one unit. The names are the ones the tasks had under the gateway, so queued messages and the beat
+# schedule keep working across the move.
+
+@shared_task(name="balance_gateway.tasks.outbox_dispatch", acks_late=True, ignore_result=True)
+def outbox_dispatch(operation_id: int) -> str:
+    result = outbox_process(operation_id=operation_id)
+    if result.outcome == "retry" and result.retry_in is not None and not settings.CELERY_TASK_ALWAYS_EAGER:
+        outbox_dispatch.apply_async((operation_id,), countdown=result.retry_in)
+    return result.outcome
+
+
+@shared_task(name="balance_gateway.tasks.outbox_sweep", ignore_result=True)
+def outbox_sweep_task() -> dict[str, int]:
+    return outbox_sweep()

@@ -1,6 +1,6 @@
 """`manage.py reconcile [--customer EXTERNAL_ID] [--service SLUG] [--no-autofix] [--batch-size N]`.
 
-Compares billing with Balance (see `balance_gateway.reconciliation`), with a progress bar on stderr and a summary
+Compares billing with Balance (see `reconciliation.run`), with a progress bar on stderr and a summary
 table (found / new / fixed / closed by kind) on stdout. Exit code 0 whatever was found (mismatches are data, not
 errors); 1 when Balance cannot be reached or refuses the reads (what was checked before is kept).
 """
@@ -15,10 +15,12 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from balance_gateway.exceptions import BalanceError
-from balance_gateway.models import Mismatch
-from balance_gateway.reconciliation import ReconcileReport, batch_size_default, reconcile
 from customers.models import Customer
 from disbalance.models import ConsumerService
+from reconciliation.findings import ReconcileReport, batch_size_default
+from reconciliation.models import Mismatch
+from reconciliation.registry import CHECKS
+from reconciliation.run import reconcile
 
 
 class Command(BaseCommand):
@@ -83,7 +85,7 @@ class Command(BaseCommand):
               f"{report.persons_checked} person list(s), {report.operations} outbox operation(s) in "
               f"{report.duration:.2f}s; {report.calls_total} Balance call(s): {calls}.")
         header = ("kind", "found", "new", "fixed", "fix failed", "closed")
-        rows = [(Mismatch.Kind(kind).label, *figures) for kind, *figures in report.rows()]
+        rows = [(CHECKS[kind].label, *figures) for kind, *figures in report.rows()]
         totals = ("total", *(sum(row[i] for row in rows) for i in range(1, len(header))))
         widths = [max(len(str(r[i])) for r in [header, *rows, totals]) for i in range(len(header))]
 
@@ -103,4 +105,4 @@ class Command(BaseCommand):
         for error in report.errors:
             write(self.style.WARNING(f"warning: {error}"))
         open_now = Mismatch.objects.filter(status=Mismatch.Status.OPEN).count()
-        write(f"Open mismatches now: {open_now} (admin: Balance gateway > Mismatches).")
+        write(f"Open mismatches now: {open_now} (admin: Reconciliation > Mismatches).")

@@ -1,0 +1,55 @@
+"""Writes for overdrafts and agency credit, one module per use case (`spending`, `debt`, `limits`, `support`).
+
+Hooks called by payments inside the money transaction, with the customer row already locked:
+- `spend_limit(customer=, payer=)`: how far below zero this spend may take the payer's wallet. Refuses at once
+  (`409 customer_blocked`) a customer whose own debt is past due, even before the periodic check blocked it.
+  Direct customer: its effective overdraft limit (`selectors.overdraft_limit`). Under an agency: the room left
+  on the agency's postpaid credit, with the agency's `AgencyCredit` row locked (`lock_agency_credit`) until the
+  transaction ends, so that all the agency's customers spend against the shared limit one at a time.
+- `after_spend(customer=, payer=)` / `after_money_in(customer=, payer=)`: after any money movement. Both
+  re-derive the state from the ledger (a capture, for instance, is both), so they are the same function:
+  for the customer itself as payer, the debt clock and the overdue block (repayment unblocks at once); for an
+  agency, the credit `used` figure.
+
+Locking: customer (payments) -> AgencyCredit -> Overdraft / Block rows. No transaction locks two customers,
+and the credit pull locks an AgencyCredit alone, so the order never inverts. Under the credit lock, what the
+agency's *other* customers use is re-read from the ledger: every spend that lowers a wallet under the agency
+holds that lock until it commits, so the figure read cannot grow behind our back (money coming in only lowers
+it). Only a Balance-side correction (`wallet_adjust` downwards) lowers a wallet without it.
+
+Blocks (`Block` rows, kinds kept apart): `overdue` is set when the due date has passed with debt left (by the
+periodic `overdrafts_check`, and by every money movement of the customer) and lifted by repayment; `manual` is
+set and lifted by support only. `customer.blocked` mirrors "has an open block"; each flip emits the
+`customer.blocked` / `customer.unblocked` webhook in the same transaction.
+
+Limits from Balance: `NotifyClient2` (the `client` notification applier; Tid rule per customer) and the
+periodic `overdrafts_pull` (GetOverdraftParams; NOT_FOUND = no overdraft; no Tid, so it overwrites without
+moving `last_tid`). Credit limits: `agency_credits_pull` (GetClientCreditLimits).
+"""
+
+from overdrafts.locks import lock_agency_credit
+from overdrafts.services.debt import DebtRefresh, overdrafts_check, payment_term
+from overdrafts.services.limits import (
+    BalanceOverdraft,
+    ClientNotifications,
+    agency_credits_pull,
+    balance_overdraft_from_notification,
+    overdraft_apply_balance_params,
+    overdrafts_pull,
+)
+from overdrafts.services.spending import after_money_in, after_spend, spend_limit
+from overdrafts.services.support import (
+    OverrideCheck,
+    customer_block,
+    customer_unblock,
+    overdraft_override_end,
+    overdraft_override_set,
+    overdraft_override_validate,
+)
+
+__all__ = [
+    "BalanceOverdraft", "ClientNotifications", "DebtRefresh", "OverrideCheck", "after_money_in", "after_spend",
+    "agency_credits_pull", "balance_overdraft_from_notification", "customer_block", "customer_unblock",
+    "lock_agency_credit", "overdraft_apply_balance_params", "overdraft_override_end", "overdraft_override_set",
+    "overdraft_override_validate", "overdrafts_check", "overdrafts_pull", "payment_term", "spend_limit",
+]

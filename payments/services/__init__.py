@@ -1,0 +1,61 @@
+"""Writes for payments, one module per use case: products, Balance orders (unified account), top-ups, money
+reported by Balance (order state), charges, holds, refunds, and spend reported to Balance.
+
+Locking: every write to a customer's money locks the customer first (`customers.locks.lock_customer`), then the
+ledger accounts, then this app's own rows (order, hold, charge), inside one short transaction; figures are
+re-read and validated under the lock. Balance is called only by outbox handlers and periodic jobs, never inside
+a transaction.
+
+Importing this package registers the outbox handlers (`orders.sync`, `topup.request`) and the `order`
+notification applier.
+"""
+
+from payments.services.charges import charge_create
+from payments.services.holds import hold_capture, hold_create, hold_release, holds_expire
+from payments.services.order_state import OrderNotifications, OrderState, order_apply_balance_state, orders_pull
+from payments.services.orders import (
+    ORDERS_SYNC,
+    enqueue_orders_sync,
+    enqueue_orders_sync_by_id,
+    orders_ensure,
+    orders_resend,
+    orders_sync_to_balance,
+)
+from payments.services.products import ProductCreateResult, product_create
+from payments.services.refunds import refund_create
+from payments.services.spend import (
+    orders_rereport,
+    orders_with_unreported_spend,
+    spend_account_key,
+    spend_report,
+)
+from payments.services.topups import TOPUP_REQUEST, topup_create, topup_request_in_balance, topups_expire
+
+__all__ = [
+    "ORDERS_SYNC",
+    "TOPUP_REQUEST",
+    "OrderNotifications",
+    "OrderState",
+    "ProductCreateResult",
+    "charge_create",
+    "enqueue_orders_sync",
+    "enqueue_orders_sync_by_id",
+    "hold_capture",
+    "hold_create",
+    "hold_release",
+    "holds_expire",
+    "order_apply_balance_state",
+    "orders_ensure",
+    "orders_pull",
+    "orders_rereport",
+    "orders_resend",
+    "orders_sync_to_balance",
+    "orders_with_unreported_spend",
+    "product_create",
+    "refund_create",
+    "spend_account_key",
+    "spend_report",
+    "topup_create",
+    "topup_request_in_balance",
+    "topups_expire",
+]

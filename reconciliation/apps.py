@@ -1,0 +1,10 @@
+from django.apps import AppConfig
+
+
+class ReconciliationConfig(AppConfig):
+    name = "reconciliation"
+    verbose_name = "Reconciliation"
+
+    def ready(self) -> None:
+        # Imported here, not at the top: the checks import models, which load only once the registry is ready.
+        from reconciliation import checks  # noqa: F401 - registers the built-in checks

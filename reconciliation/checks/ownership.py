@@ -1,0 +1,125 @@
+"""`order_ownership`: an order's ClientID / AgencyID (also ProductID, GroupServiceOrderID) in Balance differ from
+what billing sends for it (the customer's client, the order's payer agency or 0), or a synced order is missing.
+Fix: re-send the order (except an order with money in Balance: Balance refuses to change its owner)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+from balance_gateway.client import BalanceClient, OrderInfo
+from customers.models import Customer
+from payments.models import BalanceOrder
+from payments.services import orders_resend
+from reconciliation.findings import Checks, Finding, Severity, id_text, money, order_key
+from reconciliation.models import Mismatch
+from reconciliation.registry import NO_FIX, STAGE_CUSTOMERS, Check, FixContext, FixNotes, register
+from reconciliation.stages import CustomerBatch
+
+ORDER_OWNERSHIP = "order_ownership"
+FIX_RESEND = "resend"  # re-send the order (CreateOrUpdateOrdersBatch through the outbox)
+
+
+def _expected_product_id(order: BalanceOrder) -> int:
+    return order.product.balance_product_id if order.product_id else int(settings.BALANCE_WALLET_PRODUCT_ID)
+
+
+def check_ownership(checks: Checks, order: BalanceOrder, customer: Customer, info: OrderInfo | None) -> None:
+    key = order_key(ORDER_OWNERSHIP, order.pk)
+    base: dict[str, Any] = {"service_id": customer.service_id, "customer_id": customer.pk, "order_id": order.pk,
+                            "data": {"sync_status": order.sync_status},
+                            # A pending order is on its way to Balance through the outbox already.
+                            "autofix_blocked": order.sync_status == BalanceOrder.SyncStatus.PENDING}
+    if info is None:
+        if order.sync_status == BalanceOrder.SyncStatus.SYNCED:
+            checks.differ(Finding(
+                kind=ORDER_OWNERSHIP, key=key, severity=Severity.CRITICAL, fix=FIX_RESEND,
+                summary=f"Order {order.pk} ({order.key}) is synced in billing but missing in Balance",
+                rows=[["order in Balance", "synced", "missing"]],
+                note="Re-sending creates it again (orders are keyed by billing's ServiceOrderID).", **base,
+            ))
+        return  # not in Balance yet (pending or failed): the outbox's business, see stale operations
+    payer = order.payer_agency
+    if payer is not None and payer.balance_client_id is None:
+        return  # the agency is not in Balance yet: nothing to compare with
+    expected = {
+        "ClientID": id_text(customer.balance_client_id),
+        "AgencyID": id_text(payer.balance_client_id if payer else None),
+        "ProductID": id_text(_expected_product_id(order)),
+        "GroupServiceOrderID": id_text(order.parent_id),
+    }
+    actual = {
+        "ClientID": id_text(info.client_id),
+        "AgencyID": id_text(info.agency_id),
+        "ProductID": id_text(info.product_id),
+        "GroupServiceOrderID": id_text(info.group_service_order_id),
+    }
+    differing = [name for name in expected if expected[name] != actual[name]]
+    if not differing:
+        checks.equal(key)
+        return
+    rows = [[name, expected[name], actual[name]] for name in differing]
+    owner_changed = bool({"ClientID", "AgencyID", "ProductID"} & set(differing))
+    fix: str | None = FIX_RESEND
+    note = "Re-sending the order to Balance restores billing's values."
+    if owner_changed and info.consume_qty > 0:
+        fix = None
+        note = (f"Balance does not change ClientID, AgencyID or ProductID of an order that has money (ConsumeQty "
+                f"{money(info.consume_qty)}), so re-sending cannot fix this. Support: move the money in Balance "
+                "(transfer to an order of the right payer) or correct the order there, then resolve with a comment.")
+        rows.append(["ConsumeQty", money(order.credited_qty), money(info.consume_qty)])
+    what = ", ".join(f"{name} {actual[name]} (billing {expected[name]})" for name in differing)
+    checks.differ(Finding(
+        kind=ORDER_OWNERSHIP, key=key, severity=Severity.CRITICAL if owner_changed else Severity.WARNING,
+        summary=f"Order {order.pk} ({order.key}) in Balance has {what}", rows=rows, note=note, fix=fix, **base,
+    ))
+
+
+def compare(run: Any, batch: CustomerBatch, checks: Checks) -> None:
+    for order in batch.orders:
+        check_ownership(checks, order, batch.by_id[order.customer_id], batch.info(order))
+
+
+def _fix_resend(mismatches: list[Mismatch]) -> dict[int, tuple[bool, str]]:
+    with_order = [m for m in mismatches if m.order is not None]
+    operations = {op.subject: op for op in orders_resend(orders=[m.order for m in with_order])}  # type: ignore[misc]
+    notes = {m.pk: (False, "no order") for m in mismatches if m.order is None}
+    for mismatch in with_order:
+        operation = operations.get(f"customer:{mismatch.order.customer_id}")  # type: ignore[union-attr]
+        notes[mismatch.pk] = (True, f"order re-sent to Balance (outbox operation {operation.pk if operation else '?'})")
+    return notes
+
+
+def _resend_refusal(order: BalanceOrder) -> str:
+    """Why re-sending cannot fix the order's owner (read fresh from Balance), or "" when it can."""
+    order = BalanceOrder.objects.select_related("customer", "payer_agency", "product", "service").get(pk=order.pk)
+    with BalanceClient() as client:
+        infos = client.get_orders_info([(order.service.balance_service_id, order.pk)])
+    checks = Checks()
+    check_ownership(checks, order, order.customer, infos[0] if infos else None)
+    finding = checks.findings.get(order_key(ORDER_OWNERSHIP, order.pk))
+    if finding is not None and finding.fix is None:
+        return finding.note
+    return ""
+
+
+def fix(context: FixContext, mismatches: list) -> FixNotes:
+    if not context.by_support:
+        return _fix_resend(mismatches)
+    notes: FixNotes = {}
+    for mismatch in mismatches:
+        if mismatch.order is None:
+            notes[mismatch.pk] = (False, NO_FIX)
+            continue
+        refusal = _resend_refusal(mismatch.order)
+        if refusal:
+            notes[mismatch.pk] = (False, f"not re-sent: {refusal}")
+            continue
+        operation = orders_resend(orders=[mismatch.order])[0]
+        notes[mismatch.pk] = (True, f"order re-sent to Balance (outbox operation {operation.pk})")
+    return notes
+
+
+register(Check(kind=ORDER_OWNERSHIP, label="order ownership", stages=(STAGE_CUSTOMERS,), compare=compare,
+               autofix=True, fix=fix))
