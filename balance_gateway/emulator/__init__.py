@@ -6,8 +6,9 @@ like the real Balance. Run it with `manage.py balance_emulator` or, in tests, `B
 The package, by concern: values.py (wire values), options.py (the variants and [unknown]s), records.py
 (dataclasses), store.py (storage), accounting.py (money, groups, coverage, unpaid completion, NotifyOrder2),
 clients.py, orders.py, requests.py (requests and invoices), overdraft.py (overdraft, credit, NotifyClient2),
-control.py (`Emulator.*` and `Emulator.State`), state.py (all of it together), faults.py, notifier.py, pages.py
-(paystep) and server.py (HTTP, `BalanceEmulator`).
+control.py (`Emulator.*` and `Emulator.State`), state.py (all of it together), faults.py, notifier.py,
+handler.py (HTTP: XML-RPC, the ticket check, injected faults), pages.py (paystep) and server.py
+(`BalanceEmulator`: lifecycle, calls, the state file).
 """
 
 from balance_gateway.emulator.options import EmulatorOptions

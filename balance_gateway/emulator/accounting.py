@@ -26,7 +26,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from balance_gateway.emulator.options import GROUP_ENQUEUE
 from balance_gateway.emulator.records import OVERDRAFT, Order, OrderKey, Overdraft
 from balance_gateway.emulator.store import Store
-from balance_gateway.emulator.values import CENT, MICRO, ZERO, fmt_money, fmt_qty
+from balance_gateway.emulator.values import CENT, MICRO, ZERO, fmt_money, fmt_qty, to_wire
 
 
 @dataclass
@@ -43,6 +43,7 @@ class Share:
 class Settlement:
     shares: dict[OrderKey, Share] = field(default_factory=dict)
     pot_money: dict[OrderKey, Decimal] = field(default_factory=dict)  # root key -> the group's money
+    children: dict[OrderKey, list[Order]] = field(default_factory=dict)  # root key -> its children, oldest first
     auto_spent: dict[tuple[int, str], Decimal] = field(default_factory=lambda: defaultdict(lambda: ZERO))
 
 
@@ -70,15 +71,24 @@ class Accounting(Store):
     def add_money(self, order: Order, money: Decimal) -> None:
         self.set_money(order, order.consume_sum + money)
 
+    def after_load(self) -> None:
+        for order in self.orders.values():
+            self.set_money(order, order.consume_sum)
+        self.settle(notify=False)
+
     def members(self, root: Order) -> list[Order]:
         return [root, *self.children(root)]
 
-    def roots(self) -> list[Order]:
-        return sorted(
-            (o for o in self.orders.values() if not o.group_order_id or (o.service_id, o.group_order_id) not in
-             self.orders),
-            key=lambda o: o.seq,
-        )  # fmt: skip
+    def groups(self) -> dict[OrderKey, list[Order]]:
+        """Every root (an order outside any group, or whose group order is missing) -> its children, in one pass."""
+        groups: dict[OrderKey, list[Order]] = {}
+        for order in sorted(self.orders.values(), key=lambda o: o.seq):
+            parent = (order.service_id, order.group_order_id)
+            if order.group_order_id and parent in self.orders:
+                groups.setdefault(parent, []).append(order)
+            else:
+                groups.setdefault(order.key, [])
+        return groups
 
     # --------------------------------------------------------------------------------------------- overdraft
     def overdraft(self, client_id: int, service_id: int, firm_id: int | None = None) -> Overdraft | None:
@@ -107,9 +117,10 @@ class Accounting(Store):
     # ------------------------------------------------------------------------------------------- settlement
     def enqueue_money(self) -> None:
         """Enqueue type: move the root's free money onto children whose completion exceeds their money."""
-        for root in self.roots():
+        for root_key, children in self.groups().items():
+            root = self.orders[root_key]
             root_free = root.consume_sum - self.completion_money(root)
-            for child in self.children(root):
+            for child in children:
                 need = self.completion_money(child) - child.consume_sum
                 move = min(need, root_free)
                 if move > 0:
@@ -118,10 +129,11 @@ class Accounting(Store):
                     root_free -= move
 
     def settlement(self) -> Settlement:
-        result = Settlement()
+        result = Settlement(children=self.groups())
         used: dict[tuple[int, int], Decimal] = defaultdict(lambda: ZERO)
-        for root in self.roots():
-            members = self.members(root)
+        for root_key, children in result.children.items():
+            root = self.orders[root_key]
+            members = [root, *children]
             money = sum((o.consume_sum for o in members), ZERO)
             result.pot_money[root.key] = money
             left = money
@@ -177,7 +189,7 @@ class Accounting(Store):
             "CompletionSum": share.spent,
         }
         is_root = order.key in settlement.pot_money
-        has_children = is_root and bool(self.children(order))
+        has_children = is_root and bool(settlement.children.get(order.key))
         if self.options.group_type == GROUP_ENQUEUE:
             if has_children and self.options.total_consume_qty:
                 data["TotalConsumeQty"] = self.to_qty(settlement.pot_money[order.key], price)
@@ -191,7 +203,7 @@ class Accounting(Store):
     def order_notification(self, order: Order, report: dict) -> dict:
         payload = {
             "ServiceID": order.service_id,
-            "ServiceOrderID": int(order.service_order_id),
+            "ServiceOrderID": to_wire(int(order.service_order_id)),  # an int; a digit string beyond 32 bits
             "ConsumeQty": fmt_qty(report["ConsumeQty"]),
             "ConsumeSum": fmt_money(report["ConsumeSum"]),
             "ConsumeAmount": fmt_money(report["ConsumeAmount"]),

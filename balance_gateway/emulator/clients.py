@@ -48,10 +48,6 @@ FIND_KEYS = ("ClientID", "Login", "PassportID", "Email", "Name", "Phone", "IsAge
 
 
 class Clients(Accounting):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.logins: dict[str, int] = {}
-        super().__init__(*args, **kwargs)
-
     # ------------------------------------------------------------------------------------------ structs out
     def client_struct(self, client: Client) -> dict:
         return {

@@ -149,23 +149,28 @@ class Control(Overdrafts):
         d = struct(data, "Seed data", optional=("clients", "persons", "contracts", "orders", "user_links"))
         kinds = (("clients", Client, self.clients, "client_id"), ("persons", Person, self.persons, "person_id"),
                  ("contracts", Contract, self.contracts, "contract_id"))  # fmt: skip
+        records: list[tuple[dict, Any, str, Any]] = []  # (store, record, counter, id): all parsed before any is kept
         try:
             for name, record_class, store, key in kinds:
                 for item in array(d.get(name, []), name, allow_empty=True):
                     record = record_class.from_json(item)
-                    store[getattr(record, key)] = record
-                    counter = key.split("_")[0]
-                    self.next_ids[counter] = max(self.next_ids[counter], getattr(record, key) + 1)
-            for item in array(d.get("orders", []), "orders", allow_empty=True):
-                self.order_seq += 1
-                order = Order.from_json({"order_id": self.next_id("order"), "seq": self.order_seq, **item})
+                    records.append((store, record, key.split("_")[0], getattr(record, key)))
+            new_orders = [Order.from_json({"order_id": 0, **item})
+                          for item in array(d.get("orders", []), "orders", allow_empty=True)]  # fmt: skip
+            for order in new_orders:
                 order.service_order_id = parse_order_id(order.service_order_id)
-                self.orders[order.key] = order
-                self.set_money(order, order.consume_sum)
+            links = {int(uid): int(client_id) for uid, client_id in dict(d.get("user_links", {})).items()}
         except (TypeError, ValueError, ArithmeticError) as exc:
             raise invalid(f"Seed: {exc}") from exc
-        for uid, client_id in dict(d.get("user_links", {})).items():
-            self.user_links[int(uid)] = int(client_id)
+        for store, record, counter, record_id in records:
+            store[record_id] = record
+            self.next_ids[counter] = max(self.next_ids[counter], record_id + 1)
+        for order in new_orders:
+            self.order_seq += 1
+            order.order_id, order.seq = self.next_id("order"), self.order_seq
+            self.orders[order.key] = order
+            self.set_money(order, order.consume_sum)
+        self.user_links.update(links)
         self.settle(notify=False)
         return [0, "SUCCESS"]
 
@@ -198,7 +203,7 @@ class Control(Overdrafts):
             "Stop": order.stop,
             "Blocked": order.blocked,
             "Tid": str(order.tid),
-            "IsGroupRoot": int(not order.group_order_id and bool(self.children(order))),
+            "IsGroupRoot": int(bool(settlement.children.get(order.key))),
         }
         if "TotalConsumeQty" in report:
             data["TotalConsumeQty"] = fmt_qty(report["TotalConsumeQty"])

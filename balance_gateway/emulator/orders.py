@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import logging
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
@@ -43,6 +44,8 @@ from balance_gateway.emulator.values import (
     parse_uid,
     struct,
 )
+
+logger = logging.getLogger("balance_gateway.emulator")
 
 ORDER_FIELDS = ("AgencyID", "ContractID", "GroupServiceOrderID", "GroupWithoutTransfer", "Text", "ManagerUID",
                 "Comment", "RegionID", "UnitName")  # fmt: skip
@@ -140,7 +143,7 @@ class Orders(Clients):
     # ------------------------------------------------------------------------------------------- reading
     def orders_info_struct(self, order: Order, settlement: Any) -> dict:
         report = self.reported(order, settlement)
-        is_root = not order.group_order_id and bool(self.children(order))
+        is_root = bool(settlement.children.get(order.key))
         completion = report["CompletionSum"]
         return {
             "id": order.order_id,
@@ -185,23 +188,33 @@ class Orders(Clients):
             service_order_id = parse_order_id(item["ServiceOrderID"])
             accepted = self._completion(service_id, service_order_id, item, now)
             result.setdefault(str(service_id), {})[service_order_id] = int(accepted)
+        self.settle()  # what was applied at once (no delay) is notified now
         return result
 
     def _completion(self, service_id: int, service_order_id: str, item: dict, now: Any) -> bool:
+        """Accept (and schedule) one campaign item, or say why not: Balance answers only 0, the log says why."""
         order = self.orders.get((service_id, service_order_id))
-        if order is None or order.blocked:
-            return False
-        try:
-            dt = parse_datetime(item.get("dt"), "dt") if not isinstance(item.get("dt"), str) else None
-            stop = parse_flag(item.get("stop", 0), "stop")
-            unit = self.unit_price(order)[0]
-            qty = parse_qty(item[unit], unit) if unit in item else None
-            for key in item:
-                if key not in ("ServiceID", "ServiceOrderID", "dt", "stop", *UNITS):
-                    return False
-        except BalanceError:
-            return False
-        if dt is None or dt > now:
+        reason = "unknown order" if order is None else "blocked order" if order.blocked else ""
+        dt = qty = None
+        stop = 0
+        if order is not None and not reason:
+            try:
+                if isinstance(item.get("dt"), str):
+                    raise invalid("dt must be an XML-RPC dateTime, not a string")
+                dt = parse_datetime(item.get("dt"), "dt")
+                stop = parse_flag(item.get("stop", 0), "stop")
+                unit = self.unit_price(order)[0]
+                qty = parse_qty(item[unit], unit) if unit in item else None
+                unknown = set(item) - {"ServiceID", "ServiceOrderID", "dt", "stop", *UNITS}
+                if unknown:
+                    raise invalid(f"unknown field(s) {', '.join(sorted(unknown))}")
+            except BalanceError as error:
+                reason = error.msg
+            else:
+                if dt > now:
+                    reason = f"dt {dt.isoformat()} is in the future ({self.options.dt_zone} now {now.isoformat()})"
+        if reason or dt is None:
+            logger.info("UpdateCampaigns %s-%s answered 0: %s", service_id, service_order_id, reason)
             return False
         self.schedule("completion", {"ServiceID": service_id, "ServiceOrderID": service_order_id,
                                      "qty": None if qty is None else str(qty), "stop": stop,

@@ -89,7 +89,7 @@ class Overdrafts(Requests):
         return {"CURRENCY": currency, "LIMITS": limits, "PRODUCT_PRICE": str(self.options.price(product)[1])}
 
     # ------------------------------------------------------------------------------------------ NotifyClient2
-    def settle_clients(self, settlement: Settlement, *, notify: bool, force: tuple[int, ...] = ()) -> None:
+    def settle_clients(self, settlement: Settlement, *, notify: bool, force: tuple[tuple[int, str], ...] = ()) -> None:
         today = self.today()
         for client in self.clients.values():
             for data in list(client.overdrafts.values()):
@@ -101,7 +101,7 @@ class Overdrafts(Requests):
                     od.min_term = None
                 ban = int(spent > 0 and od.min_term is not None and od.min_term < today)
                 signature = f"{od.limit}|{spent}|{od.min_term}|{ban}"
-                if signature != od.signature or client.client_id in force:
+                if signature != od.signature or (client.client_id, od.key) in force:
                     od.signature, od.tid = signature, self.next_tid()
                     if notify:
                         self.outbox.append(("BalanceClient.NotifyClient2", self.client_notification(client, od, spent,
@@ -145,12 +145,14 @@ class Overdrafts(Requests):
         else:
             services = sorted({o.service_id for o in self.orders.values() if o.client_id == client.client_id}) or [
                 self.options.default_service_id]
+        granted = []
         for service in services:
             od = self.overdraft(client.client_id, service, firm) or Overdraft(service_id=service, firm_id=firm)
             od.limit, od.term_days = amount, days
             od.client_limit = min(od.client_limit, amount)
             self.save_overdraft(client.client_id, od)
-        self.settle_clients(self.settlement(), notify=True, force=(client.client_id,))
+            granted.append((client.client_id, od.key))
+        self.settle_clients(self.settlement(), notify=True, force=tuple(granted))
         return [0, "SUCCESS"]
 
     def set_overdraft_spent(self, client_id: Any, amount: Any, service_id: Any = None) -> list:

@@ -59,6 +59,7 @@ class Store:
         self.invoices: dict[int, Invoice] = {}
         self.user_links: dict[int, int] = {}  # user uid -> client id
         self.unknown_users: set[int] = set()  # uids Passport does not know (Emulator.ForgetUser)
+        self.logins: dict[str, int] = {}  # Passport login -> uid (Emulator.SetLogin)
         self.next_ids = dict(FIRST_IDS)
         self.order_seq = 0
         self.outbox = []
@@ -125,6 +126,7 @@ class Store:
             "options": self.options.to_json(),  # for the reader only: the command line decides them at start
             "user_links": {str(uid): client_id for uid, client_id in self.user_links.items()},
             "unknown_users": sorted(self.unknown_users),
+            "logins": self.logins,
             "clients": [c.to_json() for c in self.clients.values()],
             "persons": [p.to_json() for p in self.persons.values()],
             "contracts": [c.to_json() for c in self.contracts.values()],
@@ -135,13 +137,17 @@ class Store:
         }
 
     def load_json(self, data: dict) -> None:
-        """Load a state file (or a seed: the same shape, every section optional)."""
+        """Load a state file (or a seed: the same shape, every section optional). A version-1 file (money in
+        `consume_qty`, flat person fields, per-client overdraft) is upgraded on the way in."""
+        if int(data.get("version", 2)) < 2:
+            data = upgrade_v1(data, self.options.firm_id, self.options.default_service_id)
         self.reset()
         self._last_tid = max(self._last_tid, int(data.get("last_tid", 0)))
         self.next_ids.update(data.get("next_ids", {}))
         self.order_seq = int(data.get("order_seq", 0))
         self.user_links = {int(uid): int(client_id) for uid, client_id in data.get("user_links", {}).items()}
         self.unknown_users = {int(uid) for uid in data.get("unknown_users", [])}
+        self.logins = {str(login): int(uid) for login, uid in data.get("logins", {}).items()}
         for kind, store in (("clients", self.clients), ("persons", self.persons), ("contracts", self.contracts),
                             ("requests", self.requests), ("invoices", self.invoices)):  # fmt: skip
             record_class = {"clients": Client, "persons": Person, "contracts": Contract, "requests": Request,
@@ -150,11 +156,17 @@ class Store:
                 record = record_class.from_json(item)
                 store[getattr(record, f"{kind[:-1]}_id")] = record
         for item in data.get("orders", []):
-            order = Order.from_json(item)
+            order = Order.from_json({"order_id": 0, **item})
+            if not order.order_id:
+                order.order_id = self.next_id("order")
             self.orders[order.key] = order
             self.order_seq = max(self.order_seq, order.seq)
         for kind, payload in data.get("pending", []):
             self.pending.append((0.0, kind, payload))
+        self.after_load()
+
+    def after_load(self) -> None:
+        """Recompute what follows from the loaded records (accounting.py: units from money)."""
 
     # ------------------------------------------------------------------------------------------------ lookups
     def client(self, value: Any, field_name: str = "client_id") -> Client:
@@ -201,3 +213,31 @@ class Store:
         if request is None:
             raise not_found(f"Request {value} not found")
         return request
+
+
+PERSON_V1_FIELDS = ("name", "email", "phone", "inn", "kpp", "legaladdress", "lname", "fname", "mname")
+
+
+def upgrade_v1(data: dict, firm_id: int, default_service_id: int) -> dict:
+    """A version-1 state file in version-2 records (its money was in `consume_qty`, 1 unit = 1 rouble)."""
+    clients = []
+    for item in data.get("clients", []):
+        client = {k: v for k, v in item.items() if not k.startswith("overdraft_") and k != "service_id"}
+        if item.get("service_client_id"):
+            client["service_client_id"] = f"{item.get('service_id', '')}:{item['service_client_id']}"
+        if item.get("overdraft_granted"):
+            service_id = item.get("service_id") or default_service_id
+            client["overdrafts"] = {f"{firm_id}:{service_id}": {
+                "service_id": service_id, "firm_id": firm_id, "limit": item.get("overdraft_limit", "0"),
+                "term_days": item.get("overdraft_term_days", 15),
+                "external_spent": item.get("overdraft_external", "0")}}  # fmt: skip
+        clients.append(client)
+    persons = [
+        {"person_id": p["person_id"], "client_id": p["client_id"], "type": p["type"], "hidden": p.get("hidden", 0),
+         "fields": {k: str(p[k]) for k in PERSON_V1_FIELDS if p.get(k)}}
+        for p in data.get("persons", [])
+    ]  # fmt: skip
+    orders = [{**{k: v for k, v in o.items() if k != "last_completion_dt"},
+               "consume_sum": o.get("consume_qty", "0")} for o in data.get("orders", [])]  # fmt: skip
+    return {**data, "version": 2, "clients": clients, "persons": persons, "orders": orders, "requests": []}
+
