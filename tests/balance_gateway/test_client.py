@@ -527,3 +527,15 @@ def test_fault_and_status_mapping(hostile_url, path, error_class, code, outcome)
     assert type(error) is error_class
     assert (error.code, error.outcome, error.method) == (code, outcome, "CreateClient")
     assert "lollol" not in error.message
+
+
+def test_a_ticket_required_by_balance_comes_from_the_provider(emulator_factory, settings):
+    protected = emulator_factory(required_ticket="3:serv:BILLING")
+    with BalanceClient(url=protected.url) as without:
+        with pytest.raises(BalanceError) as caught:
+            without.create_client(name="No ticket")
+    assert caught.value.code in ("HTTP_403", "TVM_TICKET_INVALID")
+    settings.BALANCE_TVM_PROVIDER = "tests.tvm_tickets.StaticTickets"
+    settings.TEST_SERVICE_TICKET = "3:serv:BILLING"
+    with BalanceClient(url=protected.url) as with_ticket:
+        assert with_ticket.create_client(name="With ticket") > 0
