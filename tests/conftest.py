@@ -115,7 +115,7 @@ def emulator(balance):
     """Control of the emulator (`Emulator.*` calls) over HTTP."""
     from balance_gateway.emulator.remote import EmulatorControl
 
-    return EmulatorControl(balance.url)
+    return EmulatorControl(balance.url, ticket=balance.options.required_ticket)
 
 
 @pytest.fixture
