@@ -150,7 +150,8 @@ class CustomerListCreateApi(APIView):
         description="201 for a new customer, 200 when the same external_id exists with the same data, "
         "409 invalid_state when it exists with other data. Registration in Balance runs in the background: "
         "`status` goes `registering` to `active` (or `failed` with `status_reason`): poll "
-        "`GET /customers/{external_id}`. A company needs `legal.inn` and `legal.legal_address`, an individual "
+        "`GET /customers/{external_id}`. A company needs `legal.inn`, `legal.kpp`, `legal.long_name`, "
+        "`legal.legal_address`, `legal.postal_address` and `legal.postcode`, an individual "
         "`legal.lname` and `legal.fname`; `agency` must be a registered agency's external_id.",
     )
     @idempotent(required=False)
