@@ -38,21 +38,12 @@ class LegalSerializer(serializers.Serializer):
     mname = CharField(max_length=100, required=False, allow_blank=True)
 
 
-COMPANY_LEGAL_FIELDS = ("inn", "kpp", "long_name", "legal_address", "postal_address", "postcode")
-
-
 def validate_legal_for_kind(kind: str, legal: dict, *, adopting: bool = False) -> None:
-    """What Balance's CreatePerson needs: for a company (`ur`) INN, KPP, full name, legal and postal address and
-    postcode; for a person (`ph`) last and first name. A 400 names every missing field. Adopting an existing
-    Balance client (import) creates no person: a company then needs only INN and legal address."""
-    if kind == Customer.Kind.COMPANY:
-        required = ("inn", "legal_address") if adopting else COMPANY_LEGAL_FIELDS
-        missing = [f for f in required if not legal.get(f)]
-    else:
-        missing = [f for f in ("lname", "fname") if not legal.get(f)]
+    """The service's rule (`services.legal_details_missing`) as serializer errors, so that a caller that only
+    validates (the importer's dry run) sees them too."""
+    missing = services.legal_details_missing(kind=kind, legal=legal, adopting=adopting)
     if missing:
-        article = "an" if kind == Customer.Kind.INDIVIDUAL else "a"
-        raise serializers.ValidationError({"legal": {f: [f"Required for {article} {kind}."] for f in missing}})
+        raise serializers.ValidationError({"legal": missing})
 
 
 class CustomerCreateSerializer(serializers.Serializer):
@@ -68,6 +59,7 @@ class CustomerCreateSerializer(serializers.Serializer):
     )
 
     def validate(self, attrs: dict) -> dict:
+        # Adopting an existing Balance client (import) creates no person: not every field CreatePerson needs.
         validate_legal_for_kind(attrs["kind"], attrs.get("legal") or {}, adopting=bool(self.context.get("adopting")))
         return attrs
 
@@ -197,11 +189,7 @@ class CustomerDetailApi(APIView):
         customer = selectors.customer_get(service=current_service(request), external_id=external_id)
         serializer = CustomerUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        changes = dict(serializer.validated_data)
-        if "legal" in changes:
-            merged = {f: getattr(customer, f) for f in services.LEGAL_FIELDS} | changes["legal"]
-            validate_legal_for_kind(customer.kind, merged)
-        services.customer_update(customer=customer, changes=changes)
+        services.customer_update(customer=customer, changes=dict(serializer.validated_data))
         customer = selectors.customer_get(service=current_service(request), external_id=external_id)
         return Response(CustomerOutputSerializer(customer).data)
 
@@ -258,4 +246,4 @@ class CustomerAgencyHistoryApi(APIView):
                    "customer paid for itself; `until` is null for the current one.")
     def get(self, request: Request, external_id: str) -> Response:
         customer = selectors.customer_get(service=current_service(request), external_id=external_id)
-        return Response(AgencyAssignmentSerializer(services.customer_agency_history(customer), many=True).data)
+        return Response(AgencyAssignmentSerializer(selectors.customer_agency_history(customer), many=True).data)

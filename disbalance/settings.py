@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "payments.apps.PaymentsConfig",
     "overdrafts.apps.OverdraftsConfig",
     "reconciliation.apps.ReconciliationConfig",
+    "support.apps.SupportConfig",
 ]
 
 MIDDLEWARE = [

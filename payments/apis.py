@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 from customers.selectors import customer_get
 from disbalance import openapi_examples as examples
 from disbalance.auth import current_service
+from disbalance.exceptions import ValidationFailed
 from disbalance.fields import AmountField, CharField
 from disbalance.idempotency import idempotent
 from disbalance.openapi import (
@@ -25,6 +26,7 @@ from disbalance.openapi import (
 )
 from disbalance.pagination import CreatedNewestFirstCursorPagination, paginated_response, validated_filters
 from payments import selectors, services
+from payments.exceptions import ProductNotFound
 from payments.models import Charge, Hold, Product, TopUp
 
 # What a charge or a hold can be refused with.
@@ -209,9 +211,6 @@ class CustomerChargesApi(APIView):
 
 
 def _product_or_400(service, code: str) -> Product:  # type: ignore[no-untyped-def]
-    from disbalance.exceptions import ValidationFailed
-    from payments.exceptions import ProductNotFound
-
     try:
         return selectors.product_get(service=service, code=code)
     except ProductNotFound as exc:
