@@ -539,7 +539,9 @@ def build_world(sizes: Sizes) -> World:
         n = external_id.rsplit(":", 1)[-1]
         customer_register(service=service, external_id=external_id, data=CustomerData(
             kind="company", name=f"Bench Motors {n} LLC", email=f"bench{n}@example.com",
-            legal={"inn": "7701234567", "legal_address": f"Moscow, Bench street {n}"}))
+            legal={"inn": "7701234567", "legal_address": f"Moscow, Bench street {n}", "kpp": "770101001",
+                   "long_name": "Limited Liability Company", "postal_address": f"Moscow, Bench street {n}",
+                   "postcode": "101000"}))
 
     started = time.perf_counter()
     parallel(external_ids, register)

@@ -23,15 +23,20 @@ from disbalance.models import ConsumerService, OutboxOperation
 from disbalance.outbox import outbox_enqueue, outbox_handler, outbox_on_failure
 from disbalance.webhooks import webhook_emit
 
-LEGAL_FIELDS = ("inn", "kpp", "legal_address", "lname", "fname", "mname")
+LEGAL_FIELDS = ("inn", "kpp", "long_name", "legal_address", "postal_address", "postcode", "lname", "fname", "mname")
 SYNC_KIND = "customer.sync"
 
 
-def legal_details_missing(*, kind: str, legal: dict) -> dict[str, list[str]]:
-    """Balance needs INN and legal address for a company (`ur`), last and first name for a person (`ph`):
-    the missing ones, by field, with the message to show."""
+COMPANY_LEGAL_FIELDS = ("inn", "kpp", "long_name", "legal_address", "postal_address", "postcode")
+
+
+def legal_details_missing(*, kind: str, legal: dict, adopting: bool = False) -> dict[str, list[str]]:
+    """What Balance's CreatePerson needs: for a company (`ur`) INN, KPP, full name, legal and postal address and
+    postcode; for a person (`ph`) last and first name: the missing ones, by field, with the message to show.
+    Adopting an existing Balance client (import) creates no person: a company then needs INN and legal address."""
     if kind == Customer.Kind.COMPANY:
-        missing = [f for f in ("inn", "legal_address") if not legal.get(f)]
+        required = ("inn", "legal_address") if adopting else COMPANY_LEGAL_FIELDS
+        missing = [f for f in required if not legal.get(f)]
     else:
         missing = [f for f in ("lname", "fname") if not legal.get(f)]
     article = "an" if kind == Customer.Kind.INDIVIDUAL else "a"
@@ -194,7 +199,7 @@ def customer_sync_to_balance(operation: OutboxOperation) -> dict:
             if uid in linked:
                 continue
             result = client.create_user_client_association(client_id=customer.balance_client_id, user_uid=uid)
-            if result.already_linked:
+            if result.linked_elsewhere:
                 notes.append(f"user {uid}: {result.message}")
             linked.add(uid)
             Customer.objects.filter(pk=customer.pk).update(linked_user_uids=sorted(linked))

@@ -191,12 +191,14 @@ class ProductAdmin(SimpleHistoryAdmin):
     code), so they are fixed once created; turn a product off with `is_active` instead.
     """
 
-    list_display = ("service", "code", "name", "kind", "balance_product_id", "is_active")
+    list_display = ("service", "code", "name", "kind", "balance_product_id", "balance_unit", "balance_price",
+                    "is_active")
     list_filter = ("service", "kind", "is_active")
     search_fields = ("code", "name", "=balance_product_id")
     search_help_text = "Code or name (contains), or Balance ProductID (exact)"
     list_select_related = ("service",)
-    fields = ("service", "code", "name", "kind", "balance_product_id", "is_active", "created_at")
+    fields = ("service", "code", "name", "kind", "balance_product_id", "balance_unit", "balance_price", "is_active",
+              "created_at")
     history_list_display = ["name", "kind", "balance_product_id", "is_active"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Product | None = None) -> tuple[str, ...]:
@@ -206,7 +208,8 @@ class ProductAdmin(SimpleHistoryAdmin):
 
     def save_model(self, request: HttpRequest, obj: Product, form: Any, change: bool) -> None:
         result = product_create(service=obj.service, code=obj.code, name=obj.name, kind=obj.kind,
-                                balance_product_id=obj.balance_product_id)
+                                balance_product_id=obj.balance_product_id, balance_unit=obj.balance_unit,
+                                balance_price=obj.balance_price)
         _product_set_active(result.product, obj.is_active)
         obj.pk = result.product.pk
         obj.created_at = result.product.created_at

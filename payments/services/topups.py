@@ -60,7 +60,7 @@ def topup_request_in_balance(operation: OutboxOperation) -> dict:
         request = client.create_request2(
             payer_client_id=payer_client_id,
             items=[RequestItem(service_id=topup.service.balance_service_id, service_order_id=order.pk,
-                               qty=topup.amount)],
+                               amount=topup.amount)],
             return_path=topup.return_url or None,
         )
     TopUp.objects.filter(pk=topup.pk, status=TopUp.Status.PENDING).update(

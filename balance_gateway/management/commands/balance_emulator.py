@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import signal
 import sys
 import threading
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from balance_gateway.emulator import BalanceEmulator
+from balance_gateway.emulator import BalanceEmulator, BalanceError
 
 
 class Command(BaseCommand):
@@ -30,6 +32,12 @@ class Command(BaseCommand):
             "--timeout-seconds", type=float, default=2.0, help="how long an injected timeout holds the answer"
         )
         parser.add_argument("--public-url", default=None, help="base URL for payment links (default from host:port)")
+        parser.add_argument(
+            "--option", action="append", default=[], metavar="KEY=VALUE",
+            help="an emulator option (see balance_gateway/emulator/options.py), e.g. group_type=enqueue; the value "
+            "is read as JSON when it parses, else as text; repeatable; BALANCE_EMULATOR_OPTIONS (a JSON object) "
+            "is applied first",
+        )  # fmt: skip
 
     def handle(self, *args: Any, **options: Any) -> None:
         logger = logging.getLogger("balance_gateway.emulator")
@@ -39,7 +47,25 @@ class Command(BaseCommand):
             logger.addHandler(handler)
         logger.setLevel(logging.DEBUG if options["verbosity"] >= 3 else logging.INFO)
 
-        emulator = BalanceEmulator(
+        emulator_options = json.loads(os.environ.get("BALANCE_EMULATOR_OPTIONS") or "{}")
+        for item in options["option"]:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise CommandError(f"--option takes KEY=VALUE, got {item!r}")
+            try:
+                emulator_options[key.strip()] = json.loads(value)
+            except ValueError:
+                emulator_options[key.strip()] = value
+        try:
+            emulator = self._emulator(options, emulator_options)
+        except BalanceError as error:
+            raise CommandError(error.msg) from error
+        stop = threading.Event()
+        self._serve(emulator, stop, logger)
+
+    @staticmethod
+    def _emulator(options: dict[str, Any], emulator_options: dict[str, Any]) -> BalanceEmulator:
+        return BalanceEmulator(
             host=options["host"],
             port=options["port"],
             notify_url=options["notify_url"],
@@ -47,9 +73,10 @@ class Command(BaseCommand):
             seed=options["seed"],
             timeout_seconds=options["timeout_seconds"],
             public_url=options["public_url"],
+            options=emulator_options,
         )
-        stop = threading.Event()
 
+    def _serve(self, emulator: BalanceEmulator, stop: threading.Event, logger: logging.Logger) -> None:
         def request_stop(signum: int, frame: Any) -> None:
             logger.info("got %s, stopping", signal.Signals(signum).name)
             stop.set()

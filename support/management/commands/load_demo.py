@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from agencies.models import Agency
 from agencies.services import AgencyData, agency_contracts_refresh, agency_register
-from balance_gateway.client import EmulatorControl
+from balance_gateway.emulator.remote import EmulatorControl
 from balance_gateway.exceptions import BalanceError
 from customers.services import CustomerData, customer_register
 from disbalance.models import ServiceToken, hash_token
@@ -42,12 +42,16 @@ class Command(BaseCommand):
         agency = agency_register(
             service=service, external_id="agency:1",
             data=AgencyData(name="Demo Agency LLC", email="agency@example.com",
-                            legal={"inn": "7701234567", "legal_address": "Moscow, Tverskaya 1"}),
+                            legal={"inn": "7701234567", "legal_address": "Moscow, Tverskaya 1", "kpp": "770101001",
+                                   "long_name": "Limited Liability Company", "postal_address": "Moscow, Tverskaya 1",
+                                   "postcode": "101000"}),
         ).agency
         customer_register(
             service=service, external_id="dealer:20101",
             data=CustomerData(kind="company", name="Demo Motors LLC", email="dealer@example.com",
-                              legal={"inn": "7709876543", "legal_address": "Moscow, Lenina 2"}),
+                              legal={"inn": "7709876543", "legal_address": "Moscow, Lenina 2", "kpp": "770101001",
+                                     "long_name": "Limited Liability Company", "postal_address": "Moscow, Lenina 2",
+                                     "postcode": "101000"}),
         )
         customer_register(
             service=service, external_id="user:501",
