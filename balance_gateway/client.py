@@ -39,6 +39,7 @@ from balance_gateway.exceptions import (
     BalanceUnknownOutcome,
 )
 from balance_gateway.xmlrpc import Fault, ResponseParseError, dumps_call, loads_response, parse_fault_string
+from disbalance import metrics
 from disbalance.money import from_balance, to_balance
 
 logger = logging.getLogger("balance_gateway.client")
@@ -809,8 +810,11 @@ class BalanceClient:
 
     def _record(self, method: str, key_args: dict[str, Any], started: float, outcome: str, error_code: str,
                 error_message: str) -> None:
-        duration_ms = max(0, round((time.monotonic() - started) * 1000))
+        elapsed = max(0.0, time.monotonic() - started)
+        duration_ms = round(elapsed * 1000)
         operation_id = current_operation_id.get()
+        metrics.BALANCE_CALLS.labels(method=method, outcome=outcome).inc()
+        metrics.BALANCE_CALL_SECONDS.labels(method=method).observe(elapsed)
         log = logger.info if outcome == OK else logger.warning
         log("balance call %s %s", method, outcome, extra={
             "balance_method": method, "balance_outcome": outcome, "balance_error_code": error_code,

@@ -9,14 +9,16 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from customers.models import Customer
 from customers.selectors import customer_get
 from disbalance.auth import current_service
+from disbalance.events import low_balance_threshold
 from disbalance.fields import AmountField, SignedAmountField
 from disbalance.money import ZERO
 from disbalance.openapi import filter_parameters, problems
 from disbalance.pagination import paginated_response, validated_filters
 from overdrafts.selectors import debt_status, effective_overdraft_limit
-from wallets import selectors
+from wallets import selectors, services
 from wallets.models import LedgerEntry, LedgerTransaction
 
 
@@ -54,6 +56,38 @@ class WalletApi(APIView):
             "debt_due_at": own.due_at, "overdue": own.overdue, "blocked": customer.blocked, "payer": summary.payer,
             "other_payers": summary.other_payers,
         }).data)
+
+
+class WalletAlertsSerializer(serializers.Serializer):
+    low_balance = AmountField(allow_zero=True, allow_null=True, help_text=(
+        "Announce `wallet.low_balance` when the balance falls below this; null: the service's default"))
+
+
+class WalletAlertsStateSerializer(serializers.Serializer):
+    low_balance = AmountField(allow_zero=True, allow_null=True, help_text="The customer's own threshold")
+    effective = AmountField(allow_zero=True, allow_null=True,
+                            help_text="The threshold in force: the customer's, else the service's default; null: none")
+
+
+class WalletAlertsApi(APIView):
+    def _state(self, customer: Customer) -> Response:
+        return Response(WalletAlertsStateSerializer({
+            "low_balance": customer.low_balance_threshold, "effective": low_balance_threshold(customer)}).data)
+
+    @extend_schema(operation_id="wallet_alerts_get", responses={200: WalletAlertsStateSerializer, **problems(404)},
+                   summary="The customer's low-balance threshold")
+    def get(self, request: Request, external_id: str) -> Response:
+        return self._state(customer_get(service=current_service(request), external_id=external_id))
+
+    @extend_schema(operation_id="wallet_alerts_set", request=WalletAlertsSerializer,
+                   responses={200: WalletAlertsStateSerializer, **problems(404)},
+                   summary="Set the low-balance threshold: one `wallet.low_balance` per downward crossing")
+    def put(self, request: Request, external_id: str) -> Response:
+        customer = customer_get(service=current_service(request), external_id=external_id)
+        body = WalletAlertsSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        customer = services.wallet_alerts_set(customer=customer, low_balance=body.validated_data["low_balance"])
+        return self._state(customer)
 
 
 class ReferenceSerializer(serializers.Serializer):
