@@ -301,7 +301,9 @@ RECONCILE_LOCK_SECONDS = env_int("RECONCILE_LOCK_SECONDS", 3 * 3600)
 EVENTS_RETENTION_DAYS = env_int("EVENTS_RETENTION_DAYS", 35)
 WEBHOOK_BACKOFF_BASE_SECONDS = env_float("WEBHOOK_BACKOFF_BASE_SECONDS", 30.0)
 WEBHOOK_BACKOFF_CAP_SECONDS = env_float("WEBHOOK_BACKOFF_CAP_SECONDS", 6 * 3600.0)
-WEBHOOK_RETRY_DAYS = env_float("WEBHOOK_RETRY_DAYS", 3.0)
+# An endpoint failing everything is disabled (its events wait, nothing is lost) before any event's retry window
+# ends; an event the endpoint keeps refusing while it takes others fails after WEBHOOK_RETRY_DAYS.
+WEBHOOK_RETRY_DAYS = env_float("WEBHOOK_RETRY_DAYS", 4.0)
 WEBHOOK_DISABLE_AFTER_DAYS = env_float("WEBHOOK_DISABLE_AFTER_DAYS", 3.0)
 WEBHOOK_SECRET_OVERLAP_HOURS = env_float("WEBHOOK_SECRET_OVERLAP_HOURS", 24.0)
 WEBHOOK_LEASE_SECONDS = env_int("WEBHOOK_LEASE_SECONDS", 300)

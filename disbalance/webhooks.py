@@ -5,12 +5,13 @@
   wrote the event and swept every WEBHOOK_SWEEP_SECONDS) sends due events in order of `sequence` per customer;
   an event waiting for a retry holds back the later events of the same customer (never other customers').
 - Retry schedule: exponential from WEBHOOK_BACKOFF_BASE_SECONDS (30 s) doubling to a cap of
-  WEBHOOK_BACKOFF_CAP_SECONDS (6 h), with equal jitter, for WEBHOOK_RETRY_DAYS (3 days) from the event's
+  WEBHOOK_BACKOFF_CAP_SECONDS (6 h), with equal jitter, for WEBHOOK_RETRY_DAYS (4 days) from the event's
   creation; then the event is `failed` (support may re-send; `GET /events` has it anyway). `410 Gone` fails it
   at once. Every HTTP attempt is a `WebhookAttempt` row (status, latency, response excerpt) shown in the admin.
-- An endpoint that has failed for WEBHOOK_DISABLE_AFTER_DAYS with no success in between is disabled: deliveries
-  stop, a `webhook.endpoint_disabled` event goes into the feed and the log, and support re-enables it with a
-  button (pending events are then sent at once, in order).
+- An endpoint that has failed for WEBHOOK_DISABLE_AFTER_DAYS (3 days) with no success in between is disabled:
+  deliveries stop, its events wait (none fails while it is disabled), a `webhook.endpoint_disabled` event goes
+  into the feed and the log, and support re-enables it with a button (waiting events are then sent at once, in
+  order).
 - Body: `{"id", "type", "created_at", "sequence", "data"}` (compact UTF-8 JSON). Headers: Standard Webhooks
   (`webhook-id` = the event id, `webhook-timestamp`, `webhook-signature: v1,<base64>`; the key is the service's
   secret as UTF-8 bytes, i.e. `whsec_` + base64 of it for the standard libraries) and our own
