@@ -40,6 +40,7 @@ from balance_gateway.exceptions import (
 )
 from balance_gateway.xmlrpc import Fault, ResponseParseError, dumps_call, loads_response, parse_fault_string
 from disbalance import metrics
+from disbalance.logging import request_id_var
 from disbalance.money import from_balance, to_balance
 
 logger = logging.getLogger("balance_gateway.client")
@@ -827,7 +828,7 @@ class BalanceClient:
                 BalanceCall.objects.create(
                     method=method, arguments=key_args, outcome=outcome, error_code=error_code[:64],
                     error_message=error_message[:_MESSAGE_LIMIT], duration_ms=duration_ms,
-                    operation_id=operation_id,
+                    operation_id=operation_id, request_id=request_id_var.get(),
                 )
         except Exception:  # the call log must never hide or change the call's result
             logger.exception("BalanceCall not recorded", extra={"balance_method": method, "operation": operation_id})

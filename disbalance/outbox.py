@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from disbalance.logging import request_id_var
 from disbalance.models import OutboxOperation
+from disbalance.tracing import span
 
 logger = logging.getLogger(__name__)
 
@@ -242,7 +243,10 @@ def outbox_process(*, operation_id: int, ignore_schedule: bool = False) -> Proce
     # The API call's request id follows the work into the task: its logs, its Balance calls, its events.
     request_token = request_id_var.set(operation.request_id or request_id_var.get())
     try:
-        return _process_claimed(operation, handler, log_extra)
+        with span(f"outbox {operation.kind}", **{"outbox.operation": operation.pk, "outbox.kind": operation.kind,
+                                                 "outbox.attempt": operation.attempts,
+                                                 "request_id": operation.request_id or None}):
+            return _process_claimed(operation, handler, log_extra)
     finally:
         request_id_var.reset(request_token)
 

@@ -235,6 +235,9 @@ SPECTACULAR_SETTINGS = {
         "Errors are application/problem+json with a stable `code`; see the README for a walkthrough."
     ),
     "VERSION": "1.0.0",
+    # 3.1: the events are documented as OpenAPI `webhooks` (one per event type, with an example).
+    "OAS_VERSION": "3.1.0",
+    "WEBHOOKS": "disbalance.webhook_schema.WEBHOOKS",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
