@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiExample, OpenApiResponse, OpenApiWebhook, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, OpenApiWebhook, extend_schema
 from rest_framework import serializers
 
 from disbalance.fields import SignedAmountField
@@ -43,8 +43,9 @@ def _data_fields(kind: str) -> dict[str, serializers.Field]:
                 "previous_limit": _money("Before the change"),
                 "cause": serializers.ChoiceField(choices=["balance", "support"])}
     if kind == "service":
-        return {"url": serializers.CharField(), "failing_since": serializers.DateTimeField(),
-                "pending": serializers.IntegerField()}
+        return {"url": serializers.CharField(help_text="The webhook URL that kept failing"),
+                "failing_since": serializers.DateTimeField(help_text="The first failure since the last success"),
+                "pending": serializers.IntegerField(help_text="Events waiting for the endpoint (see GET /events)")}
     return {"customer": serializers.CharField(help_text="The customer's external id")}
 
 
@@ -105,12 +106,18 @@ def _example(event_type: str) -> dict[str, Any]:
 
 def _webhook(event_type: str) -> OpenApiWebhook:
     name = "".join(part.capitalize() for part in event_type.replace(".", "_").split("_"))
-    body = inline_serializer(name=f"{name}Webhook", fields={
+    data = type(f"{name}WebhookDataSerializer", (serializers.Serializer,), {
+        "__doc__": f"What a `{event_type}` event says.", "__module__": __name__,
+        **_data_fields(_KIND.get(event_type, "customer")),
+    })
+    body = type(f"{name}WebhookSerializer", (serializers.Serializer,), {
+        "__doc__": f"The `{event_type}` event as POSTed to the webhook URL (and listed by GET /events).",
+        "__module__": __name__,
         "id": serializers.UUIDField(help_text="The event id (also `webhook-id`); the same in GET /events"),
-        "type": serializers.ChoiceField(choices=[event_type]),
-        "created_at": serializers.DateTimeField(),
-        "sequence": serializers.IntegerField(allow_null=True, help_text="Grows by one per customer"),
-        "data": inline_serializer(name=f"{name}WebhookData", fields=_data_fields(_KIND.get(event_type, "customer"))),
+        "type": serializers.ChoiceField(choices=[event_type], help_text="The event type"),
+        "created_at": serializers.DateTimeField(help_text="When the change happened (UTC)"),
+        "sequence": serializers.IntegerField(allow_null=True, help_text="Grows by one per customer; apply in order"),
+        "data": data(help_text="The event's figures (see the component)"),
     })
     return OpenApiWebhook(name=event_type, decorator=extend_schema(
         summary=f"`{event_type}`", description=_HEADERS, request=body,

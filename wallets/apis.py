@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
@@ -9,13 +11,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from customers.models import Customer
 from customers.selectors import customer_get
+from disbalance import openapi_examples as examples
 from disbalance.auth import current_service
 from disbalance.events import low_balance_threshold
 from disbalance.fields import AmountField, SignedAmountField
 from disbalance.money import ZERO
-from disbalance.openapi import filter_parameters, problems
+from disbalance.openapi import BODY, filter_parameters, page_of, problems
 from disbalance.pagination import paginated_response, validated_filters
 from overdrafts.selectors import debt_status, effective_overdraft_limit
 from wallets import selectors, services
@@ -43,8 +45,13 @@ class WalletSerializer(serializers.Serializer):
 
 
 class WalletApi(APIView):
-    @extend_schema(operation_id="wallet_get", responses={200: WalletSerializer, **problems(404)},
-                   summary="The customer's wallet under its current payer, and money under other payers")
+    @extend_schema(operation_id="wallet_get", examples=[examples.ok("after an agency change", examples.WALLET)],
+                   responses={200: WalletSerializer, **problems("not_found")},
+                   summary="Get the customer's wallet",
+                   description="Money under the current payer (`payer`: the agency's external_id, or null when "
+                   "the customer pays for itself): `available = balance + overdraft_limit - held`; `balance` is "
+                   "negative while there is debt. Money left under earlier payers is in `other_payers`. A paid "
+                   "top-up is credited a moment after the payment, when Balance notifies billing.")
     def get(self, request: Request, external_id: str) -> Response:
         customer = customer_get(service=current_service(request), external_id=external_id)
         summary = selectors.wallet_summary(customer, overdraft_limit=effective_overdraft_limit(customer=customer))
@@ -59,29 +66,43 @@ class WalletApi(APIView):
 
 
 class WalletAlertsSerializer(serializers.Serializer):
+    """The customer's low-balance threshold to set."""
+
     low_balance = AmountField(allow_zero=True, allow_null=True, help_text=(
         "Announce `wallet.low_balance` when the balance falls below this; null: the service's default"))
 
 
 class WalletAlertsStateSerializer(serializers.Serializer):
+    """The customer's low-balance alert settings."""
+
     low_balance = AmountField(allow_zero=True, allow_null=True, help_text="The customer's own threshold")
     effective = AmountField(allow_zero=True, allow_null=True,
                             help_text="The threshold in force: the customer's, else the service's default; null: none")
 
 
+ALERTS_EXAMPLE = {"low_balance": "500.00", "effective": "500.00"}
+
+
 class WalletAlertsApi(APIView):
-    def _state(self, customer: Customer) -> Response:
+    def _state(self, customer: Any) -> Response:  # a customers.Customer (its model only via selectors here)
         return Response(WalletAlertsStateSerializer({
             "low_balance": customer.low_balance_threshold, "effective": low_balance_threshold(customer)}).data)
 
-    @extend_schema(operation_id="wallet_alerts_get", responses={200: WalletAlertsStateSerializer, **problems(404)},
-                   summary="The customer's low-balance threshold")
+    @extend_schema(operation_id="wallet_alerts_get", examples=[examples.ok("own threshold", ALERTS_EXAMPLE)],
+                   responses={200: WalletAlertsStateSerializer, **problems("not_found")},
+                   summary="The customer's low-balance threshold",
+                   description="`low_balance` is the customer's own threshold (null: none set), `effective` the one "
+                   "in force (the customer's, else the service's default; null: no alert).")
     def get(self, request: Request, external_id: str) -> Response:
         return self._state(customer_get(service=current_service(request), external_id=external_id))
 
     @extend_schema(operation_id="wallet_alerts_set", request=WalletAlertsSerializer,
-                   responses={200: WalletAlertsStateSerializer, **problems(404)},
-                   summary="Set the low-balance threshold: one `wallet.low_balance` per downward crossing")
+                   examples=[examples.ok("own threshold", ALERTS_EXAMPLE)],
+                   responses={200: WalletAlertsStateSerializer, **problems("not_found", *BODY)},
+                   summary="Set the low-balance threshold",
+                   description="One `wallet.low_balance` event each time the balance (wallet + held, under a payer) "
+                   "falls below the threshold; none while it stays below; re-armed when it rises to or above it. "
+                   "`null` removes the customer's own threshold (the service's default applies).")
     def put(self, request: Request, external_id: str) -> Response:
         customer = customer_get(service=current_service(request), external_id=external_id)
         body = WalletAlertsSerializer(data=request.data)
@@ -122,9 +143,16 @@ class StatementFilter(filters.FilterSet):
 
 
 class WalletTransactionsApi(APIView):
-    @extend_schema(operation_id="wallet_transactions", parameters=filter_parameters(StatementFilter),
-                   responses={200: StatementRowSerializer(many=True), **problems(404)},
-                   summary="The statement: one row per ledger transaction touching the customer, newest first")
+    @extend_schema(operation_id="wallet_transactions", examples=[examples.ok("one page", examples.page(
+                       [examples.STATEMENT_ROW],
+                       "http://127.0.0.1:8000/api/v1/customers/dealer:777/wallet/transactions?cursor=cD02&limit=1"))],
+                   parameters=filter_parameters(StatementFilter),
+                   responses={200: page_of(StatementRowSerializer),
+                              **problems("not_found", missing=("customer", "cursor"))},
+                   summary="The wallet statement",
+                   description="One row per ledger transaction touching the customer, newest first, under any "
+                   "payer: `amount` is the signed change, `balance_after` the payer's balance after it. Filter by "
+                   "`type`, `since`, `until`; cursor pagination: follow `next` until it is null.")
     def get(self, request: Request, external_id: str) -> Response:
         customer = customer_get(service=current_service(request), external_id=external_id)
         qs = selectors.statement(customer, **validated_filters(StatementFilter, request))

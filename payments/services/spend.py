@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.conf import settings
 from django.db.models import F, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Replace
@@ -37,6 +39,23 @@ def orders_with_unreported_spend() -> QuerySet[BalanceOrder]:
     )
 
 
+def _report_completions(client: BalanceClient, orders: list[BalanceOrder], money: dict[int, Decimal]
+                        ) -> dict[int, bool]:
+    """The one reporter: send these orders' cumulative completions in one UpdateCampaigns call and, for each child
+    order Balance accepted, move `reported_qty` to the figure sent. Returns {order id: accepted}."""
+    now = timezone.now()
+    results = client.update_campaigns([
+        CompletionReport(service_id=o.service.balance_service_id, service_order_id=o.pk, money=money[o.pk], dt=now)
+        for o in orders
+    ])
+    accepted: dict[int, bool] = {}
+    for order, ok in zip(orders, results, strict=True):
+        accepted[order.pk] = ok
+        if ok and order.kind == BalanceOrder.Kind.CHILD:
+            BalanceOrder.objects.filter(pk=order.pk).update(reported_qty=money[order.pk], reported_at=now)
+    return accepted
+
+
 def spend_report(*, client: BalanceClient | None = None, batch_size: int | None = None) -> dict[str, int]:
     """Send each changed child order's cumulative spend with UpdateCampaigns, many orders per call.
 
@@ -52,14 +71,10 @@ def spend_report(*, client: BalanceClient | None = None, batch_size: int | None 
         if not chunk:
             break
         last_id = chunk[-1].pk
-        now = timezone.now()
-        reports = [CompletionReport(service_id=o.service.balance_service_id, service_order_id=o.pk, money=o.spend,
-                                    dt=now) for o in chunk]
-        results = client.update_campaigns(reports)
+        accepted = _report_completions(client, chunk, {o.pk: o.spend for o in chunk})
         totals["calls"] += 1
-        for order, accepted in zip(chunk, results, strict=True):
-            if accepted:
-                BalanceOrder.objects.filter(pk=order.pk).update(reported_qty=order.spend, reported_at=now)
+        for order in chunk:
+            if accepted[order.pk]:
                 totals["orders"] += 1
             else:
                 totals["rejected"] += 1
@@ -86,14 +101,6 @@ def orders_rereport(*, orders: list[BalanceOrder], client: BalanceClient | None 
     batch_size = batch_size or settings.RECONCILE_BATCH_SIZE
     for start in range(0, len(orders), batch_size):
         chunk = orders[start:start + batch_size]
-        now = timezone.now()
         money = {o.pk: balances.get(spend_keys[o.pk], ZERO) if o.pk in spend_keys else ZERO for o in chunk}
-        results = client.update_campaigns([
-            CompletionReport(service_id=o.service.balance_service_id, service_order_id=o.pk, money=money[o.pk], dt=now)
-            for o in chunk
-        ])
-        for order, ok in zip(chunk, results, strict=True):
-            accepted[order.pk] = ok
-            if ok and order.kind == BalanceOrder.Kind.CHILD:
-                BalanceOrder.objects.filter(pk=order.pk).update(reported_qty=money[order.pk], reported_at=now)
+        accepted.update(_report_completions(client, chunk, money))
     return accepted
