@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import extend_schema
@@ -22,6 +22,9 @@ from disbalance.pagination import paginated_response, validated_filters
 from overdrafts.selectors import debt_status, effective_overdraft_limit
 from wallets import selectors, services
 from wallets.models import LedgerEntry, LedgerTransaction
+
+if TYPE_CHECKING:
+    from customers.models import Customer
 
 
 class PayerBalanceSerializer(serializers.Serializer):
@@ -84,7 +87,7 @@ ALERTS_EXAMPLE = {"low_balance": "500.00", "effective": "500.00"}
 
 
 class WalletAlertsApi(APIView):
-    def _state(self, customer: Any) -> Response:  # a customers.Customer (its model only via selectors here)
+    def _state(self, customer: Customer) -> Response:
         return Response(WalletAlertsStateSerializer({
             "low_balance": customer.low_balance_threshold, "effective": low_balance_threshold(customer)}).data)
 
