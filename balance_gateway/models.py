@@ -81,6 +81,8 @@ class BalanceCall(models.Model):
     operation = models.ForeignKey(
         "disbalance.OutboxOperation", null=True, blank=True, on_delete=models.SET_NULL, related_name="calls"
     )
+    request_id = models.CharField(max_length=100, blank=True, default="",
+                                  help_text="X-Request-ID carried from the API call through the outbox")
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:

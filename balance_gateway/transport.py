@@ -50,6 +50,8 @@ from balance_gateway.wire import (
     TIMEOUT,
 )
 from balance_gateway.xmlrpc import Fault, ResponseParseError, loads_response
+from disbalance import metrics
+from disbalance.logging import request_id_var
 
 logger = logging.getLogger("balance_gateway.client")
 
@@ -261,8 +263,11 @@ class CallNote:
 def record_call(method: str, key_args: dict[str, Any], started: float, outcome: str, error_code: str,
                 error_message: str) -> None:
     """One log line and one `BalanceCall` row per attempt."""
-    duration_ms = max(0, round((time.monotonic() - started) * 1000))
+    elapsed = max(0.0, time.monotonic() - started)
+    duration_ms = round(elapsed * 1000)
     operation_id = current_operation_id.get()
+    metrics.BALANCE_CALLS.labels(method=method, outcome=outcome).inc()
+    metrics.BALANCE_CALL_SECONDS.labels(method=method).observe(elapsed)
     log = logger.info if outcome == OK else logger.warning
     log("balance call %s %s", method, outcome, extra={
         "balance_method": method, "balance_outcome": outcome, "balance_error_code": error_code,
@@ -275,7 +280,7 @@ def record_call(method: str, key_args: dict[str, Any], started: float, outcome: 
             BalanceCall.objects.create(
                 method=method, arguments=key_args, outcome=outcome, error_code=error_code[:64],
                 error_message=error_message[:MESSAGE_LIMIT], duration_ms=duration_ms,
-                operation_id=operation_id,
+                operation_id=operation_id, request_id=request_id_var.get(),
             )
     except Exception:  # the call log must never hide or change the call's result
         logger.exception("BalanceCall not recorded", extra={"balance_method": method, "operation": operation_id})

@@ -174,6 +174,8 @@ def customer_update(*, customer: Customer, changes: dict[str, Any]) -> Customer:
     customer.save(update_fields=fields)
     # update=True even before the client exists: a sync already running may create it from the old data.
     enqueue_sync(customer, update=True)
+    webhook_emit(service=customer.service, customer=customer, type="customer.updated",
+                 data={"customer": customer.external_id, "changed": sorted(changed)})
     return customer
 
 
@@ -205,7 +207,8 @@ def customer_sync_to_balance(operation: OutboxOperation) -> dict:
             Customer.objects.filter(pk=customer.pk).update(linked_user_uids=sorted(linked))
     with transaction.atomic():
         _set_status(customer.pk, RegistrationStatus.ACTIVE, "; ".join(notes))
-        webhook_emit(service=customer.service, type="customer.registered", data=_event_data(customer),
+        webhook_emit(service=customer.service, customer=customer, type="customer.registered",
+                     data=_event_data(customer),
                      dedup_key=f"customer.registered:{customer.pk}")
     return {**done, "linked_users": sorted(linked)}
 
@@ -225,7 +228,8 @@ def _customer_sync_failed(operation: OutboxOperation, error: str, final: bool) -
         with transaction.atomic():
             _set_status(customer_id, RegistrationStatus.FAILED, f"Balance: {error}")
             customer = Customer.objects.select_related("service").get(pk=customer_id)
-            webhook_emit(service=customer.service, type="customer.registration_failed", data=_event_data(customer),
+            webhook_emit(service=customer.service, customer=customer, type="customer.registration_failed",
+                         data=_event_data(customer),
                          dedup_key=f"customer.registration_failed:{customer.pk}:{operation.pk}")
     elif current != RegistrationStatus.ACTIVE:
         _set_status(customer_id, current, f"retrying (attempt {operation.attempts}): {error}")
@@ -287,7 +291,8 @@ def agency_change(*, customer: Customer, agency: Agency | None, reason: str = ""
     customer.save(update_fields=["agency", "updated_at"])
     for hook in _PAYER_CHANGE_HOOKS:
         hook(customer, agency)
-    webhook_emit(service=customer.service, type="agency.changed", dedup_key=f"agency.changed:{customer.pk}:{now}",
+    webhook_emit(service=customer.service, customer=customer, type="agency.changed",
+                 dedup_key=f"agency.changed:{customer.pk}:{now}",
                  data={"customer": customer.external_id, "agency": agency.external_id if agency else None,
                        "previous_agency": old_agency.external_id if old_agency else None, "since": now,
                        "reason": reason})

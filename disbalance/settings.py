@@ -274,6 +274,9 @@ SPECTACULAR_SETTINGS = {
         "Errors are application/problem+json with a stable `code`; see the README for a walkthrough."
     ),
     "VERSION": "1.0.0",
+    # 3.1: the events are documented as OpenAPI `webhooks` (one per event type, with an example).
+    "OAS_VERSION": "3.1.0",
+    "WEBHOOKS": "disbalance.webhook_schema.WEBHOOKS",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
@@ -336,3 +339,16 @@ RECONCILE_AUTOFIX_MAX_ATTEMPTS = env_int("RECONCILE_AUTOFIX_MAX_ATTEMPTS", 3)
 RECONCILE_PERSONS_WINDOW_MINUTES = env_int("RECONCILE_PERSONS_WINDOW_MINUTES", 180)
 RECONCILE_CALL_RETRIES = env_int("RECONCILE_CALL_RETRIES", 2)
 RECONCILE_LOCK_SECONDS = env_int("RECONCILE_LOCK_SECONDS", 3 * 3600)
+
+# Events and webhooks: their own retry schedule (not the outbox's), at least 3 days; see disbalance/webhooks.py.
+EVENTS_RETENTION_DAYS = env_int("EVENTS_RETENTION_DAYS", 35)
+WEBHOOK_BACKOFF_BASE_SECONDS = env_float("WEBHOOK_BACKOFF_BASE_SECONDS", 30.0)
+WEBHOOK_BACKOFF_CAP_SECONDS = env_float("WEBHOOK_BACKOFF_CAP_SECONDS", 6 * 3600.0)
+# An endpoint failing everything is disabled (its events wait, nothing is lost) before any event's retry window
+# ends; an event the endpoint keeps refusing while it takes others fails after WEBHOOK_RETRY_DAYS.
+WEBHOOK_RETRY_DAYS = env_float("WEBHOOK_RETRY_DAYS", 4.0)
+WEBHOOK_DISABLE_AFTER_DAYS = env_float("WEBHOOK_DISABLE_AFTER_DAYS", 3.0)
+WEBHOOK_SECRET_OVERLAP_HOURS = env_float("WEBHOOK_SECRET_OVERLAP_HOURS", 24.0)
+WEBHOOK_LEASE_SECONDS = env_int("WEBHOOK_LEASE_SECONDS", 300)
+WEBHOOK_CONNECT_TIMEOUT = env_float("WEBHOOK_CONNECT_TIMEOUT", 3.0)
+WEBHOOK_READ_TIMEOUT = env_float("WEBHOOK_READ_TIMEOUT", 10.0)

@@ -24,6 +24,7 @@ from django.db.models.lookups import Exact
 from agencies.models import Agency
 from customers.locks import lock_customer
 from customers.models import Customer
+from disbalance.events import MoneyEvent, event_emit_money
 from disbalance.exceptions import InsufficientFunds, InvalidState, ValidationFailed
 from disbalance.locking import TransactionRequired, for_update, require_atomic
 from disbalance.models import ConsumerService
@@ -65,23 +66,28 @@ def lock_accounts_by_key(keys: Iterable[str]) -> dict[str, Account]:
 
 
 def _customer_accounts(customer: Customer, payer_agency: Agency | None,
-                       wanted: list[tuple[str, str | None]]) -> list[Account]:
+                       wanted: list[tuple[str, str | None]], *, read_holds: bool = False) -> list[Account]:
     """The customer's accounts of these (kind, product code) under the payer, locked (id order) and fresh.
 
     One statement once the accounts exist; an account's first use creates it (unique key, race-safe) and locks it
-    with a second statement. The customer must be locked already.
+    with a second statement. The customer must be locked already. With `read_holds` the payer's holds account
+    is read (and locked) in the same statement and appended (None if it does not exist): the event's balance is
+    wallet + held, and reading it here costs no statement.
     """
     keys = [account_key(kind=kind, service_id=customer.service_id, customer_id=customer.pk,
                         payer_agency_id=payer_agency.pk if payer_agency else None, product_code=code)
             for kind, code in wanted]
-    locked = lock_accounts_by_key(keys)
+    holds_key = account_key(kind=Kind.HOLDS, service_id=customer.service_id, customer_id=customer.pk,
+                            payer_agency_id=payer_agency.pk if payer_agency else None)
+    extra = [holds_key] if read_holds else []
+    locked = lock_accounts_by_key(keys + extra)
     missing = [(key, kind, code) for key, (kind, code) in zip(keys, wanted, strict=True) if key not in locked]
     if missing:
         for _, kind, code in missing:
             account_get_or_create(service=customer.service, kind=kind, customer=customer, payer_agency=payer_agency,
                                   product_code=code)
-        locked = lock_accounts_by_key(keys)
-    return [locked[key] for key in keys]
+        locked = lock_accounts_by_key(keys + extra)
+    return [locked[key] for key in keys] + [locked.get(key) for key in extra]  # type: ignore[misc]
 
 
 # --- accounts -------------------------------------------------------------------------------------------------
@@ -342,41 +348,62 @@ def _post(customer: Customer, payer_agency: Agency | None, type: str, entries: l
     )
 
 
+def _announce(customer: Customer, payer_agency: Agency | None, event: MoneyEvent, amount: Decimal, wallet: Account,
+              holds: Account | None, change: Decimal, extra: dict | None = None) -> None:
+    """The operation's event, in its transaction: the payer's balance (wallet + held) right after it."""
+    held = holds.balance if holds is not None else ZERO
+    event_emit_money(customer=customer, payer=payer_agency, event=event, amount=amount, balance=wallet.balance + held,
+                     held=held, balance_change=change, extra=extra)
+
+
+def _event(event: MoneyEvent | None, default: str) -> MoneyEvent:
+    return event if event is not None else MoneyEvent(type=default, data={})
+
+
+# Every operation announces itself with one event (`event` gives its type and fields; a default type otherwise):
+# a consumer applying the events follows every ledger movement of a customer's wallets.
 # Each operation below locks the customer (unless the caller passes `customer_locked=True` with the row it locked
 # in this transaction: then there is no second lock and no savepoint), then its accounts in one statement.
 
 def wallet_credit_topup(
     *, customer: Customer, payer_agency: Agency | None, amount: Decimal, reference_kind: str = "",
-    reference_id: str = "", description: str = "", customer_locked: bool = False,
+    reference_id: str = "", description: str = "", customer_locked: bool = False, event: MoneyEvent | None = None,
 ) -> LedgerTransaction:
     """Money received from Balance for this customer under this payer: wallet +X / clearing -X."""
     with transaction.atomic(savepoint=not customer_locked):
         amount = _positive(amount)
         customer = _lock(customer, payer_agency, customer_locked)
-        (wallet,) = _customer_accounts(customer, payer_agency, [(Kind.WALLET, None)])
+        wallet, holds = _customer_accounts(customer, payer_agency, [(Kind.WALLET, None)], read_holds=True)
         clearing = clearing_account_get_or_create(service=customer.service)
-        return _post(customer, payer_agency, TxType.TOPUP, [(wallet, amount), (clearing, -amount)], [wallet],
-                     reference_kind, reference_id, description)
+        txn = _post(customer, payer_agency, TxType.TOPUP, [(wallet, amount), (clearing, -amount)], [wallet],
+                    reference_kind, reference_id, description)
+        _announce(customer, payer_agency, _event(event, "money.received"), amount, wallet, holds, amount)
+        return txn
 
 
 def wallet_charge(
     *, customer: Customer, payer_agency: Agency | None, product_code: str, amount: Decimal,
     overdraft_limit: Decimal = ZERO, reference_kind: str = "", reference_id: str = "", description: str = "",
-    customer_locked: bool = False,
+    customer_locked: bool = False, event: MoneyEvent | None = None,
 ) -> LedgerTransaction:
     """An immediate charge: wallet -X / spend +X. `InsufficientFunds` (writing nothing) if X > wallet + overdraft."""
     with transaction.atomic(savepoint=not customer_locked):
         amount = _positive(amount)
         customer = _lock(customer, payer_agency, customer_locked)
-        wallet, spend = _customer_accounts(customer, payer_agency, [(Kind.WALLET, None), (Kind.SPEND, product_code)])
+        wallet, spend, holds = _customer_accounts(customer, payer_agency,
+                                                  [(Kind.WALLET, None), (Kind.SPEND, product_code)], read_holds=True)
         _funds_check(wallet, amount, overdraft_limit)
-        return _post(customer, payer_agency, TxType.CHARGE, [(wallet, -amount), (spend, amount)], [wallet, spend],
-                     reference_kind, reference_id, description)
+        txn = _post(customer, payer_agency, TxType.CHARGE, [(wallet, -amount), (spend, amount)], [wallet, spend],
+                    reference_kind, reference_id, description)
+        _announce(customer, payer_agency, _event(event, "charge.succeeded"), amount, wallet, holds, -amount,
+                  {"product": product_code})
+        return txn
 
 
 def wallet_hold(
     *, customer: Customer, payer_agency: Agency | None, amount: Decimal, overdraft_limit: Decimal = ZERO,
     reference_kind: str = "", reference_id: str = "", description: str = "", customer_locked: bool = False,
+    event: MoneyEvent | None = None,
 ) -> LedgerTransaction:
     """Reserve money: wallet -X / holds +X. Same funds check as a charge."""
     with transaction.atomic(savepoint=not customer_locked):
@@ -384,8 +411,10 @@ def wallet_hold(
         customer = _lock(customer, payer_agency, customer_locked)
         wallet, holds = _customer_accounts(customer, payer_agency, [(Kind.WALLET, None), (Kind.HOLDS, None)])
         _funds_check(wallet, amount, overdraft_limit)
-        return _post(customer, payer_agency, TxType.HOLD, [(wallet, -amount), (holds, amount)], [wallet, holds],
-                     reference_kind, reference_id, description)
+        txn = _post(customer, payer_agency, TxType.HOLD, [(wallet, -amount), (holds, amount)], [wallet, holds],
+                    reference_kind, reference_id, description)
+        _announce(customer, payer_agency, _event(event, "hold.created"), amount, wallet, holds, ZERO)
+        return txn
 
 
 def _holds_check(holds: Account, hold_amount: Decimal) -> None:
@@ -395,7 +424,7 @@ def _holds_check(holds: Account, hold_amount: Decimal) -> None:
 
 def wallet_release(
     *, customer: Customer, payer_agency: Agency | None, amount: Decimal, reference_kind: str = "",
-    reference_id: str = "", description: str = "", customer_locked: bool = False,
+    reference_id: str = "", description: str = "", customer_locked: bool = False, event: MoneyEvent | None = None,
 ) -> LedgerTransaction:
     """Give held money back: holds -X / wallet +X."""
     with transaction.atomic(savepoint=not customer_locked):
@@ -403,14 +432,16 @@ def wallet_release(
         customer = _lock(customer, payer_agency, customer_locked)
         wallet, holds = _customer_accounts(customer, payer_agency, [(Kind.WALLET, None), (Kind.HOLDS, None)])
         _holds_check(holds, amount)
-        return _post(customer, payer_agency, TxType.RELEASE, [(holds, -amount), (wallet, amount)], [wallet, holds],
-                     reference_kind, reference_id, description)
+        txn = _post(customer, payer_agency, TxType.RELEASE, [(holds, -amount), (wallet, amount)], [wallet, holds],
+                    reference_kind, reference_id, description)
+        _announce(customer, payer_agency, _event(event, "hold.released"), amount, wallet, holds, ZERO)
+        return txn
 
 
 def wallet_capture(
     *, customer: Customer, payer_agency: Agency | None, product_code: str, hold_amount: Decimal,
     captured: Decimal, reference_kind: str = "", reference_id: str = "", description: str = "",
-    customer_locked: bool = False,
+    customer_locked: bool = False, event: MoneyEvent | None = None,
 ) -> LedgerTransaction:
     """Capture `captured` of a hold of `hold_amount`, releasing the rest: holds -h / spend +c / wallet +(h-c)."""
     with transaction.atomic(savepoint=not customer_locked):
@@ -430,13 +461,18 @@ def wallet_capture(
             entries.append((spend[0], captured))
         if hold_amount - captured > 0:
             entries.append((wallet, hold_amount - captured))
-        return _post(customer, payer_agency, TxType.CAPTURE, entries, [account for account, _ in entries],
-                     reference_kind, reference_id, description)
+        txn = _post(customer, payer_agency, TxType.CAPTURE, entries, [account for account, _ in entries],
+                    reference_kind, reference_id, description)
+        _announce(customer, payer_agency, _event(event, "hold.captured"), captured, wallet, holds, -captured,
+                  {"product": product_code, "captured": format_amount(captured),
+                   "released": format_amount(hold_amount - captured)})
+        return txn
 
 
 def wallet_refund(
     *, customer: Customer, payer_agency: Agency | None, product_code: str, amount: Decimal,
     reference_kind: str = "", reference_id: str = "", description: str = "", customer_locked: bool = False,
+    event: MoneyEvent | None = None,
 ) -> LedgerTransaction:
     """Give spent money back: spend -X / wallet +X; never takes the spend account below zero.
 
@@ -445,18 +481,29 @@ def wallet_refund(
     with transaction.atomic(savepoint=not customer_locked):
         amount = _positive(amount)
         customer = _lock(customer, payer_agency, customer_locked)
-        wallet, spend = _customer_accounts(customer, payer_agency, [(Kind.WALLET, None), (Kind.SPEND, product_code)])
+        wallet, spend, holds = _customer_accounts(customer, payer_agency,
+                                                  [(Kind.WALLET, None), (Kind.SPEND, product_code)], read_holds=True)
         if amount > spend.balance:
             raise InvalidState(f"refund {format_amount(amount)} is more than the {format_amount(spend.balance)}"
                                f" spent on {product_code}")
-        return _post(customer, payer_agency, TxType.REFUND, [(spend, -amount), (wallet, amount)], [wallet, spend],
-                     reference_kind, reference_id, description)
+        txn = _post(customer, payer_agency, TxType.REFUND, [(spend, -amount), (wallet, amount)], [wallet, spend],
+                    reference_kind, reference_id, description)
+        _announce(customer, payer_agency, _event(event, "refund.succeeded"), amount, wallet, holds, amount,
+                  {"product": product_code})
+        return txn
+
+
+def _holds_account(customer: Customer, payer_agency: Agency | None) -> Account | None:
+    return Account.objects.filter(key=account_key(
+        kind=Kind.HOLDS, service_id=customer.service_id, customer_id=customer.pk,
+        payer_agency_id=payer_agency.pk if payer_agency else None)).first()
 
 
 @transaction.atomic
 def wallet_adjust(
     *, customer: Customer, payer_agency: Agency | None, amount: Decimal, reason: str,
     created_by: AbstractBaseUser | None, reference_kind: str = "", reference_id: str = "", description: str = "",
+    event: MoneyEvent | None = None,
 ) -> LedgerTransaction:
     """A support correction of the wallet by a signed amount: wallet +X / adjustments -X (or the reverse).
 
@@ -470,11 +517,14 @@ def wallet_adjust(
     wallet = wallet_account_get_or_create(customer=customer, payer_agency=payer_agency)
     adjustments = adjustments_account_get_or_create(service=customer.service)
     lock_accounts([wallet])
-    return ledger_post(
+    txn = ledger_post(
         service=customer.service, type=TxType.ADJUSTMENT, entries=[(wallet, amount), (adjustments, -amount)],
         customer=customer, payer_agency=payer_agency, reference_kind=reference_kind, reference_id=reference_id,
         description=description, reason=reason, created_by=created_by,
     )
+    _announce(customer, payer_agency, _event(event, "wallet.adjusted"), amount, wallet,
+              _holds_account(customer, payer_agency), amount, {"reason": reason, "transaction": str(txn.public_id)})
+    return txn
 
 
 @transaction.atomic
@@ -499,8 +549,29 @@ def wallet_transfer(
     target = wallet_account_get_or_create(customer=customer, payer_agency=to_payer)
     locked = lock_accounts([source, target])
     _funds_check(locked[source.pk], amount, ZERO)
-    return ledger_post(
+    txn = ledger_post(
         service=customer.service, type=TxType.TRANSFER, entries=[(source, -amount), (target, amount)],
         customer=customer, payer_agency=from_payer, reference_kind=reference_kind, reference_id=reference_id,
         description=description, reason=reason, created_by=created_by,
     )
+    target_holds = _holds_account(customer, to_payer)
+    to_balance = target.balance + (target_holds.balance if target_holds is not None else ZERO)
+    _announce(customer, from_payer, MoneyEvent(type="wallet.transferred", data={}), amount, source,
+              _holds_account(customer, from_payer), -amount,
+              {"reason": reason, "transaction": str(txn.public_id),
+               "to_payer": to_payer.external_id if to_payer else None, "to_balance": format_amount(to_balance)})
+    return txn
+
+
+@transaction.atomic
+def wallet_alerts_set(*, customer: Customer, low_balance: Decimal | None) -> Customer:
+    """The customer's `wallet.low_balance` threshold (None: the service's default applies)."""
+    if low_balance is not None and (not isinstance(low_balance, Decimal) or not low_balance.is_finite()
+                                    or low_balance != low_balance.quantize(CENT)):
+        raise ValidationFailed("low_balance must be an amount with at most 2 places",
+                               errors={"low_balance": ["Must be an amount with at most 2 decimal places."]})
+    customer = lock_customer(customer.pk)
+    if customer.low_balance_threshold != low_balance:
+        customer.low_balance_threshold = low_balance
+        customer.save(update_fields=["low_balance_threshold"])
+    return customer

@@ -19,7 +19,8 @@ from balance_gateway.models import BalanceNotification, RegistrationStatus
 from balance_gateway.notifications import ClientNotification, notification_applier
 from customers.locks import lock_customer
 from customers.models import Customer
-from disbalance.money import ZERO
+from disbalance.events import event_emit
+from disbalance.money import ZERO, format_amount
 from overdrafts import selectors
 from overdrafts.locks import _lock_overdraft, lock_agency_credit
 from overdrafts.models import Overdraft
@@ -56,6 +57,7 @@ def overdraft_apply_balance_params(*, customer_id: int, params: BalanceOverdraft
     """
     customer = lock_customer(customer_id)
     overdraft = _lock_overdraft(customer.pk)
+    limit_before = selectors.overdraft_limit(customer=customer)
     now = timezone.now()
     if overdraft is not None and tid is not None and tid <= overdraft.last_tid:
         return "stale"
@@ -82,6 +84,7 @@ def overdraft_apply_balance_params(*, customer_id: int, params: BalanceOverdraft
         setattr(overdraft, field, value)
     overdraft.balance_refreshed_at = overdraft.updated_at = now
     overdraft.save()
+    overdraft_limit_announce(customer=customer, before=limit_before, cause="balance")
     return "applied"
 
 
@@ -90,6 +93,16 @@ def _for_our_service(notification: ClientNotification, customer: Customer) -> bo
     customer's service's notification URL is the customer's limit. One that does not say (a URL without
     `?service=`) is taken as the customer's own service's."""
     return notification.service_id is None or notification.service_id == customer.service.balance_service_id
+
+
+def overdraft_limit_announce(*, customer: Customer, before: Decimal, cause: str, reason: str = "") -> None:
+    """`overdraft.limit_changed` when the customer's effective limit differs from `before` (customer locked)."""
+    after = selectors.overdraft_limit(customer=customer)
+    if after == before:
+        return
+    event_emit(service=customer.service, type="overdraft.limit_changed", customer=customer, customer_locked=True,
+               data={"customer": customer.external_id, "payer": None, "limit": format_amount(after),
+                     "previous_limit": format_amount(before), "cause": cause, "reason": reason})
 
 
 @notification_applier("client")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from customers.models import Customer
+from disbalance.events import MoneyEvent
 from disbalance.idempotency import atomic_service
 from disbalance.money import ZERO
 from overdrafts import services as overdrafts
@@ -28,6 +29,7 @@ def charge_create(*, customer: Customer, product: Product, amount: Decimal, desc
         customer=customer, payer_agency=payer, product_code=product.code, amount=amount,
         overdraft_limit=limit or ZERO, reference_kind="charge", reference_id=str(charge.id),
         description=description or f"{product.name}", customer_locked=True,
+        event=MoneyEvent(type="charge.succeeded", data={"charge": str(charge.id)}),
     )
     if limit is not None:
         overdrafts.after_spend(customer=customer, payer=payer)

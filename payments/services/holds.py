@@ -11,10 +11,10 @@ from django.utils import timezone
 
 from customers.locks import lock_customer
 from customers.models import Customer
+from disbalance.events import MoneyEvent
 from disbalance.exceptions import ValidationFailed
 from disbalance.idempotency import atomic_service
 from disbalance.money import ZERO, format_amount
-from disbalance.webhooks import webhook_emit
 from overdrafts import services as overdrafts
 from payments.exceptions import HoldNotHeld
 from payments.models import Charge, Hold, Product
@@ -41,6 +41,8 @@ def hold_create(*, customer: Customer, product: Product, amount: Decimal, expire
     ledger.wallet_hold(
         customer=customer, payer_agency=payer, amount=amount, overdraft_limit=limit or ZERO, reference_kind="hold",
         reference_id=str(hold.id), description=description or f"Hold for {product.name}", customer_locked=True,
+        event=MoneyEvent(type="hold.created", data={"hold": str(hold.id), "product": product.code,
+                                                    "expires_at": expires_at.isoformat()}),
     )
     if limit is not None:
         overdrafts.after_spend(customer=customer, payer=payer)
@@ -79,6 +81,7 @@ def hold_capture(*, hold: Hold, amount: Decimal | None = None) -> Hold:
         customer=customer, payer_agency=hold.payer_agency, product_code=hold.product.code,
         hold_amount=hold.amount, captured=captured, reference_kind="hold", reference_id=str(hold.id),
         description=f"Capture of hold {hold.id}", customer_locked=True,
+        event=MoneyEvent(type="hold.captured", data={"hold": str(hold.id), "charge": str(charge.id)}),
     )
     overdrafts.after_money_in(customer=customer, payer=hold.payer_agency)
     hold.status = Hold.Status.CAPTURED
@@ -97,6 +100,8 @@ def _release(hold: Hold, status: str) -> Hold:
         customer=hold.customer, payer_agency=hold.payer_agency, amount=hold.amount, reference_kind="hold",
         reference_id=str(hold.id), description=f"{'Expiry' if status == Hold.Status.EXPIRED else 'Release'} "
                                                f"of hold {hold.id}", customer_locked=True,
+        event=MoneyEvent(type="hold.expired" if status == Hold.Status.EXPIRED else "hold.released",
+                         data={"hold": str(hold.id), "product": hold.product.code}),
     )
     overdrafts.after_money_in(customer=hold.customer, payer=hold.payer_agency)
     hold.status = status
@@ -118,10 +123,7 @@ def holds_expire(*, now: datetime | None = None) -> int:
     for hold in Hold.objects.filter(status=Hold.Status.HELD, expires_at__lte=now).only("pk", "customer_id"):
         try:
             with transaction.atomic():
-                hold = _release(hold, Hold.Status.EXPIRED)
-                webhook_emit(service=hold.service, type="hold.expired", dedup_key=f"hold.expired:{hold.id}", data={
-                    "id": str(hold.id), "customer": hold.customer.external_id,
-                    "amount": format_amount(hold.amount), "product": hold.product.code})
+                _release(hold, Hold.Status.EXPIRED)  # announces `hold.expired`
                 expired += 1
         except HoldNotHeld:
             continue  # captured or released in between

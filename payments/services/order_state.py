@@ -15,11 +15,10 @@ from balance_gateway.client import BalanceClient, OrderInfo
 from balance_gateway.notifications import OrderNotification, notification_applier
 from customers.locks import lock_customer
 from customers.models import Customer
+from disbalance.events import MoneyEvent
 from disbalance.money import CENT, ZERO, format_amount
-from disbalance.webhooks import webhook_emit
 from overdrafts import services as overdrafts
 from payments.models import BalanceOrder, TopUp
-from payments.services.topups import _topup_event
 from wallets import services as ledger
 
 
@@ -42,6 +41,8 @@ def _credit(order: BalanceOrder, customer: Customer, amount: Decimal, topup: Top
         customer=customer, payer_agency=order.payer_agency, amount=amount,
         reference_kind="topup" if topup else "balance_order",
         reference_id=str(topup.id) if topup else f"{order.pk}@{tid}", description=description, customer_locked=True,
+        event=MoneyEvent(type="topup.succeeded", data={"topup": str(topup.id), "id": str(topup.id)}) if topup
+        else MoneyEvent(type="money.received", data={"order": order.pk, "tid": tid}),
     )
 
 
@@ -94,8 +95,6 @@ def order_apply_balance_state(*, order_id: int, state: OrderState) -> str:
             topup.status = TopUp.Status.SUCCEEDED
             topup.succeeded_at = topup.updated_at = timezone.now()
             topup.save(update_fields=["status", "succeeded_at", "updated_at"])
-            webhook_emit(service=customer.service, type="topup.succeeded", data=_topup_event(topup),
-                         dedup_key=f"topup.succeeded:{topup.id}")
         if remaining > 0:
             _credit(order, customer, remaining, None, reference_tid)
     elif delta < 0:
@@ -104,6 +103,7 @@ def order_apply_balance_state(*, order_id: int, state: OrderState) -> str:
             customer=customer, payer_agency=order.payer_agency, amount=delta, created_by=None,
             reason=f"Balance lowered the money on order {order.pk} to {format_amount(state.consume_money)}",
             reference_kind="balance_order", reference_id=f"{order.pk}@{state.tid}",
+            event=MoneyEvent(type="wallet.adjusted", data={"order": order.pk, "tid": state.tid, "by": "balance"}),
         )
     if delta > 0:
         overdrafts.after_money_in(customer=customer, payer=order.payer_agency)

@@ -30,8 +30,8 @@ def _order_get_or_create(*, customer: Customer, payer: Agency | None, kind: str,
     payer_id = payer.pk if payer else None
     key = f"wallet:{owner_key(customer_id=customer.pk, payer_agency_id=payer_id)}"
     if kind == BalanceOrder.Kind.CHILD:
-        code = product.code  # type: ignore[union-attr]
-        key = f"child:{owner_key(customer_id=customer.pk, payer_agency_id=payer_id, product_code=code)}"
+        key = child_order_key(customer_id=customer.pk, payer_id=payer_id,
+                              product_code=product.code)  # type: ignore[union-attr]
     order = BalanceOrder.objects.filter(key=key).first()
     if order is not None:
         return order, False

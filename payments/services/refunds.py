@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from customers.locks import lock_customer
+from disbalance.events import MoneyEvent
 from disbalance.idempotency import atomic_service
 from disbalance.money import ZERO, format_amount
 from overdrafts import services as overdrafts
@@ -29,6 +30,8 @@ def refund_create(*, charge: Charge, amount: Decimal | None, reason: str) -> Ref
         customer=charge.customer, payer_agency=charge.payer_agency, product_code=charge.product.code, amount=amount,
         reference_kind="refund", reference_id=str(refund.id), description=f"Refund of charge {charge.id}: {reason}",
         customer_locked=True,
+        event=MoneyEvent(type="refund.succeeded", data={"refund": str(refund.id), "charge": str(charge.id),
+                                                         "reason": reason}),
     )
     overdrafts.after_money_in(customer=charge.customer, payer=charge.payer_agency)
     refund.save(force_insert=True)
