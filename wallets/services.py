@@ -265,6 +265,25 @@ def wallet_credit_topup(
 
 
 @transaction.atomic
+def wallet_credit_opening_balance(
+    *, customer: Customer, payer_agency: Agency | None, amount: Decimal, reference_id: str, description: str = "",
+) -> LedgerTransaction:
+    """An opening balance: free money of an order the consumer had in Balance before billing, adopted into this
+    payer's wallet (wallet +X / clearing -X, type `migration`, reference `legacy_order` + the order's key), so that
+    each legacy order's money enters the ledger once."""
+    amount = _positive(amount)
+    customer = _lock(customer, payer_agency)
+    wallet = wallet_account_get_or_create(customer=customer, payer_agency=payer_agency)
+    clearing = clearing_account_get_or_create(service=customer.service)
+    lock_accounts([wallet])
+    return ledger_post(
+        service=customer.service, type=TxType.MIGRATION, entries=[(wallet, amount), (clearing, -amount)],
+        customer=customer, payer_agency=payer_agency, reference_kind="legacy_order", reference_id=reference_id,
+        description=description,
+    )
+
+
+@transaction.atomic
 def wallet_charge(
     *, customer: Customer, payer_agency: Agency | None, product_code: str, amount: Decimal,
     overdraft_limit: Decimal = ZERO, reference_kind: str = "", reference_id: str = "", description: str = "",
