@@ -88,7 +88,7 @@ def snapshot(emulator):
 
 
 @pytest.mark.slow  # about 2 minutes on SQLite: 1,000 transfers, two reconciliations of 300 customers
-def test_rehearsal_of_a_thousand_legacy_orders(service, products, balance, emulator, tmp_path):
+def test_rehearsal_of_a_thousand_legacy_orders(service, products, balance, emulator, tmp_path, run_outbox):
     state, orders_file = rehearse(balance, tmp_path, customers=300, orders=1000, broken=5)
 
     out = adopt(orders_file, "--report", str(tmp_path / "report.csv"))
@@ -140,7 +140,8 @@ def test_rehearsal_of_a_thousand_legacy_orders(service, products, balance, emula
             charge_create(customer=customer, product=products["placement"], amount=Decimal("10.00"))
             charged += 1
     assert charged > 10
-    spend_report()
+    run_outbox()  # the new child orders reach Balance
+    assert spend_report()["orders"] == charged
     balance_state = emulator.state()
     # The only unpaid completion in Balance is the legacy one refused on purpose (the consumer's old loss).
     unpaid = {o["ServiceOrderID"] for o in balance_state["orders"] if Decimal(o["UnpaidQty"]) != 0}
