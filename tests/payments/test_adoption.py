@@ -229,3 +229,32 @@ def test_the_wallet_orders_notifications_wait_while_money_is_moved(service, prod
     assert not OrderNotifications.exists(notification)
     with BalanceClient() as client:
         assert client.get_orders_info([(SERVICE_ID, wallet.pk)])[0].consume_amount == wallet.credited_qty
+
+
+def test_the_emulator_is_seeded_from_a_file_once(balance, tmp_path):
+    import logging
+
+    from django.core.management import CommandError
+
+    from balance_gateway.management.commands.balance_emulator import Command
+
+    state = legacy_rehearsal(customers=3, orders=4, agencies=1, broken=0, service_id=SERVICE_ID)
+    path = state.write(tmp_path)["seed"]
+    command, logger = Command(), logging.getLogger("test")
+    data = command._seed_data(str(path))
+    command._seed(balance, data, logger)
+    def money():
+        return {o["ServiceOrderID"]: Decimal(o["ConsumeSum"]) for o in balance.call("Emulator.State")["orders"]}
+
+    assert money() == {o["service_order_id"]: Decimal(o["consume_sum"]) for o in state.seed["orders"]}
+    # A restart on the same state file does not seed again (it would put the moved money back).
+    first = state.seed["orders"][0]["service_order_id"]
+    balance.call("Emulator.UpdateOrder", [SERVICE_ID, first, {"ConsumeSum": "1.00"}])
+    command._seed(balance, data, logger)
+    assert money()[first] == Decimal("1.00")
+    # A state holding part of the file is refused, not overwritten.
+    partial = {**data, "orders": [*data["orders"], {**data["orders"][0], "service_order_id": "9100000000"}]}
+    with pytest.raises(CommandError, match="already holds part"):
+        command._seed(balance, partial, logger)
+    with pytest.raises(CommandError, match="Cannot read"):
+        command._seed_data(str(tmp_path / "missing.json"))
