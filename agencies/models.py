@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 from django.db import models
 from django.utils import timezone
 from simple_history.models import HistoricalRecords
@@ -58,3 +60,15 @@ class Contract(models.Model):
 
     def __str__(self) -> str:
         return f"{self.number or self.balance_contract_id} ({self.payment_type})"
+
+    def valid_on(self, *, day: date, balance_service_id: int) -> bool:
+        """The one rule for "this contract serves the service on that day": active, covering the service (an
+        empty list covers every service), and within its dates (both bounds included). Callers pass the local
+        day (`timezone.localdate()`), the calendar Balance's dates are in."""
+        if not self.active:
+            return False
+        if self.services and balance_service_id not in self.services:
+            return False
+        if self.valid_from and self.valid_from > day:
+            return False
+        return not (self.valid_to and self.valid_to < day)

@@ -109,16 +109,10 @@ def agency_contracts_refresh(*, agency: Agency, client: BalanceClient | None = N
 
 
 def agency_has_active_contract(*, agency: Agency, on: date | None = None) -> bool:
-    on = on or timezone.now().date()
-    for contract in agency.contracts.filter(active=True):
-        if agency.service.balance_service_id not in (contract.services or [agency.service.balance_service_id]):
-            continue
-        if contract.valid_from and contract.valid_from > on:
-            continue
-        if contract.valid_to and contract.valid_to < on:
-            continue
-        return True
-    return False
+    on = on or timezone.localdate()
+    service_id = agency.service.balance_service_id
+    return any(contract.valid_on(day=on, balance_service_id=service_id)
+               for contract in agency.contracts.filter(active=True))
 
 
 def _set_status(agency_id: int, status: str, reason: str) -> None:

@@ -7,19 +7,13 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from balance_gateway.models import BalanceCall, BalanceNotification
+from disbalance.admin_kit import ReadOnlyAdminMixin
 from disbalance.models import OutboxOperation
 from disbalance.outbox import outbox_retry
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
+class ReadOnlyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    pass
 
 
 class BalanceCallInline(admin.TabularInline):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db.models import Q, QuerySet
 
 from customers.exceptions import CustomerNotFound
-from customers.models import Customer
+from customers.models import AgencyAssignment, Customer
 from disbalance.models import ConsumerService
 
 
@@ -28,3 +28,12 @@ def customer_list(*, service: ConsumerService, status: str | None = None, agency
     if q:
         qs = qs.filter(Q(external_id__icontains=q) | Q(name__icontains=q) | Q(email__icontains=q) | Q(inn=q))
     return qs
+
+
+def customer_agency_in_force(customer: Customer) -> AgencyAssignment | None:
+    return AgencyAssignment.objects.filter(customer=customer, until__isnull=True).first()
+
+
+def customer_agency_history(customer: Customer) -> QuerySet[AgencyAssignment]:
+    """Who paid for the customer when, newest first."""
+    return AgencyAssignment.objects.filter(customer=customer).select_related("agency").order_by("-since", "-id")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,12 +10,14 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agencies.models import Agency
+from agencies.services import agency_has_active_contract
 from balance_gateway.client import BalanceClient
 from balance_gateway.models import RegistrationStatus
 from balance_gateway.services import party_sync
 from customers.exceptions import CustomerExists, ValidationFailed
 from customers.locks import lock_customer
 from customers.models import AgencyAssignment, Customer
+from customers.selectors import customer_agency_in_force
 from disbalance.exceptions import InvalidState
 from disbalance.models import ConsumerService, OutboxOperation
 from disbalance.outbox import outbox_enqueue, outbox_handler, outbox_on_failure
@@ -22,6 +25,29 @@ from disbalance.webhooks import webhook_emit
 
 LEGAL_FIELDS = ("inn", "kpp", "long_name", "legal_address", "postal_address", "postcode", "lname", "fname", "mname")
 SYNC_KIND = "customer.sync"
+
+
+COMPANY_LEGAL_FIELDS = ("inn", "kpp", "long_name", "legal_address", "postal_address", "postcode")
+
+
+def legal_details_missing(*, kind: str, legal: dict, adopting: bool = False) -> dict[str, list[str]]:
+    """What Balance's CreatePerson needs: for a company (`ur`) INN, KPP, full name, legal and postal address and
+    postcode; for a person (`ph`) last and first name: the missing ones, by field, with the message to show.
+    Adopting an existing Balance client (import) creates no person: a company then needs INN and legal address."""
+    if kind == Customer.Kind.COMPANY:
+        required = ("inn", "legal_address") if adopting else COMPANY_LEGAL_FIELDS
+        missing = [f for f in required if not legal.get(f)]
+    else:
+        missing = [f for f in ("lname", "fname") if not legal.get(f)]
+    article = "an" if kind == Customer.Kind.INDIVIDUAL else "a"
+    return {f: [f"Required for {article} {kind}."] for f in missing}
+
+
+def legal_details_check(*, kind: str, legal: dict) -> None:
+    missing = legal_details_missing(kind=kind, legal=legal)
+    if missing:
+        raise ValidationFailed("The request has invalid fields; see `errors`.",
+                               errors={f"legal.{field}": messages for field, messages in missing.items()})
 
 
 @dataclass(frozen=True)
@@ -73,8 +99,8 @@ def enqueue_sync(customer: Customer, *, update: bool) -> OutboxOperation:
     if update:
         # A sync of this customer still waiting (e.g. its registration, in backoff after creating the client) covers
         # this change only if it also pushes data: say so, with its row locked so that no worker starts it with the
-        # old payload meanwhile. One already running gets a new one after it (found by the soak, seed 4: the
-        # Balance client kept the name it had before a PATCH).
+        # old payload meanwhile. One already running gets a new one after it: it may have read the data before this
+        # change, and the Balance client would keep the old name.
         waiting = (OutboxOperation.objects.select_for_update()
                    .filter(dedup_key=dedup_key, status=OutboxOperation.Status.PENDING).first())
         if waiting is not None:
@@ -93,6 +119,7 @@ def customer_register(*, service: ConsumerService, external_id: str, data: Custo
 
     The Balance client, person and user links are made in the background (outbox), status `registering`.
     """
+    legal_details_check(kind=data.kind, legal=data.legal or {})
     agency = agency_for(service, data.agency_external_id)
     existing = Customer.objects.filter(service=service, external_id=external_id).first()
     if existing is None:
@@ -123,8 +150,13 @@ UPDATABLE_FIELDS = ("name", "email", "phone", *LEGAL_FIELDS)
 
 @transaction.atomic
 def customer_update(*, customer: Customer, changes: dict[str, Any]) -> Customer:
-    """Change name, contacts or legal details; the change is synced to Balance through the outbox."""
+    """Change name, contacts or legal details (a partial change: `legal` is merged into the stored details, and the
+    result must still hold what Balance needs for the customer's kind); synced to Balance through the outbox."""
     customer = Customer.objects.select_for_update().get(pk=customer.pk)
+    changes = dict(changes)
+    if "legal" in changes:
+        legal_details_check(kind=customer.kind,
+                            legal={f: getattr(customer, f) for f in LEGAL_FIELDS} | (changes["legal"] or {}))
     legal = changes.pop("legal", None) or {}
     values = {**{k: v for k, v in changes.items() if k in UPDATABLE_FIELDS},
               **{k: (v or "") for k, v in legal.items() if k in LEGAL_FIELDS}}
@@ -199,6 +231,21 @@ def _customer_sync_failed(operation: OutboxOperation, error: str, final: bool) -
         _set_status(customer_id, current, f"retrying (attempt {operation.attempts}): {error}")
 
 
+# What other apps do in the same transaction when a customer's payer changes (payments: the new payer's orders in
+# Balance). Registered by the app that owns the work, so that customers imports none of them.
+PayerChangeHook = Callable[[Customer, Agency | None], None]
+_PAYER_CHANGE_HOOKS: list[PayerChangeHook] = []
+
+
+def on_payer_change(hook: PayerChangeHook) -> PayerChangeHook:
+    if hook in _PAYER_CHANGE_HOOKS or any(h.__qualname__ == hook.__qualname__ and h.__module__ == hook.__module__
+                                          for h in _PAYER_CHANGE_HOOKS):
+        raise RuntimeError(f"payer change hook {hook.__module__}.{hook.__qualname__} registered twice")
+    _PAYER_CHANGE_HOOKS.append(hook)
+    return hook
+
+
+
 # --- agency change --------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -208,23 +255,16 @@ class AgencyChangeResult:
     changed: bool
 
 
-def customer_agency_in_force(customer: Customer) -> AgencyAssignment | None:
-    return AgencyAssignment.objects.filter(customer=customer, until__isnull=True).first()
-
-
 @transaction.atomic
 def agency_change(*, customer: Customer, agency: Agency | None, reason: str = "", changed_by: str,
                   user: Any = None) -> AgencyChangeResult:
-    """Switch the customer's payer now, in one step: the history row, the new payer's orders in Balance (through
-    the outbox) and, from this commit on, every charge billed under the new payer.
+    """Switch the customer's payer now, in one step: the history row, what the registered payer-change hooks do
+    (payments: the new payer's orders in Balance, through the outbox) and, from this commit on, every charge
+    billed under the new payer.
 
     Open holds stay with the payer they were made under; the old payer's money stays its own (shown apart,
     never spent under another payer). An agency without an active contract for the service is refused.
     """
-    from agencies.services import agency_has_active_contract
-    from payments.models import BalanceOrder
-    from payments.services import orders_ensure
-
     customer = lock_customer(customer.pk)
     current = customer_agency_in_force(customer)
     if customer.agency_id == (agency.pk if agency else None):
@@ -245,18 +285,11 @@ def agency_change(*, customer: Customer, agency: Agency | None, reason: str = ""
     customer.agency = agency
     customer.updated_at = now
     customer.save(update_fields=["agency", "updated_at"])
-    # The new payer's wallet order and a child order for every product the customer has used.
-    orders_ensure(customer=customer, payer=agency)
-    used_products = {o.product for o in BalanceOrder.objects.filter(customer=customer, kind=BalanceOrder.Kind.CHILD)
-                     .select_related("product")}
-    for product in used_products:
-        orders_ensure(customer=customer, payer=agency, product=product)
+    for hook in _PAYER_CHANGE_HOOKS:
+        hook(customer, agency)
     webhook_emit(service=customer.service, type="agency.changed", dedup_key=f"agency.changed:{customer.pk}:{now}",
                  data={"customer": customer.external_id, "agency": agency.external_id if agency else None,
                        "previous_agency": old_agency.external_id if old_agency else None, "since": now,
                        "reason": reason})
     return AgencyChangeResult(agency=agency, since=now, changed=True)
 
-
-def customer_agency_history(customer: Customer):  # type: ignore[no-untyped-def]
-    return AgencyAssignment.objects.filter(customer=customer).select_related("agency").order_by("-since", "-id")

@@ -89,12 +89,6 @@ class IdempotencyKeyReused(ApplicationError):
     title = "Idempotency key reused with a different request"
 
 
-class UpstreamUnavailable(ApplicationError):
-    code = "upstream_unavailable"
-    http_status = 503
-    title = "Balance is unavailable"
-
-
 _DRF_CODES: list[tuple[type[Exception], str, str]] = [
     (drf_exceptions.NotAuthenticated, "unauthorized", "Unauthorized"),
     (drf_exceptions.AuthenticationFailed, "unauthorized", "Unauthorized"),

@@ -7,6 +7,7 @@ import hashlib
 import secrets
 import uuid
 
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models import Q
@@ -16,12 +17,8 @@ from simple_history.models import HistoricalRecords
 
 def history_user(instance: object = None, request: object = None, **kwargs: object) -> object:
     """The staff user behind a change, for django-simple-history; API changes (by a service) have none."""
-    from django.contrib.auth.models import AbstractBaseUser
-
     user = getattr(request, "user", None) if request is not None else None
     if user is None:
-        from simple_history.models import HistoricalRecords
-
         context_request = getattr(HistoricalRecords.context, "request", None)
         user = getattr(context_request, "user", None)
     return user if isinstance(user, AbstractBaseUser) and user.is_authenticated else None

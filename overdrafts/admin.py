@@ -7,7 +7,7 @@ which checks the permissions again (`add_limitoverride`, `raise_limit` for a lim
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib import admin, messages
@@ -15,22 +15,18 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
-from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
 from simple_history.admin import SimpleHistoryAdmin
 
 from balance_gateway.exceptions import BalanceError
-from customers.models import Customer
+from disbalance.admin_kit import ReasonForm, admin_link
 from disbalance.exceptions import ApplicationError, ValidationFailed
 from disbalance.money import format_amount
 from overdrafts import selectors, services
 from overdrafts.models import AgencyCredit, Block, LimitOverride, Overdraft
 
-
-def _customer_link(customer: Customer) -> str:
-    url = reverse("admin:customers_customer_change", args=[customer.pk])
-    return format_html('<a href="{}">{}</a>', url, customer.external_id)
+if TYPE_CHECKING:  # annotations only: other apps' models are reached through their selectors/services
+    from customers.models import Customer
 
 
 def _error_text(exc: Exception) -> str:
@@ -44,10 +40,6 @@ def _error_text(exc: Exception) -> str:
 
 
 # --- the reason form of actions -------------------------------------------------------------------------------
-
-class ReasonForm(forms.Form):
-    reason = forms.CharField(max_length=500, widget=forms.TextInput(attrs={"size": 80}))
-
 
 class UnblockForm(ReasonForm):
     new_due_at = forms.DateTimeField(
@@ -145,7 +137,7 @@ class OverdraftAdmin(NoDeleteMixin, SimpleHistoryAdmin):
 
     @admin.display(description="customer", ordering="customer__external_id")
     def customer_link(self, obj: Overdraft) -> str:
-        return _customer_link(obj.customer)
+        return admin_link(obj.customer, obj.customer.external_id)
 
     @admin.display(description="effective limit")
     def effective_limit(self, obj: Overdraft) -> str:
@@ -282,7 +274,7 @@ class LimitOverrideAdmin(NoDeleteMixin, admin.ModelAdmin):
 
     @admin.display(description="customer", ordering="customer__external_id")
     def customer_link(self, obj: LimitOverride) -> str:
-        return _customer_link(obj.customer)
+        return admin_link(obj.customer, obj.customer.external_id)
 
     @admin.display(description="active", boolean=True)
     def active(self, obj: LimitOverride) -> bool:
@@ -353,7 +345,7 @@ class BlockAdmin(NoDeleteMixin, admin.ModelAdmin):
 
     @admin.display(description="customer", ordering="customer__external_id")
     def customer_link(self, obj: Block) -> str:
-        return _customer_link(obj.customer)
+        return admin_link(obj.customer, obj.customer.external_id)
 
     @admin.display(description="open", boolean=True)
     def open(self, obj: Block) -> bool:

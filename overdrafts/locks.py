@@ -3,20 +3,16 @@ else) and a customer's `Overdraft`."""
 
 from __future__ import annotations
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 
 from agencies.models import Agency
+from disbalance.locking import require_atomic
 from overdrafts.models import AgencyCredit, Overdraft
-
-
-def _require_atomic(what: str) -> None:
-    if not connection.in_atomic_block:
-        raise RuntimeError(f"{what} must run inside transaction.atomic")
 
 
 def lock_agency_credit(agency: Agency) -> AgencyCredit:
     """Lock (creating it if needed) the agency's credit row; taken after the customer, before anything else."""
-    _require_atomic("lock_agency_credit")
+    require_atomic("lock_agency_credit")
     qs = AgencyCredit.objects.select_for_update()
     credit = qs.filter(agency=agency).first()
     if credit is None:

@@ -99,13 +99,8 @@ def postpaid_contract(*, agency: Agency, on: date | None = None) -> Contract | N
     service_id = agency.service.balance_service_id
     for contract in agency.contracts.filter(active=True, payment_type=Contract.PaymentType.POSTPAID
                                             ).order_by("balance_contract_id"):
-        if contract.services and service_id not in contract.services:
-            continue
-        if contract.valid_from and contract.valid_from > on:
-            continue
-        if contract.valid_to and contract.valid_to < on:
-            continue
-        return contract
+        if contract.valid_on(day=on, balance_service_id=service_id):
+            return contract
     return None
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import get_fields_from_path
@@ -26,11 +26,14 @@ from django.utils.html import format_html, format_html_join
 from simple_history.admin import SimpleHistoryAdmin
 
 from balance_gateway.exceptions import BalanceError
-from customers.models import Customer
+from disbalance.admin_kit import ReadOnlyAdminMixin
 from disbalance.exceptions import InvalidState
 from disbalance.money import format_amount
 from payments.models import BalanceOrder, Charge, Hold, Product, Refund, TopUp
 from payments.services import enqueue_orders_sync, hold_release, orders_pull, product_create
+
+if TYPE_CHECKING:  # annotations only: other apps' models are reached through their selectors/services
+    from customers.models import Customer
 
 RELEASE_AT_ONCE_MAX = 100
 
@@ -147,25 +150,11 @@ class ExactSearchMixin:
         return queryset.filter(query), False
 
 
-class ReadOnlyMoneyAdmin(ExactSearchMixin, admin.ModelAdmin):
+class ReadOnlyMoneyAdmin(ReadOnlyAdminMixin, ExactSearchMixin, admin.ModelAdmin):
     """Money rows: no add, change or delete for anyone (superusers included), no `delete_selected`."""
 
     show_full_result_count = False
     date_hierarchy = "created_at"
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def get_actions(self, request: HttpRequest) -> dict:
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)
-        return actions
 
     @admin.display(description="customer", ordering="customer__external_id")
     def customer_link(self, obj: Any) -> str:
@@ -300,8 +289,8 @@ class BalanceOrderAdmin(ReadOnlyMoneyAdmin):
 
     @admin.action(description="Sync to Balance (queue the customers' unsynced orders)", permissions=["view"])
     def sync_to_balance(self, request: HttpRequest, queryset: QuerySet[BalanceOrder]) -> None:
-        customers = Customer.objects.filter(pk__in=queryset.values("customer_id")).select_related("service")
-        orders_sync(self, request, customers)
+        customers = {order.customer_id: order.customer for order in queryset.select_related("customer__service")}
+        orders_sync(self, request, customers.values())
 
 
 # --- top-ups, charges, holds, refunds -----------------------------------------------------------------------

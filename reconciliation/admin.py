@@ -15,6 +15,7 @@ from django.utils.html import format_html, format_html_join
 from simple_history.admin import SimpleHistoryAdmin
 
 from balance_gateway.exceptions import BalanceError
+from disbalance.admin_kit import admin_link
 from disbalance.exceptions import ApplicationError
 from reconciliation.actions import mismatch_fix, mismatch_resolve
 from reconciliation.models import Mismatch
@@ -23,13 +24,6 @@ from reconciliation.models import Mismatch
 
 MISMATCH_ACTION_MAX = 100
 _SEVERITY_COLORS = {"critical": "#ba2121", "warning": "#b36b00", "info": "#417690"}
-
-
-def _link(obj: Any, text: object = None) -> str:
-    if obj is None:
-        return "-"
-    url = reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change", args=[obj.pk])
-    return format_html('<a href="{}">{}</a>', url, obj if text is None else text)
 
 
 @admin.register(Mismatch)
@@ -106,9 +100,9 @@ class MismatchAdmin(SimpleHistoryAdmin):
     @admin.display(description="customer", ordering="customer__external_id")
     def customer_link(self, obj: Mismatch) -> str:
         if obj.customer is not None:
-            return _link(obj.customer, obj.customer.external_id)
+            return admin_link(obj.customer, obj.customer.external_id)
         if obj.agency is not None:
-            return _link(obj.agency, f"agency {obj.agency.external_id}")
+            return admin_link(obj.agency, f"agency {obj.agency.external_id}")
         return "-"
 
     @admin.display(description="fix")
@@ -125,15 +119,15 @@ class MismatchAdmin(SimpleHistoryAdmin):
     def links(self, obj: Mismatch) -> str:
         items = []
         if obj.customer is not None:
-            items.append(("customer", _link(obj.customer, f"{obj.customer.external_id} "
+            items.append(("customer", admin_link(obj.customer, f"{obj.customer.external_id} "
                                                           f"(Balance client {obj.customer.balance_client_id})")))
         if obj.agency is not None:
-            items.append(("agency", _link(obj.agency, f"{obj.agency.external_id} "
+            items.append(("agency", admin_link(obj.agency, f"{obj.agency.external_id} "
                                                       f"(Balance client {obj.agency.balance_client_id})")))
         if obj.order is not None:
-            items.append(("Balance order", _link(obj.order, f"{obj.order.pk} ({obj.order.key})")))
+            items.append(("Balance order", admin_link(obj.order, f"{obj.order.pk} ({obj.order.key})")))
         if obj.operation is not None:
-            items.append(("outbox operation", _link(obj.operation, obj.operation)))
+            items.append(("outbox operation", admin_link(obj.operation, obj.operation)))
         if obj.service is not None:
             items.append(("service", obj.service.slug))
         if not items:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -11,7 +10,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from balance_gateway.client import BalanceClient, ClientInfo, OrderInfo
-from balance_gateway.exceptions import BalanceRetryableError
+from balance_gateway.retry import read_with_retry
 from payments.models import BalanceOrder
 from reconciliation.findings import ReconcileReport, setting
 
@@ -33,14 +32,7 @@ class CountingClient(BalanceClient):
 def read(function: Callable[..., T], *args: Any) -> T:
     """A read from Balance, repeated briefly after a retryable error (reads are always safe to repeat)."""
     retries = setting("RECONCILE_CALL_RETRIES", 2)
-    for attempt in range(retries + 1):
-        try:
-            return function(*args)
-        except BalanceRetryableError:
-            if attempt == retries:
-                raise
-            time.sleep(0.2 * 2**attempt)
-    raise AssertionError("unreachable")  # pragma: no cover
+    return read_with_retry(function, *args, pauses=[0.2 * 2**attempt for attempt in range(retries)])
 
 
 def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:

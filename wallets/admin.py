@@ -3,40 +3,24 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin
-from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
+from disbalance.admin_kit import ReadOnlyAdminMixin
 from disbalance.money import format_amount
 from wallets.models import Account, LedgerEntry, LedgerTransaction
 
 STATEMENT_ROWS = 200
 
 
-class ReadOnlyAdminMixin:
-    """No add, change or delete for anyone; no bulk actions (so no `delete_selected`)."""
+class LedgerReadOnly(ReadOnlyAdminMixin):
+    """The ledger changes only through its services: read-only, and no bulk actions at all."""
 
     actions = None
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def get_actions(self, request: HttpRequest) -> dict:
-        actions = super().get_actions(request)  # type: ignore[misc]
-        actions.pop("delete_selected", None)
-        return actions
-
-
-class EntryInline(ReadOnlyAdminMixin, admin.TabularInline):
+class EntryInline(LedgerReadOnly, admin.TabularInline):
     model = LedgerEntry
     fk_name = "transaction"
     fields = ("account", "amount", "balance_after")
@@ -47,7 +31,7 @@ class EntryInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 
 @admin.register(LedgerTransaction)
-class LedgerTransactionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class LedgerTransactionAdmin(LedgerReadOnly, admin.ModelAdmin):
     list_display = ("public_id", "type", "customer", "payer_agency", "reference_kind", "reference_id", "created_by",
                     "created_at")
     list_filter = ("type", "service", "created_at")
@@ -59,7 +43,7 @@ class LedgerTransactionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class LedgerEntryAdmin(LedgerReadOnly, admin.ModelAdmin):
     list_display = ("id", "transaction", "account", "amount", "balance_after")
     list_filter = ("account__kind", "transaction__type")
     search_fields = ("account__key", "transaction__public_id")
@@ -69,7 +53,7 @@ class LedgerEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(Account)
-class AccountAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class AccountAdmin(LedgerReadOnly, admin.ModelAdmin):
     list_display = ("key", "kind", "customer", "payer_agency", "product_code", "balance", "cached", "currency")
     list_filter = ("kind", "service", "cached")
     search_fields = ("key", "customer__external_id", "payer_agency__external_id", "product_code")

@@ -16,29 +16,30 @@ from collections.abc import Iterable
 from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import OuterRef, Subquery, Sum
 
 from agencies.models import Agency
 from customers.locks import lock_customer
 from customers.models import Customer
 from disbalance.exceptions import InsufficientFunds, InvalidState, ValidationFailed
-from disbalance.locking import for_update
+from disbalance.locking import TransactionRequired, for_update, require_atomic
 from disbalance.models import ConsumerService
 from disbalance.money import CENT, ZERO, MoneyField, format_amount
+from disbalance.reasons import required_reason
 from wallets.exceptions import LedgerCorrupted, LedgerDuplicate, LedgerImbalanced, LedgerInvalidPosting
 from wallets.models import Account, LedgerEntry, LedgerTransaction
-
-# Re-sum every touched account's entries after posting (tests turn this on; the cheap check always runs).
-FULL_CHECK = False
 
 Kind = Account.Kind
 TxType = LedgerTransaction.Type
 
 
 def _require_atomic(what: str) -> None:
-    if not connection.in_atomic_block:
-        raise LedgerInvalidPosting(f"{what} must run inside transaction.atomic")
+    """`disbalance.locking.require_atomic`, as the ledger's own error (a posting without its locks is invalid)."""
+    try:
+        require_atomic(what)
+    except TransactionRequired as exc:
+        raise LedgerInvalidPosting(str(exc)) from exc
 
 
 # --- locks ----------------------------------------------------------------------------------------------------
@@ -55,14 +56,22 @@ def lock_accounts(accounts: Iterable[Account]) -> dict[int, Account]:
 
 # --- accounts -------------------------------------------------------------------------------------------------
 
+def owner_key(*, customer_id: int, payer_agency_id: int | None, product_code: str | None = None) -> str:
+    """`c<customer>:p<payer>` (`pself` when the customer pays itself), then `:<product>` for a per-product key.
+
+    The one builder of the tail that customer accounts and Balance orders share (`wallet:c12:p3`,
+    `spend:c12:p3:placement`, `child:c12:p3:placement`): it is what joins a child order to its spend account.
+    """
+    payer = f"p{payer_agency_id}" if payer_agency_id is not None else "pself"
+    return f"c{customer_id}:{payer}" + (f":{product_code}" if product_code is not None else "")
+
+
 def account_key(*, kind: str, service_id: int, customer_id: int | None = None, payer_agency_id: int | None = None,
                 product_code: str | None = None) -> str:
     if kind in Account.SERVICE_KINDS:
         return f"{kind}:s{service_id}"
-    payer = f"p{payer_agency_id}" if payer_agency_id is not None else "pself"
-    if kind == Kind.SPEND:
-        return f"{kind}:c{customer_id}:{payer}:{product_code}"
-    return f"{kind}:c{customer_id}:{payer}"
+    return f"{kind}:" + owner_key(customer_id=customer_id, payer_agency_id=payer_agency_id,  # type: ignore[arg-type]
+                                  product_code=product_code if kind == Kind.SPEND else None)
 
 
 def account_get_or_create(*, service: ConsumerService, kind: str, customer: Customer | None = None,
@@ -135,7 +144,7 @@ def ledger_post(
     *, service: ConsumerService, type: str, entries: list[tuple[Account, Decimal]],
     customer: Customer | None = None, payer_agency: Agency | None = None, reference_kind: str = "",
     reference_id: str = "", description: str = "", reason: str = "",
-    created_by: AbstractBaseUser | None = None, full_check: bool | None = None,
+    created_by: AbstractBaseUser | None = None, full_check: bool = False,
 ) -> LedgerTransaction:
     """Post one balanced transaction: insert it and its entries, and move the cached balances.
 
@@ -192,7 +201,7 @@ def ledger_post(
     for pk in sorted(new_balances):
         Account.objects.filter(pk=pk).update(balance=new_balances[pk])
         given[pk].balance = new_balances[pk]
-    if FULL_CHECK if full_check is None else full_check:
+    if full_check:
         _check_sums(new_balances)
     return txn
 
@@ -397,12 +406,6 @@ def wallet_refund(
     )
 
 
-def _reason(reason: str) -> str:
-    if not reason or not reason.strip():
-        raise ValidationFailed("A reason is required.", errors={"reason": ["This field is required."]})
-    return reason.strip()
-
-
 @transaction.atomic
 def wallet_adjust(
     *, customer: Customer, payer_agency: Agency | None, amount: Decimal, reason: str,
@@ -412,7 +415,7 @@ def wallet_adjust(
 
     No funds check: a correction may take the wallet below zero (e.g. reversing money credited twice).
     """
-    reason = _reason(reason)
+    reason = required_reason(reason)
     if not isinstance(amount, Decimal) or not amount.is_finite() or amount != amount.quantize(CENT) or amount == 0:
         raise ValidationFailed("amount must be a non-zero amount with at most 2 places",
                                errors={"amount": ["Must be a non-zero amount with at most 2 decimal places."]})
@@ -436,7 +439,7 @@ def wallet_transfer(
 
     The transaction's `payer_agency` is `from_payer` (whose money moves); the statement shows both sides.
     """
-    reason = _reason(reason)
+    reason = required_reason(reason)
     amount = _positive(amount)
     from_id = from_payer.pk if from_payer else None
     to_id = to_payer.pk if to_payer else None

@@ -19,10 +19,12 @@ from disbalance.money import to_balance
 
 
 class EmulatorControl:
-    def __init__(self, url: str, timeout: float = 10.0) -> None:
+    def __init__(self, url: str, timeout: float = 10.0, ticket: str = "") -> None:
         self.url = url
         self.timeout = (min(timeout, 3.0), timeout)
         self.session = requests.Session()
+        if ticket:  # an emulator started with `required_ticket` checks its controls too
+            self.session.headers["X-Ya-Service-Ticket"] = ticket
 
     def close(self) -> None:
         self.session.close()

@@ -28,6 +28,7 @@ moving `last_tid`). Credit limits: `agency_credits_pull` (GetClientCreditLimits)
 """
 
 from overdrafts.locks import lock_agency_credit
+from overdrafts.services.corrections import wallet_correct, wallet_move_between_payers
 from overdrafts.services.debt import DebtRefresh, overdrafts_check, payment_term
 from overdrafts.services.limits import (
     BalanceOverdraft,
@@ -52,4 +53,5 @@ __all__ = [
     "agency_credits_pull", "balance_overdraft_from_notification", "customer_block", "customer_unblock",
     "lock_agency_credit", "overdraft_apply_balance_params", "overdraft_override_end", "overdraft_override_set",
     "overdraft_override_validate", "overdrafts_check", "overdrafts_pull", "payment_term", "spend_limit",
+    "wallet_correct", "wallet_move_between_payers",
 ]

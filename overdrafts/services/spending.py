@@ -10,9 +10,10 @@ from django.utils import timezone
 from agencies.models import Agency
 from customers.models import Customer
 from disbalance.exceptions import CustomerBlocked
+from disbalance.locking import require_atomic
 from disbalance.money import ZERO, format_amount
 from overdrafts import selectors
-from overdrafts.locks import _require_atomic, lock_agency_credit
+from overdrafts.locks import lock_agency_credit
 from overdrafts.models import AgencyCredit, Overdraft
 from overdrafts.services.debt import _debt_refresh
 
@@ -23,7 +24,7 @@ def spend_limit(*, customer: Customer, payer: Agency | None) -> Decimal:
     Raises `CustomerBlocked` when the customer's own debt is past due (the block itself is written by the
     periodic check or the next money movement: this transaction is about to roll back).
     """
-    _require_atomic("spend_limit")
+    require_atomic("spend_limit")
     overdraft = Overdraft.objects.filter(customer_id=customer.pk).first()
     _refuse_if_overdue(customer, overdraft)
     if payer is None:
@@ -53,7 +54,7 @@ def after_money_in(*, customer: Customer, payer: Agency | None) -> None:
 
 
 def _after_money_movement(customer: Customer, payer: Agency | None) -> None:
-    _require_atomic("overdraft hooks")
+    require_atomic("overdraft hooks")
     if payer is None:
         _debt_refresh(customer)
     else:

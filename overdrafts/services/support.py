@@ -17,18 +17,13 @@ from customers.locks import lock_customer
 from customers.models import Customer
 from disbalance.exceptions import ValidationFailed
 from disbalance.money import CENT, MAX_AMOUNT, ZERO, format_amount
+from disbalance.reasons import required_reason
 from overdrafts.exceptions import NoOverdraftForAgencyCustomer, NotBlocked
 from overdrafts.locks import _lock_overdraft
 from overdrafts.models import Block, LimitOverride, Overdraft
 from overdrafts.services.debt import _sync_blocked_flag
 
 logger = logging.getLogger(__name__)
-
-
-def _reason(reason: str) -> str:
-    if not reason or not reason.strip():
-        raise ValidationFailed("A reason is required.", errors={"reason": ["This field is required."]})
-    return reason.strip()[:500]
 
 
 def _require_perm(user: AbstractBaseUser, perm: str, what: str) -> None:
@@ -55,7 +50,7 @@ class OverrideCheck:
 def overdraft_override_validate(*, customer: Customer, limit: Decimal, reason: str, by: AbstractBaseUser,
                                 expires_at: datetime | None = None) -> OverrideCheck:
     """The checks of `overdraft_override_set`, without writing (the admin form shows their errors first)."""
-    reason = _reason(reason)
+    reason = required_reason(reason)[:500]
     limit = _limit(limit)
     _require_perm(by, "overdrafts.add_limitoverride", "Setting an overdraft limit")
     if customer.agency_id is not None:
@@ -102,7 +97,7 @@ def overdraft_override_set(*, customer: Customer, limit: Decimal, reason: str, b
 @transaction.atomic
 def overdraft_override_end(*, override: LimitOverride, reason: str, by: AbstractBaseUser) -> LimitOverride:
     """End an open override now: the limit Balance granted applies again."""
-    reason = _reason(reason)
+    reason = required_reason(reason)[:500]
     _require_perm(by, "overdrafts.change_limitoverride", "Ending an overdraft override")
     lock_customer(override.customer_id)
     override = LimitOverride.objects.select_for_update().get(pk=override.pk)
@@ -116,7 +111,7 @@ def overdraft_override_end(*, override: LimitOverride, reason: str, by: Abstract
 def customer_block(*, customer: Customer, reason: str, by: AbstractBaseUser) -> Block:
     """Support blocks the customer by hand: charges and holds get `409 customer_blocked` until support
     unblocks it (a repayment does not)."""
-    reason = _reason(reason)
+    reason = required_reason(reason)[:500]
     _require_perm(by, "overdrafts.add_block", "Blocking a customer")
     customer = lock_customer(customer.pk)
     block = Block.objects.filter(customer=customer, kind=Block.Kind.MANUAL, lifted_at__isnull=True).first()
@@ -133,7 +128,7 @@ def customer_unblock(*, customer: Customer, reason: str, by: AbstractBaseUser,
                      new_due_at: datetime | None = None) -> list[Block]:
     """Support lifts the manual block; with `new_due_at` (grace) it also moves the due date of the customer's
     debt and lifts the overdue block. Without it an overdue block stays: it lifts itself on repayment."""
-    reason = _reason(reason)
+    reason = required_reason(reason)[:500]
     _require_perm(by, "overdrafts.change_block", "Unblocking a customer")
     customer = lock_customer(customer.pk)
     now = timezone.now()

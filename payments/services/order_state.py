@@ -146,13 +146,18 @@ def _order_for_key(service_id: int, service_order_id: str) -> BalanceOrder | Non
     return BalanceOrder.objects.filter(pk=int(service_order_id), service__balance_service_id=service_id).first()
 
 
-def wallet_money_from_notification(notification: OrderNotification) -> Decimal | None:
+def wallet_money_from_notification(notification: OrderNotification, order: BalanceOrder) -> Decimal | None:
     """The wallet's money in a NotifyOrder2 of a wallet order, by the service's group reporting type: "parent":
-    ConsumeSum (the group's money); "enqueue": TotalConsumeQty (the wallet product is priced one unit per rouble).
-    None when the notification does not carry it."""
-    if settings.BALANCE_GROUP_REPORTING == "enqueue":
-        return notification.total_consume_qty.quantize(CENT) if notification.total_consume_qty is not None else None
-    return notification.consume_sum
+    ConsumeSum (the group's money); "enqueue": TotalConsumeQty (the wallet product is priced one unit per rouble),
+    or ConsumeSum while no child order exists (all the group's money is still on the wallet order). None when the
+    notification cannot say (enqueue without TotalConsumeQty: the pull reads the children's money instead)."""
+    if settings.BALANCE_GROUP_REPORTING != "enqueue":
+        return notification.consume_sum
+    if notification.total_consume_qty is not None:
+        return notification.total_consume_qty.quantize(CENT)
+    if not BalanceOrder.objects.filter(parent=order).exists():
+        return notification.consume_sum
+    return None
 
 
 @notification_applier("order")
@@ -169,7 +174,8 @@ class OrderNotifications:
     def apply(notification: OrderNotification) -> str:
         order = _order_for_key(notification.service_id, notification.service_order_id)
         assert order is not None
-        money = wallet_money_from_notification(notification) if order.kind == BalanceOrder.Kind.WALLET else None
+        money = (wallet_money_from_notification(notification, order) if order.kind == BalanceOrder.Kind.WALLET
+                 else None)
         if money is None:
             return order_note_balance_state(order_id=order.pk, consume_money=notification.consume_amount,
                                             completion_qty=notification.completion_qty, tid=notification.tid)

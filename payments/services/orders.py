@@ -11,22 +11,22 @@ from django.db import IntegrityError, transaction
 from agencies.models import Agency, Contract
 from balance_gateway.client import BalanceClient, OrderSpec
 from customers.models import Customer
+from customers.services import on_payer_change
 from disbalance.models import OutboxOperation
 from disbalance.outbox import OutboxFinalError, OutboxRetry, outbox_enqueue, outbox_handler
 from payments.models import BalanceOrder, Product
+from wallets.services import owner_key
 
 ORDERS_SYNC = "orders.sync"
 
 
-def _payer_key(payer: Agency | None) -> str:
-    return f"p{payer.pk}" if payer else "pself"
-
-
 def _order_get_or_create(*, customer: Customer, payer: Agency | None, kind: str, product: Product | None,
                          parent: BalanceOrder | None) -> tuple[BalanceOrder, bool]:
-    key = f"wallet:c{customer.pk}:{_payer_key(payer)}"
+    payer_id = payer.pk if payer else None
+    key = f"wallet:{owner_key(customer_id=customer.pk, payer_agency_id=payer_id)}"
     if kind == BalanceOrder.Kind.CHILD:
-        key = f"child:c{customer.pk}:{_payer_key(payer)}:{product.code}"  # type: ignore[union-attr]
+        code = product.code  # type: ignore[union-attr]
+        key = f"child:{owner_key(customer_id=customer.pk, payer_agency_id=payer_id, product_code=code)}"
     order = BalanceOrder.objects.filter(key=key).first()
     if order is not None:
         return order, False
@@ -141,3 +141,14 @@ def orders_resend(*, orders: list[BalanceOrder]) -> list[OutboxOperation]:
                                                                   sync_error="")
             operations.append(enqueue_orders_sync(customer))
     return operations
+
+
+@on_payer_change
+def orders_for_new_payer(customer: Customer, payer: Agency | None) -> None:
+    """After an agency change: the new payer's wallet order and a child order for every product the customer
+    has used (created in Balance through the outbox)."""
+    orders_ensure(customer=customer, payer=payer)
+    used_products = {o.product for o in BalanceOrder.objects.filter(customer=customer, kind=BalanceOrder.Kind.CHILD)
+                     .select_related("product")}
+    for product in used_products:
+        orders_ensure(customer=customer, payer=payer, product=product)

@@ -19,6 +19,10 @@ from wallets.models import Account
 
 logger = logging.getLogger(__name__)
 
+REPORT_REFUSED = ("Balance refused the completion (UpdateCampaigns answered 0): the order is blocked or stopped "
+                  "in Balance, or Balance saw the report's dt as future. Not sent again until support re-reports "
+                  "it (reconciliation shows it as a money-out mismatch).")
+
 
 def spend_account_key(order: BalanceOrder) -> str:
     """The key of a child order's spend account: `child:c<customer>:p<payer>:<product>` -> `spend:...`."""
@@ -45,17 +49,35 @@ def orders_with_unreported_spend() -> QuerySet[BalanceOrder]:
     )
 
 
-REPORT_REFUSED = ("Balance refused the completion (UpdateCampaigns answered 0): the order is blocked or stopped "
-                  "in Balance, or Balance saw the report's dt as future. Not sent again until support re-reports "
-                  "it (reconciliation shows it as a money-out mismatch).")
-
-
 def completion_report_for(order: BalanceOrder, money: Decimal, now: datetime) -> CompletionReport:
-    """A child order's cumulative spend as Balance counts it: in the product's unit, exact to 6 places."""
+    """An order's cumulative spend as Balance counts it: in the product's unit, exact to 6 places (a wallet order
+    completes nothing)."""
     product = order.product
-    assert product is not None
+    if product is None:
+        return CompletionReport(service_id=order.service.balance_service_id, service_order_id=order.pk,
+                                unit="Money", qty=Decimal(0), dt=now)
     return CompletionReport(service_id=order.service.balance_service_id, service_order_id=order.pk,
                             unit=product.balance_unit, qty=product.units_for(money), dt=now)
+
+
+def _report_completions(client: BalanceClient, orders: list[BalanceOrder], money: dict[int, Decimal]
+                        ) -> dict[int, bool | None]:
+    """The one reporter: send these orders' cumulative completions in one UpdateCampaigns call. For each child
+    order Balance accepted, move `reported_qty` to the figure sent (and clear an earlier refusal); one Balance
+    refused (0) is flagged with the reason; one it did not answer for stays as it was. Returns {order id: True
+    (accepted), False (refused) or None (not answered)}."""
+    now = timezone.now()
+    results = client.update_campaigns([completion_report_for(o, money[o.pk], now) for o in orders])
+    accepted: dict[int, bool | None] = {}
+    for order, ok in zip(orders, results, strict=True):
+        accepted[order.pk] = ok
+        if ok and order.kind == BalanceOrder.Kind.CHILD:
+            BalanceOrder.objects.filter(pk=order.pk).update(reported_qty=money[order.pk], reported_at=now,
+                                                            report_refused_at=None, report_error="")
+        elif ok is False:
+            BalanceOrder.objects.filter(pk=order.pk).update(report_refused_at=now, report_error=REPORT_REFUSED)
+            logger.warning("completion refused by Balance", extra={"order": order.pk, "spend": str(money[order.pk])})
+    return accepted
 
 
 def spend_report(*, client: BalanceClient | None = None, batch_size: int | None = None) -> dict[str, int]:
@@ -74,36 +96,22 @@ def spend_report(*, client: BalanceClient | None = None, batch_size: int | None 
         if not chunk:
             break
         last_id = chunk[-1].pk
-        now = timezone.now()
-        results = client.update_campaigns([completion_report_for(o, o.spend, now) for o in chunk])
+        accepted = _report_completions(client, chunk, {o.pk: o.spend for o in chunk})
         totals["calls"] += 1
-        for order, accepted in zip(chunk, results, strict=True):
-            if accepted:
-                BalanceOrder.objects.filter(pk=order.pk).update(reported_qty=order.spend, reported_at=now)
-                totals["orders"] += 1
-            elif accepted is None:
-                totals["unanswered"] += 1
-            else:
-                totals["rejected"] += 1
-                BalanceOrder.objects.filter(pk=order.pk).update(report_refused_at=now, report_error=REPORT_REFUSED)
-                logger.warning("completion refused by Balance", extra={"order": order.pk, "spend": str(order.spend)})
+        for order in chunk:
+            outcome = accepted[order.pk]
+            key = "orders" if outcome else "unanswered" if outcome is None else "rejected"
+            totals[key] += 1
     return totals
-
-
-def _completion_report(order: BalanceOrder, money: Decimal, now: datetime) -> CompletionReport:
-    if order.product is None:  # a wallet order: nothing is completed on it
-        return CompletionReport(service_id=order.service.balance_service_id, service_order_id=order.pk,
-                                unit="Money", qty=Decimal(0), dt=now)
-    return completion_report_for(order, money, now)
 
 
 def orders_rereport(*, orders: list[BalanceOrder], client: BalanceClient | None = None,
                     batch_size: int | None = None) -> dict[int, bool]:
     """Report the cumulative completion of these orders again, whatever was reported before (UpdateCampaigns).
 
-    `spend_report` sends only orders whose spend changed since the last accepted report; a figure changed in
-    Balance behind billing's back needs this. Child orders get their spend account's balance (read now), wallet
-    orders 0.00. Returns {order id: accepted}.
+    `spend_report` sends only orders whose spend changed since the last accepted report (and never one Balance
+    refused); a figure changed in Balance behind billing's back, or support's re-report after a refusal, needs
+    this. Child orders get their spend account's balance (read now), wallet orders 0. Returns {order id: accepted}.
     """
     if not orders:
         return {}
@@ -115,14 +123,6 @@ def orders_rereport(*, orders: list[BalanceOrder], client: BalanceClient | None 
     batch_size = batch_size or settings.RECONCILE_BATCH_SIZE
     for start in range(0, len(orders), batch_size):
         chunk = orders[start:start + batch_size]
-        now = timezone.now()
         money = {o.pk: balances.get(spend_keys[o.pk], ZERO) if o.pk in spend_keys else ZERO for o in chunk}
-        results = client.update_campaigns([_completion_report(o, money[o.pk], now) for o in chunk])
-        for order, ok in zip(chunk, results, strict=True):
-            accepted[order.pk] = bool(ok)
-            if ok and order.kind == BalanceOrder.Kind.CHILD:
-                BalanceOrder.objects.filter(pk=order.pk).update(reported_qty=money[order.pk], reported_at=now,
-                                                                report_refused_at=None, report_error="")
-            elif ok is False:
-                BalanceOrder.objects.filter(pk=order.pk).update(report_refused_at=now, report_error=REPORT_REFUSED)
+        accepted.update({pk: bool(ok) for pk, ok in _report_completions(client, chunk, money).items()})
     return accepted

@@ -51,13 +51,16 @@ COMPANY = PersonSpec(person_type="ur", name="Motors LLC", email="m@example.com",
 @pytest.fixture
 def gateway(balance_emulator, settings) -> Iterator[BalanceClient]:
     settings.BALANCE_RETRY_BACKOFF_SECONDS = 0
+    if balance_emulator.options.required_ticket:
+        settings.BALANCE_TVM_PROVIDER = "tests.tvm_tickets.StaticTickets"
+        settings.TEST_SERVICE_TICKET = balance_emulator.options.required_ticket
     with BalanceClient(url=balance_emulator.url, connect_timeout=1.0, read_timeout=5.0) as balance:
         yield balance
 
 
 @pytest.fixture
 def control(balance_emulator) -> Iterator[EmulatorControl]:
-    emulator_control = EmulatorControl(balance_emulator.url)
+    emulator_control = EmulatorControl(balance_emulator.url, ticket=balance_emulator.options.required_ticket)
     yield emulator_control
     emulator_control.close()
 
@@ -170,7 +173,7 @@ def test_user_association_linked_elsewhere_is_an_answer(gateway):
     assert caught.value.code == "1003"
 
 
-def test_operator_uid_goes_as_a_digit_string(balance_emulator):
+def test_operator_uid_goes_as_a_digit_string(balance_emulator, gateway):
     assert settings.BALANCE_OPERATOR_UID > 2**31 - 1
     body = dumps_call("Balance2.CreateClient", (str(settings.BALANCE_OPERATOR_UID), {"REGION_ID": 225}))
     assert f"<string>{settings.BALANCE_OPERATOR_UID}</string>".encode() in body

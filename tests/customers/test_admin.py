@@ -9,11 +9,11 @@ import pytest
 from django.db import transaction
 from django.urls import reverse
 
-from customers.admin import RETURN_TO_PAGE
 from customers.models import Customer
 from disbalance.models import OutboxOperation
 from payments.models import BalanceOrder
 from payments.services import charge_create, hold_create, orders_ensure, product_create, topup_create
+from support.admin import RETURN_TO_PAGE
 from tests.customers.test_api import COMPANY
 from tests.factories import AgencyFactory, CustomerFactory
 from wallets.models import Account

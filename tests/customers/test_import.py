@@ -16,7 +16,8 @@ from agencies.models import Agency, Contract
 from balance_gateway.client import BalanceClient
 from balance_gateway.models import BalanceCall
 from customers import importing
-from customers.importing import COLUMNS, Outcome, customers_import, import_file_read
+from customers.import_file import COLUMNS, Outcome, import_file_read
+from customers.importing import customers_import
 from customers.models import AgencyAssignment, Customer
 from disbalance.models import OutboxOperation
 

@@ -5,14 +5,18 @@ from __future__ import annotations
 import pytest
 
 from tests.factories import AgencyFactory, ConsumerServiceFactory, CustomerFactory
+from wallets import services
 
 
 @pytest.fixture(autouse=True)
 def _full_ledger_check(monkeypatch):
     """Re-sum every touched account after each posting, on top of the cheap check that always runs."""
-    from wallets import services
+    original = services.ledger_post
 
-    monkeypatch.setattr(services, "FULL_CHECK", True)
+    def ledger_post(*args, full_check=True, **kwargs):
+        return original(*args, full_check=full_check, **kwargs)
+
+    monkeypatch.setattr(services, "ledger_post", ledger_post)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from customers.locks import lock_customer
 from disbalance.exceptions import ValidationFailed
 from disbalance.locking import TransactionRequired
 from tests.factories import ConsumerServiceFactory, CustomerFactory
+from wallets import services as wallet_services
 from wallets.exceptions import (
     LedgerCorrupted,
     LedgerDuplicate,
@@ -48,8 +49,8 @@ def accounts(customer):
 def post(customer, entries, **kwargs):
     with transaction.atomic():
         lock_customer(customer.pk)
-        return ledger_post(service=customer.service, type=kwargs.pop("type", "topup"), entries=entries,
-                           customer=customer, **kwargs)
+        return wallet_services.ledger_post(service=customer.service, type=kwargs.pop("type", "topup"),
+                                           entries=entries, customer=customer, **kwargs)
 
 
 def test_balanced_posting_writes_entries_and_moves_cached_balances(customer, accounts):

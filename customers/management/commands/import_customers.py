@@ -1,7 +1,8 @@
 """`manage.py import_customers FILE.csv --service SLUG`: link customers and agencies that already exist in Balance.
 
-Thin: reading, checking and linking live in `customers.importing`. Exit code 0 when the run completed (skipped rows
-included), 1 when the file cannot be read or Balance fails (batches committed before the failure stay; re-run).
+Thin: reading and checking the file live in `customers.import_file`, linking in `customers.importing`. Exit code 0
+when the run completed (skipped rows included), 1 when the file cannot be read or Balance fails (batches committed
+before the failure stay; re-run).
 """
 
 from __future__ import annotations
@@ -12,15 +13,15 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from customers.importing import (
+from customers.import_file import (
     COLUMNS,
     ImportAborted,
     ImportFileError,
     ImportReport,
-    customers_import,
     import_file_read,
     import_report_write,
 )
+from customers.importing import customers_import
 from disbalance.models import ConsumerService
 
 MAX_BATCH_SIZE = 1000

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from agencies.models import Agency
@@ -19,6 +21,7 @@ from customers.services import CustomerData, customer_register
 from disbalance.models import ServiceToken, hash_token
 from disbalance.outbox import outbox_drain
 from disbalance.services import service_create, service_token_issue
+from payments.services import product_create
 
 DEMO_TOKEN = "dsb_demo_local_only_token"
 
@@ -64,9 +67,6 @@ class Command(BaseCommand):
 
     def _support_user(self, user_model) -> None:
         """The console's groups (`setup_groups`) and a `support` / `support` staff user in the `support` group."""
-        from django.contrib.auth.models import Group
-        from django.core.management import call_command
-
         call_command("setup_groups", verbosity=0, stdout=self.stderr)
         user = user_model.objects.filter(username="support").first()
         if user is None:
@@ -74,10 +74,6 @@ class Command(BaseCommand):
         user.groups.add(Group.objects.get(name="support"))
 
     def _load_products(self, service) -> None:
-        try:
-            from payments.services import product_create
-        except ImportError:
-            return
         product_create(service=service, code="placement", name="Listing placement", kind="placement",
                        balance_product_id=503162)
         product_create(service=service, code="boost", name="Boost to the top", kind="vas", balance_product_id=503163)
