@@ -39,6 +39,7 @@ from agencies.models import Agency
 from balance_gateway.client import BalanceClient, OrderInfo, TransferDestination, TransferSource
 from balance_gateway.exceptions import BalanceError, BalanceFinalError
 from balance_gateway.models import RegistrationStatus
+from balance_gateway.retry import read_with_retry
 from customers.models import Customer
 from disbalance.models import ConsumerService
 from disbalance.money import ZERO, format_amount
@@ -57,6 +58,9 @@ COLUMNS = ("customer_external_id", "service_order_id", "product", "agency_extern
 REQUIRED_COLUMNS = ("customer_external_id", "service_order_id", "product")
 MAX_ORDER_ID = 2**63 - 1
 TRANSFER_REFUSED = "Balance refused to move the money"
+# Reads (GetOrdersInfo) are safe to repeat: a transient failure is retried after these pauses before the run stops.
+# The transfer is not repeated blindly: after an unknown outcome the next run settles it from Balance's figures.
+READ_RETRY_DELAYS: tuple[float, ...] = (0.2, 1.0)
 
 
 class AdoptFileError(Exception):
@@ -230,6 +234,9 @@ class _Run:
         self.report.results.sort(key=lambda r: r.line)
         return self.report
 
+    def read_orders(self, keys: list[tuple[int, int | str]]) -> list[OrderInfo]:
+        return read_with_retry(self.client.get_orders_info, keys, pauses=READ_RETRY_DELAYS)
+
     # --- one batch ---
 
     def batch(self, rows: Sequence[AdoptRow]) -> None:
@@ -237,8 +244,8 @@ class _Run:
         if not items:
             return
         sid = self.service.balance_service_id
-        infos = {info.service_order_id: info
-                 for info in self.client.get_orders_info([(sid, item.row.service_order_id) for item in items])}
+        infos = {info.service_order_id: info for info in self.read_orders(
+            [(sid, item.row.service_order_id) for item in items])}
         decided: list[tuple[_Item, LegacyFigures]] = []
         for item in items:
             info = infos.get(item.row.service_order_id)
@@ -379,7 +386,7 @@ class _Run:
             )
         except BalanceFinalError as exc:
             if exc.code == "ORDERS_NOT_SYNCHRONIZED":
-                fresh = self.client.get_orders_info([(sid, adoption.service_order_id)])
+                fresh = self.read_orders([(sid, adoption.service_order_id)])
                 self.resume(_Item(row=row, customer=adoption.customer, agency=adoption.payer_agency,  # type: ignore[arg-type]
                                   product=adoption.product, adoption=adoption),  # type: ignore[arg-type]
                             fresh[0] if fresh else None, retry=False)

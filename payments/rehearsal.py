@@ -21,7 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from customers.importing import COLUMNS as CUSTOMER_COLUMNS
+from customers.import_file import COLUMNS as CUSTOMER_COLUMNS
 from payments.adopting import COLUMNS as ORDER_COLUMNS
 
 # Legacy ids far from what billing and the emulator hand out, so a seeded state never collides with them.
