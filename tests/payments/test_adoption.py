@@ -258,3 +258,53 @@ def test_the_emulator_is_seeded_from_a_file_once(balance, tmp_path):
         command._seed(balance, partial, logger)
     with pytest.raises(CommandError, match="Cannot read"):
         command._seed_data(str(tmp_path / "missing.json"))
+
+
+@pytest.mark.django_db(transaction=True)  # the command runs in another process: it must see committed rows
+def test_a_process_killed_with_sigkill_then_rerun_ends_as_one_clean_run(service, products, balance, emulator,
+                                                                        tmp_path, settings):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from django.db import connection
+
+    state, orders_file = rehearse(balance, tmp_path, customers=30, orders=150, broken=5, agencies=2)
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        url = f"sqlite:///{db['NAME']}"
+    else:
+        url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    env = {**os.environ, "DATABASE_URL": url, "BALANCE_URL": balance.url, "BALANCE_READ_TIMEOUT": "10",
+           "BALANCE_GROUP_REPORTING": settings.BALANCE_GROUP_REPORTING, "CELERY_TASK_ALWAYS_EAGER": "1",
+           "LOG_LEVEL": "WARNING"}
+    root = Path(__file__).resolve().parents[2]
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "adopt_orders", str(orders_file), "--service", "autoru", "--batch-size", "10",
+         "--no-progress"], cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while OrderAdoption.objects.filter(status="adopted").count() < 40 and time.monotonic() < deadline:
+            assert process.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+    adopted_when_killed = OrderAdoption.objects.filter(status="adopted").count()
+    assert 40 <= adopted_when_killed < 145
+
+    out = adopt(orders_file)
+    assert "5 refused" in out.splitlines()[0]
+    assert OrderAdoption.objects.filter(status="adopted").count() == 145
+    assert not OrderAdoption.objects.filter(status="transferring").exists()
+    wallets = {key: value for key, value in wallets_by_payer().items() if value}
+    assert wallets == {key: value for key, value in state.free_money.items() if value}
+    assert LedgerTransaction.objects.filter(type="migration").count() == OrderAdoption.objects.filter(
+        status="adopted", free_money__gt=0).count()
+    assert adopt(orders_file).splitlines()[0].startswith("0 adopted")
+    reconcile()
+    assert not Mismatch.objects.filter(status=Mismatch.Status.OPEN).exists()
