@@ -109,7 +109,7 @@ def adoption_post_opening_balance(*, adoption_id: int) -> OrderAdoption:
     `adopted`. Idempotent: an adopted row is returned unchanged."""
     customer_id = OrderAdoption.objects.values_list("customer_id", flat=True).get(pk=adoption_id)
     customer = lock_customer(customer_id)
-    row = OrderAdoption.objects.select_for_update().select_related("payer_agency").get(pk=adoption_id)
+    row = OrderAdoption.objects.select_for_update(of=("self",)).select_related("payer_agency").get(pk=adoption_id)
     if row.status == OrderAdoption.Status.ADOPTED:
         return row
     if row.status != OrderAdoption.Status.TRANSFERRING and row.free_money > 0:

@@ -311,7 +311,7 @@ def test_a_process_killed_with_sigkill_then_rerun_ends_as_one_clean_run(service,
 
 
 def test_support_sees_adoptions_read_only(service, products, balance, tmp_path, admin_client):
-    state, orders_file = rehearse(balance, tmp_path, customers=2, orders=3, broken=1, agencies=1)
+    _state, orders_file = rehearse(balance, tmp_path, customers=2, orders=3, broken=1, agencies=1)
     adopt(orders_file)
     refused = OrderAdoption.objects.get(status="refused")
     page = admin_client.get("/admin/payments/orderadoption/", {"q": refused.service_order_id})
