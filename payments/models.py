@@ -253,3 +253,58 @@ class Refund(models.Model):
 
     def __str__(self) -> str:
         return f"refund {self.amount}"
+
+
+class OrderAdoption(models.Model):
+    """One order a consumer had in Balance before billing (a "legacy" order, under the consumer's own
+    ServiceOrderID), adopted by `manage.py adopt_orders`: its free money (paid minus completed, from the money
+    fields) is moved in Balance into billing's wallet order of (customer, payer) with `CreateTransferMultiple`
+    (exact `QtyOld`), and enters the ledger as an opening balance (a `migration` transaction).
+
+    States: `transferring` (the transfer is asked or may have happened: notifications of the wallet order wait
+    until it is settled) -> `adopted` (money moved and posted once; `ledger_transaction` is the posting, none when
+    nothing was free) | `refused` (owner, payer or money did not match: `reason`; nothing moved, nothing posted;
+    a later run checks it again). Invariant: an `adopted` row with `free_money` > 0 has exactly one `migration`
+    transaction, and after it Balance should show the legacy order with `expected_consume_amount` and
+    `expected_completion_amount` (reconciliation's `adopted_order` check compares them).
+    """
+
+    class Status(models.TextChoices):
+        TRANSFERRING = "transferring"
+        ADOPTED = "adopted"
+        REFUSED = "refused"
+
+    service = models.ForeignKey("disbalance.ConsumerService", on_delete=models.PROTECT, related_name="+")
+    service_order_id = models.CharField(max_length=40, help_text="The consumer's own ServiceOrderID in Balance")
+    customer = models.ForeignKey("customers.Customer", null=True, blank=True, on_delete=models.PROTECT,
+                                 related_name="order_adoptions")
+    payer_agency = models.ForeignKey("agencies.Agency", null=True, blank=True, on_delete=models.PROTECT,
+                                     related_name="+")
+    product = models.ForeignKey(Product, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    wallet_order = models.ForeignKey(BalanceOrder, null=True, blank=True, on_delete=models.PROTECT,
+                                     related_name="adoptions")
+    status = models.CharField(max_length=16, choices=Status.choices)
+    reason = models.CharField(max_length=500, blank=True, default="")
+    qty_old = models.DecimalField(max_digits=24, decimal_places=6, default=0,
+                                  help_text="The legacy order's consume (its units) when the transfer was asked")
+    qty_new = models.DecimalField(max_digits=24, decimal_places=6, default=0,
+                                  help_text="What the transfer leaves on it: its completion (its units)")
+    free_money = MoneyField(default=0, help_text="Paid minus completed (money fields): the opening balance")
+    expected_consume_amount = MoneyField(default=0, help_text="Money Balance should keep showing on the order")
+    expected_completion_amount = MoneyField(default=0, help_text="Completion (money) Balance should keep showing")
+    ledger_transaction = models.OneToOneField("wallets.LedgerTransaction", null=True, blank=True,
+                                              on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now)
+    adopted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["service", "service_order_id"], name="adoption_once_per_order"),
+            models.CheckConstraint(condition=Q(free_money__gte=0), name="adoption_free_money_not_negative"),
+        ]
+        indexes = [models.Index(fields=["wallet_order", "status"])]
+
+    def __str__(self) -> str:
+        return f"legacy order {self.service_order_id} ({self.status})"

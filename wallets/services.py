@@ -381,6 +381,25 @@ def wallet_credit_topup(
         return txn
 
 
+def wallet_credit_opening_balance(
+    *, customer: Customer, payer_agency: Agency | None, amount: Decimal, reference_id: str, description: str = "",
+) -> LedgerTransaction:
+    """An opening balance: free money of an order the consumer had in Balance before billing, adopted into this
+    payer's wallet (wallet +X / clearing -X, type `migration`, reference `legacy_order` + the order's key), so that
+    each legacy order's money enters the ledger once. Announced as `money.received` (paid in Balance, not through
+    a top-up) with the legacy order, so a consumer applying events follows it."""
+    with transaction.atomic():
+        amount = _positive(amount)
+        customer = _lock(customer, payer_agency, False)
+        wallet, holds = _customer_accounts(customer, payer_agency, [(Kind.WALLET, None)], read_holds=True)
+        clearing = clearing_account_get_or_create(service=customer.service)
+        txn = _post(customer, payer_agency, TxType.MIGRATION, [(wallet, amount), (clearing, -amount)], [wallet],
+                    "legacy_order", reference_id, description)
+        event = MoneyEvent(type="money.received", data={"legacy_order": reference_id, "migration": True})
+        _announce(customer, payer_agency, event, amount, wallet, holds, amount)
+        return txn
+
+
 def wallet_charge(
     *, customer: Customer, payer_agency: Agency | None, product_code: str, amount: Decimal,
     overdraft_limit: Decimal = ZERO, reference_kind: str = "", reference_id: str = "", description: str = "",

@@ -19,6 +19,7 @@ from disbalance.events import MoneyEvent
 from disbalance.money import CENT, ZERO, format_amount
 from overdrafts import services as overdrafts
 from payments.models import BalanceOrder, TopUp
+from payments.services.adoption import adoption_in_flight
 from wallets import services as ledger
 
 
@@ -83,6 +84,8 @@ def order_apply_balance_state(*, order_id: int, state: OrderState) -> str:
     order = BalanceOrder.objects.select_for_update(of=("self",)).select_related("payer_agency").get(pk=order_id)
     if state.tid is not None and state.tid <= order.last_tid:
         return "stale"
+    if adoption_in_flight(order.pk):
+        return "stale"  # legacy money is on its way here (adopt_orders posts it); the next pull sees the rest
     delta = state.consume_money - order.credited_qty
     if state.tid is None and delta <= 0:
         return "stale"
@@ -163,7 +166,9 @@ class OrderNotifications:
 
     @staticmethod
     def exists(notification: OrderNotification) -> bool:
-        return _order_for_key(notification.service_id, notification.service_order_id) is not None
+        order = _order_for_key(notification.service_id, notification.service_order_id)
+        # While legacy money is being moved onto a wallet order, Balance is told "not found" and re-sends later.
+        return order is not None and not adoption_in_flight(order.pk)
 
     @staticmethod
     def apply(notification: OrderNotification) -> str:

@@ -5,6 +5,8 @@ Users: `admin`/`admin` (superuser) and `support`/`support` (staff, in the `suppo
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -60,6 +62,7 @@ class Command(BaseCommand):
         )
         outbox_drain(max_rounds=3)
         self._demo_contract(Agency.objects.get(pk=agency.pk))
+        self._adopt_legacy(service)
         self.stdout.write(DEMO_TOKEN)
 
     def _support_user(self, user_model) -> None:
@@ -75,6 +78,20 @@ class Command(BaseCommand):
                        balance_product_id=503162)
         product_create(service=service, code="boost", name="Boost to the top", kind="vas", balance_product_id=503163)
         product_create(service=service, code="highlight", name="Highlighting", kind="vas", balance_product_id=503164)
+
+    def _adopt_legacy(self, service) -> None:
+        """A consumer's legacy Balance state (scripts/demo-legacy/, seeded into the emulator by scripts/run.sh):
+        its customers linked and its orders' money adopted, as docs/migrating.md describes. Idempotent."""
+        from django.core.management import call_command
+
+        folder = Path(settings.BASE_DIR) / "scripts" / "demo-legacy"
+        try:
+            call_command("import_customers", str(folder / "customers.csv"), "--service", service.slug,
+                         "--no-progress", stdout=self.stderr, stderr=self.stderr)
+            call_command("adopt_orders", str(folder / "orders.csv"), "--service", service.slug, "--no-progress",
+                         stdout=self.stderr, stderr=self.stderr)
+        except CommandError as exc:
+            self.stderr.write(f"legacy orders not adopted (is Balance the emulator seeded with {folder}?): {exc}")
 
     def _demo_contract(self, agency: Agency) -> None:
         if agency.balance_client_id is None or agency.contracts.filter(active=True).exists():

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('customers', '0002_agency_assignment'),
+        ('customers', '0003_customer_person_fields_for_balance'),
     ]
 
     operations = [
