@@ -37,7 +37,7 @@ BUDGET = {
     "capture": 13,  # + the hold's lock and update, the charge, and the debt check of the overdraft hooks (2)
     "release": 12,
     "refund": 13,
-    "topup_credit": 15,
+    "topup_credit": 16,  # + whether the order is being adopted (its notifications wait until the transfer is posted)
     "http_charge": 13,  # + customer, product, the Idempotency-Key claim and its stored answer; token cached
 }
 
@@ -102,7 +102,7 @@ def test_topup_crediting(payer, products):
 
     def credit(qty: str, tid: int) -> None:
         assert order_apply_balance_state(order_id=order.pk, state=OrderState(
-            consume_qty=Decimal(qty), completion_qty=Decimal("0"), tid=tid)) == "applied"
+            consume_money=Decimal(qty), completion_qty=Decimal("0"), tid=tid)) == "applied"
 
     credit("10.00", 1)
     _within("topup_credit", _count(lambda: credit("25.00", 2)))
