@@ -412,6 +412,7 @@ def check_agency_changes(expected: Expected, service: Any) -> list[str]:
 
 def check_customer_data(expected: Expected, service: Any, state: dict[str, Any]) -> list[str]:
     """Each customer has the name and phone of its last PATCH, and its Balance client and person have them too."""
+    from balance_gateway.services import client_name, person_spec
     from customers.models import Customer
 
     problems = []
@@ -431,10 +432,14 @@ def check_customer_data(expected: Expected, service: Any, state: dict[str, Any])
             problems.append(f"customer {customer.external_id}: client {customer.balance_client_id} or person "
                             f"{customer.balance_person_id} missing in Balance")
             continue
-        for where, data in (("client", client), ("person", person)):
-            if (data["NAME"], data["PHONE"]) != (customer.name, customer.phone):
+        # The client's NAME carries billing's marker; a person without a phone gets the configured fallback
+        # (Balance requires one): what billing sends for this customer is what Balance must hold.
+        spec = person_spec(customer)
+        for where, data, name, phone in (("client", client, client_name(customer), customer.phone),
+                                         ("person", person, spec.name, spec.phone)):
+            if (data["NAME"], data["PHONE"]) != (name, phone):
                 problems.append(f"customer {customer.external_id}: Balance {where} has {data['NAME']!r}/"
-                                f"{data['PHONE']!r}, billing {customer.name!r}/{customer.phone!r}")
+                                f"{data['PHONE']!r}, billing sends {name!r}/{phone!r}")
     return problems
 
 
@@ -733,8 +738,8 @@ def injected_faults(run_dir: Path) -> dict[str, int]:
 def run_reconcile(stack: Any, control: Any, report: Report) -> None:
     from reconciliation.models import Mismatch
 
-    if not (Path(__file__).resolve().parent.parent / "balance_gateway/management/commands/reconcile.py").exists():
-        report.reconcile.append("manage.py reconcile does not exist yet: skipped")
+    if not (Path(__file__).resolve().parent.parent / "reconciliation/management/commands/reconcile.py").exists():
+        report.reconcile.append("manage.py reconcile does not exist: skipped")
         return
     for run in (1, 2):
         result = stack.manage("reconcile", "--no-progress", check=False)
