@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "import_export",
     "simple_history",
     "django_prometheus",
     "disbalance.apps.DisbalanceConfig",

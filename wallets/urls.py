@@ -6,4 +6,5 @@ urlpatterns = [
     path("customers/<str:external_id>/wallet", apis.WalletApi.as_view(), name="customer-wallet"),
     path("customers/<str:external_id>/wallet/transactions", apis.WalletTransactionsApi.as_view(),
          name="customer-wallet-transactions"),
+    path("customers/<str:external_id>/statement", apis.CustomerStatementApi.as_view(), name="customer-statement"),
 ]
