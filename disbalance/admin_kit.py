@@ -8,6 +8,7 @@ from django import forms
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
 
 
 class ReadOnlyAdminMixin:
@@ -33,8 +34,8 @@ class ReasonForm(forms.Form):
     """A support action's reason: required, kept with the change and in the admin log."""
 
     reason = forms.CharField(
-        max_length=500, widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
-        help_text="Required. Kept with the change (and in the admin log) so the next person knows why.",
+        label=_("Reason"), max_length=500, widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
+        help_text=_("Required. Kept with the change (and in the admin log) so the next person knows why."),
     )
 
 
