@@ -7,7 +7,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from balance_gateway.models import BalanceCall, BalanceNotification
-from disbalance.admin_kit import ReadOnlyAdminMixin
+from disbalance.admin_kit import CsvExportMixin, ReadOnlyAdminMixin
 from disbalance.models import OutboxOperation
 from disbalance.outbox import outbox_retry
 
@@ -29,7 +29,7 @@ class BalanceCallInline(admin.TabularInline):
 
 
 @admin.register(OutboxOperation)
-class OutboxOperationAdmin(ReadOnlyAdmin):
+class OutboxOperationAdmin(CsvExportMixin, ReadOnlyAdmin):
     list_display = ("id", "kind", "subject", "status", "attempts", "next_attempt_at", "failure_kind", "short_error",
                     "updated_at")
     list_filter = ("status", "failure_kind", "kind", "service")

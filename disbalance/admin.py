@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from simple_history.admin import SimpleHistoryAdmin
 
+from disbalance.admin_kit import CsvExportMixin
 from disbalance.models import ConsumerService, IdempotencyRecord, ServiceToken, WebhookEvent
 from disbalance.services import service_token_issue, service_token_revoke
 from disbalance.webhooks import WebhookNotConfigured, webhook_resend
@@ -112,7 +113,7 @@ class IdempotencyRecordAdmin(admin.ModelAdmin):
 
 
 @admin.register(WebhookEvent)
-class WebhookEventAdmin(admin.ModelAdmin):
+class WebhookEventAdmin(CsvExportMixin, admin.ModelAdmin):
     """Webhook events and their delivery; read-only except for the "Re-send" action (needs `change`)."""
 
     list_display = ("created_at", "service", "type", "status", "attempts", "last_status_code")

@@ -15,7 +15,7 @@ from django.utils.html import format_html, format_html_join
 from simple_history.admin import SimpleHistoryAdmin
 
 from balance_gateway.exceptions import BalanceError
-from disbalance.admin_kit import admin_link
+from disbalance.admin_kit import CsvExportMixin, admin_link
 from disbalance.exceptions import ApplicationError
 from reconciliation.actions import mismatch_fix, mismatch_resolve
 from reconciliation.models import Mismatch
@@ -27,7 +27,7 @@ _SEVERITY_COLORS = {"critical": "#ba2121", "warning": "#b36b00", "info": "#41769
 
 
 @admin.register(Mismatch)
-class MismatchAdmin(SimpleHistoryAdmin):
+class MismatchAdmin(CsvExportMixin, SimpleHistoryAdmin):
     """The queue of differences between billing and Balance found by reconciliation.
 
     Read-only; two actions (also buttons on a mismatch's page), each recorded with the user in the history and the

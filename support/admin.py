@@ -42,6 +42,7 @@ from simple_history.admin import SimpleHistoryAdmin
 
 from customers.models import Customer
 from customers.services import agency_change, enqueue_sync
+from disbalance.admin_kit import CsvExportMixin
 from disbalance.exceptions import InsufficientFunds, InvalidState, ValidationFailed
 from disbalance.models import OutboxOperation, WebhookEvent
 from disbalance.money import format_amount, format_money
@@ -93,7 +94,7 @@ def _posted(request: HttpRequest) -> Any:
 
 
 @admin.register(Customer)
-class CustomerAdmin(SimpleHistoryAdmin):
+class CustomerAdmin(CsvExportMixin, SimpleHistoryAdmin):
     list_display = ("external_id", "name", "service", "kind", "status", "agency", "balance_client_id", "blocked",
                     "created_at")
     list_filter = ("service", "status", "kind", "blocked")

@@ -78,7 +78,7 @@ def test_the_console_is_russian_by_default(russian_client, customer):
     html = page.content.decode()
     assert page["Content-Language"] == "ru"
     assert '<html lang="ru"' in html
-    for text in ("Открытые расхождения с Балансом", "Кошелёк (RUB)", "История агентств", "Хронология",
+    for text in ("Открытые расхождения с Балансом", "Кошелёк (RUB)", "История агентств", "Хронология",  # noqa: RUF001
                  "Акт сверки", "Найти клиента"):
         assert text in html, text
     for english in ("Open mismatches with Balance", "Agency history", "Latest top-ups", "Find customer"):
@@ -110,7 +110,7 @@ def test_a_user_switches_to_english_and_it_is_kept(russian_client, customer):
     assert "Open mismatches with Balance" in other.get(page_url).content.decode()
     # And back.
     russian_client.post(reverse("support-language"), {"language": "ru", "next": page_url})
-    assert "Открытые расхождения с Балансом" in russian_client.get(page_url).content.decode()
+    assert "Открытые расхождения с Балансом" in russian_client.get(page_url).content.decode()  # noqa: RUF001
 
 
 def test_the_browser_language_applies_without_a_stored_choice(groups, customer):

@@ -42,7 +42,7 @@ def ledger_balance(customer, payer) -> Decimal:
 @pytest.fixture
 def story(service, balance_live, emulator, run_outbox, products, mismatched, billing_admin, billing_client):
     """The whole story of one customer, through the services and the console, with Balance (the emulator)."""
-    customer, order, mismatch = mismatched
+    customer, _order, mismatch = mismatched
     assert mismatch_fix(mismatch=mismatch, user=billing_admin).ok
     for amount in ("1000.00", "500.00"):
         with transaction.atomic():
@@ -69,7 +69,7 @@ def story(service, balance_live, emulator, run_outbox, products, mismatched, bil
 @pytest.mark.django_db(transaction=True)
 def test_the_timeline_balance_is_the_statement_and_the_statement_is_the_ledger(story, billing_admin,
                                                                                billing_client, api):
-    customer, charge, agency = story
+    customer, charge, _agency = story
     today = timezone.localdate()
     timeline = customer_timeline(customer=customer, payer=None, date_from=today, date_to=today)
     statement = reconciliation_statement(customer=customer, payer=None, date_from=today, date_to=today)
@@ -170,7 +170,7 @@ def test_the_statement_page_shows_the_totals_in_russian(busy_customer, service):
 
     from tests.support.conftest import make_staff
 
-    customer, agency = busy_customer
+    customer, _agency = busy_customer
     client = Client(headers={"Accept-Language": "ru"})
     from django.core.management import call_command
     call_command("setup_groups", verbosity=0)

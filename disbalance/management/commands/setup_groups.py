@@ -6,10 +6,11 @@ taken away); permissions of other apps are left alone, so `overdrafts` grants it
 migration `0002_support_groups`). Users are put in the groups by hand (admin → Users) and need `is_staff` to sign in.
 
 - `support`: view everything in billing's apps; fix and resolve mismatches; retry a customer's failed Balance
-  operations; change a customer's agency; create a top-up payment link; re-send a customer's webhooks. No money moves (no adjustments, transfers or hold releases), no catalog,
-  service or token changes.
-- `billing-admin`: everything `support` has, plus wallet adjustments and moves between payers, refunds, products (add and
-  change), consumer services and their tokens (add, change, revoke; revoking needs `change`), webhook re-sends.
+  operations; change a customer's agency; create a top-up payment link; re-send a customer's webhooks. No money
+  moves (no adjustments, transfers, refunds or hold releases), no catalog, service or token changes.
+- `billing-admin`: everything `support` has, plus wallet adjustments and moves between payers, refunds of charges,
+  products (add and change), consumer services and their tokens (add, change, revoke; revoking needs `change`),
+  webhook re-sends.
 
 Ledger rows (transactions, entries, accounts) and the money rows of payments are read-only for everyone in their
 admins, superusers included, whatever the permissions say.
