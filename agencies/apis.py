@@ -14,10 +14,19 @@ from agencies.models import Agency
 from balance_gateway.models import RegistrationStatus
 from customers import selectors as customer_selectors
 from customers.apis import INN_RE, BalanceIdsSerializer, CustomerOutputSerializer
+from disbalance import openapi_examples as examples
 from disbalance.auth import current_service
 from disbalance.fields import AmountField, CharField, EmailField, ExternalIdField, RegexField
 from disbalance.idempotency import idempotent
-from disbalance.openapi import IDEMPOTENCY_KEY_OPTIONAL, filter_parameters, problems
+from disbalance.openapi import (
+    BODY,
+    IDEMPOTENCY,
+    IDEMPOTENCY_KEY_OPTIONAL,
+    PAGE_PARAMETERS,
+    filter_parameters,
+    page_of,
+    problems,
+)
 from disbalance.pagination import paginated_response, validated_filters
 
 
@@ -78,16 +87,26 @@ class AgencyFilter(filters.FilterSet):
 
 
 class AgencyListCreateApi(APIView):
-    @extend_schema(operation_id="agencies_list", parameters=filter_parameters(AgencyFilter),
-                   responses={200: AgencyOutputSerializer(many=True), **problems()})
+    @extend_schema(operation_id="agencies_list", examples=[examples.ok("one page", examples.page([examples.AGENCY]))],
+                   parameters=filter_parameters(AgencyFilter),
+                   responses={200: page_of(AgencyOutputSerializer), **problems("not_found", missing=("cursor",))},
+                   summary="List agencies",
+                   description="The service's agencies with their contracts, newest first, filtered by `status` "
+                   "or `q` (external_id, name or INN). Cursor pagination: follow `next` until it is null.")
     def get(self, request: Request) -> Response:
         qs = selectors.agency_list(service=current_service(request), **validated_filters(AgencyFilter, request))
         return paginated_response(request, qs, AgencyOutputSerializer, view=self)
 
     @extend_schema(
-        operation_id="agencies_register", request=AgencyCreateSerializer, parameters=[IDEMPOTENCY_KEY_OPTIONAL],
-        responses={201: AgencyOutputSerializer, 200: AgencyOutputSerializer, **problems(409)},
+        operation_id="agencies_register", examples=[examples.ok("registered", examples.AGENCY, 201),
+                                                     examples.ok("already registered, same data", examples.AGENCY)],
+        request=AgencyCreateSerializer, parameters=[IDEMPOTENCY_KEY_OPTIONAL],
+        responses={201: AgencyOutputSerializer, 200: AgencyOutputSerializer,
+                   **problems("invalid_state", *IDEMPOTENCY, *BODY)},
         summary="Register an agency (idempotent by external_id)",
+        description="201 for a new agency, 200 when the same external_id exists with the same data, 409 "
+        "invalid_state when it exists with other data. Registration in Balance runs in the background, like a "
+        "customer's; `contracts` are read from Balance.",
     )
     @idempotent(required=False)
     def post(self, request: Request) -> Response:
@@ -105,15 +124,25 @@ class AgencyListCreateApi(APIView):
 
 
 class AgencyDetailApi(APIView):
-    @extend_schema(operation_id="agencies_get", responses={200: AgencyOutputSerializer, **problems(404)})
+    @extend_schema(operation_id="agencies_get", examples=[examples.ok("with a contract", examples.AGENCY)],
+                   responses={200: AgencyOutputSerializer, **problems("not_found", missing=("agency",))},
+                   summary="Get an agency",
+                   description="The agency by your own `external_id`, with its contracts read from Balance (a "
+                   "customer can be switched only to an agency with an active contract).")
     def get(self, request: Request, external_id: str) -> Response:
         agency = selectors.agency_get(service=current_service(request), external_id=external_id)
         return Response(AgencyOutputSerializer(agency).data)
 
 
 class AgencyCustomersApi(APIView):
-    @extend_schema(operation_id="agencies_customers", responses={200: CustomerOutputSerializer(many=True),
-                                                                 **problems(404)})
+    @extend_schema(operation_id="agencies_customers",
+                   examples=[examples.ok("one page", examples.page([{**examples.CUSTOMER, "agency": "agency:1"}]))],
+                   parameters=PAGE_PARAMETERS,
+                   responses={200: page_of(CustomerOutputSerializer),
+                              **problems("not_found", missing=("agency", "cursor"))},
+                   summary="List an agency's customers",
+                   description="The customers whose current payer is the agency, newest first. Cursor "
+                   "pagination: follow `next` until it is null.")
     def get(self, request: Request, external_id: str) -> Response:
         agency = selectors.agency_get(service=current_service(request), external_id=external_id)
         qs = customer_selectors.customer_list(service=current_service(request), agency=agency.external_id)

@@ -12,10 +12,11 @@ from rest_framework.views import APIView
 from balance_gateway.models import RegistrationStatus
 from customers import selectors, services
 from customers.models import Customer
+from disbalance import openapi_examples as examples
 from disbalance.auth import current_service
 from disbalance.fields import CharField, EmailField, ExternalIdField, RegexField
 from disbalance.idempotency import idempotent
-from disbalance.openapi import IDEMPOTENCY_KEY_OPTIONAL, filter_parameters, problems
+from disbalance.openapi import BODY, IDEMPOTENCY, IDEMPOTENCY_KEY_OPTIONAL, filter_parameters, page_of, problems
 from disbalance.pagination import paginated_response, validated_filters
 
 INN_RE = r"^(\d{10}|\d{12})$"
@@ -111,9 +112,12 @@ class CustomerFilter(filters.FilterSet):
 
 class CustomerListCreateApi(APIView):
     @extend_schema(
-        operation_id="customers_list", parameters=filter_parameters(CustomerFilter),
-        responses={200: CustomerOutputSerializer(many=True), **problems()},
-        summary="List customers (newest first, cursor pagination)",
+        operation_id="customers_list", examples=[examples.ok("one page", examples.page([examples.CUSTOMER]))],
+        parameters=filter_parameters(CustomerFilter),
+        responses={200: page_of(CustomerOutputSerializer), **problems("not_found", missing=("cursor",))},
+        summary="List customers",
+        description="The service's customers, newest first, filtered by `status`, `agency` or `q`. Cursor "
+        "pagination: follow `next` until it is null.",
     )
     def get(self, request: Request) -> Response:
         params = validated_filters(CustomerFilter, request)
@@ -122,13 +126,18 @@ class CustomerListCreateApi(APIView):
 
     @extend_schema(
         operation_id="customers_register",
+        examples=[examples.ok("registered", examples.CUSTOMER, 201),
+                  examples.ok("already registered, same data", examples.CUSTOMER)],
         request=CustomerCreateSerializer,
         parameters=[IDEMPOTENCY_KEY_OPTIONAL],
-        responses={201: CustomerOutputSerializer, 200: CustomerOutputSerializer, **problems(409)},
+        responses={201: CustomerOutputSerializer, 200: CustomerOutputSerializer,
+                   **problems("invalid_state", *IDEMPOTENCY, *BODY)},
         summary="Register a customer (idempotent by external_id)",
         description="201 for a new customer, 200 when the same external_id exists with the same data, "
         "409 invalid_state when it exists with other data. Registration in Balance runs in the background: "
-        "`status` goes `registering` to `active` (or `failed` with `status_reason`).",
+        "`status` goes `registering` to `active` (or `failed` with `status_reason`): poll "
+        "`GET /customers/{external_id}`. A company needs `legal.inn` and `legal.legal_address`, an individual "
+        "`legal.lname` and `legal.fname`; `agency` must be a registered agency's external_id.",
     )
     @idempotent(required=False)
     def post(self, request: Request) -> Response:
@@ -150,15 +159,24 @@ class CustomerListCreateApi(APIView):
 
 
 class CustomerDetailApi(APIView):
-    @extend_schema(operation_id="customers_get", responses={200: CustomerOutputSerializer, **problems(404)})
+    @extend_schema(operation_id="customers_get", examples=[examples.ok("active", examples.CUSTOMER)],
+                   responses={200: CustomerOutputSerializer, **problems("not_found")},
+                   summary="Get a customer",
+                   description="The customer by your own `external_id`, with its registration `status` (poll it "
+                   "after registering) and its current `agency` (payer).")
     def get(self, request: Request, external_id: str) -> Response:
         customer = selectors.customer_get(service=current_service(request), external_id=external_id)
         return Response(CustomerOutputSerializer(customer).data)
 
     @extend_schema(
-        operation_id="customers_update", request=CustomerUpdateSerializer,
-        responses={200: CustomerOutputSerializer, **problems(404)},
-        summary="Change name, contacts or legal details (synced to Balance)",
+        operation_id="customers_update",
+        examples=[examples.ok("updated", {**examples.CUSTOMER, "phone": "+7 495 000-00-00"})],
+        request=CustomerUpdateSerializer,
+        responses={200: CustomerOutputSerializer, **problems("not_found", *BODY)},
+        summary="Change name, contacts or legal details",
+        description="Only the fields sent change (`legal` is merged field by field); billing syncs them to "
+        "Balance in the background. `kind`, `external_id` and the agency cannot change here (the agency: "
+        "`PUT /customers/{external_id}/agency`).",
     )
     def patch(self, request: Request, external_id: str) -> Response:
         customer = selectors.customer_get(service=current_service(request), external_id=external_id)
@@ -189,8 +207,9 @@ class AgencyAssignmentSerializer(serializers.Serializer):
 
 class CustomerAgencyApi(APIView):
     @extend_schema(
-        operation_id="customers_change_agency", request=AgencyChangeSerializer, parameters=[IDEMPOTENCY_KEY_OPTIONAL],
-        responses={200: AgencyChangeResultSerializer, **problems(404, 409)},
+        operation_id="customers_change_agency", examples=[examples.ok("switched", examples.AGENCY_CHANGE)],
+        request=AgencyChangeSerializer, parameters=[IDEMPOTENCY_KEY_OPTIONAL],
+        responses={200: AgencyChangeResultSerializer, **problems("not_found", "invalid_state", *IDEMPOTENCY, *BODY)},
         summary="Switch the customer's payer now (an agency, or null for none)",
         description="Effective immediately: every charge after this call is billed under the new payer; open holds "
         "stay with the payer they were made under; the old payer's money is shown apart in the wallet's "
@@ -211,9 +230,13 @@ class CustomerAgencyApi(APIView):
 
 
 class CustomerAgencyHistoryApi(APIView):
-    @extend_schema(operation_id="customers_agency_history", responses={200: AgencyAssignmentSerializer(many=True),
-                                                                       **problems(404)},
-                   summary="Who paid for the customer when, newest first")
+    @extend_schema(operation_id="customers_agency_history",
+                   examples=[examples.ok("the current payer", examples.AGENCY_HISTORY[0])],
+                   responses={200: AgencyAssignmentSerializer(many=True),
+                                                                       **problems("not_found")},
+                   summary="Who paid for the customer when",
+                   description="Every payer assignment, newest first (not paginated): `agency` null means the "
+                   "customer paid for itself; `until` is null for the current one.")
     def get(self, request: Request, external_id: str) -> Response:
         customer = selectors.customer_get(service=current_service(request), external_id=external_id)
         return Response(AgencyAssignmentSerializer(selectors.customer_agency_history(customer), many=True).data)

@@ -5,8 +5,6 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.core.validators import RegexValidator
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from disbalance.money import InvalidAmount, format_amount, parse_amount
@@ -44,9 +42,11 @@ class ExternalIdField(CharField):
         )
 
 
-@extend_schema_field({"type": "string", "pattern": r"^\d+\.\d{2}$", "example": "1500.00"})
 class AmountField(serializers.Field):
-    """A positive amount: a decimal string with at most 2 places, or an integer. Output: "1500.00"."""
+    """A positive amount: a decimal string with at most 2 places, or an integer. Output: "1500.00".
+
+    Its OpenAPI schema (`disbalance.schema.AmountFieldExtension`) differs by direction: a string with exactly 2
+    places out; a string or an integer in."""
 
     default_error_messages = {"invalid": "{message}"}
 
@@ -66,7 +66,6 @@ class AmountField(serializers.Field):
         return format_amount(value)
 
 
-@extend_schema_field(OpenApiTypes.STR)
 class SignedAmountField(AmountField):
     def __init__(self, **kwargs: object) -> None:
         super().__init__(allow_zero=True, allow_negative=True, **kwargs)  # type: ignore[arg-type]

@@ -65,3 +65,33 @@ class BodySizeLimitMiddleware:
             return problem_response(status=413, code="payload_too_large", title="Payload too large",
                                     detail=f"Request body is larger than {limit} bytes.")
         return self.get_response(request)
+
+
+_CODES_BY_STATUS = {400: ("validation_error", "Bad request"), 401: ("unauthorized", "Unauthorized"),
+                    403: ("forbidden", "Forbidden"), 404: ("not_found", "Not found"),
+                    405: ("method_not_allowed", "Method not allowed"), 413: ("payload_too_large", "Payload too large"),
+                    500: ("internal_error", "Internal server error")}
+
+
+class ApiProblemMiddleware:
+    """The floor under /api/: an error answer that is not JSON (Django's HTML pages for a 500, a bad Host header, a
+    CSRF failure, with DEBUG on or off) becomes problem+json with the same status, so a client never gets HTML.
+    Errors the API renders itself are left alone; the original error is still logged by Django."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if response.status_code < 400 or not (request.path == "/api" or request.path.startswith("/api/")):
+            return response
+        content_type = response.get("Content-Type", "")
+        if content_type.startswith(("application/json", "application/problem+json")):
+            return response
+        code, title = _CODES_BY_STATUS.get(response.status_code, ("error", "Error"))
+        detail = "An unexpected error occurred; it has been logged." if response.status_code >= 500 else title + "."
+        problem = problem_response(status=response.status_code, code=code, title=title, detail=detail)
+        for header in ("Allow", "Retry-After", "WWW-Authenticate"):
+            if header in response:
+                problem[header] = response[header]
+        return problem

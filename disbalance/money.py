@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import re
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal
 
 from django.db import models
 from django.utils import formats
@@ -15,7 +15,10 @@ from django.utils import formats
 CENT = Decimal("0.01")
 ZERO = Decimal("0.00")
 MAX_AMOUNT = Decimal("1000000000000.00")
-_AMOUNT_RE = re.compile(r"^-?\d{1,13}(\.\d{1,2})?$")
+# A plain decimal: optional minus, digits, optional fraction. Exponents, NaN, "+", spaces inside are malformed.
+_AMOUNT_RE = re.compile(r"^(?P<sign>-?)(?P<whole>\d+)(?:\.(?P<places>\d+))?$", re.ASCII)
+_MAX_WHOLE_DIGITS = len(str(int(MAX_AMOUNT)))
+_MALFORMED = "must be a decimal string like \"1500.00\" or an integer (no exponent, NaN or float)"
 
 
 class MoneyField(models.DecimalField):
@@ -36,28 +39,34 @@ class InvalidAmount(ValueError):
 
 
 def parse_amount(value: object, *, allow_zero: bool = False, allow_negative: bool = False) -> Decimal:
-    """Accept a decimal string with at most two places or an integer; refuse floats, NaN, exponents, bools."""
-    if isinstance(value, bool) or value is None:
-        raise InvalidAmount("must be a decimal string like \"1500.00\" or an integer")
-    if isinstance(value, int):
-        text = str(value)
-    elif isinstance(value, str):
-        text = value.strip()
-    else:
-        raise InvalidAmount("must be a decimal string like \"1500.00\" or an integer")
-    if not _AMOUNT_RE.match(text):
-        raise InvalidAmount("must be a decimal with at most 2 places, like \"1500.00\"")
-    try:
-        amount = Decimal(text).quantize(CENT)
-    except InvalidOperation as exc:  # pragma: no cover - the regex already refuses these
-        raise InvalidAmount("is not a number") from exc
-    if amount < 0 and not allow_negative:
+    """Accept a decimal string with at most two places or an integer; refuse floats, NaN, exponents, bools.
+
+    Each refusal names the real problem, checked in this order: not a plain decimal, more than 2 places,
+    negative, zero, above MAX_AMOUNT (so `10000000000000.00` is "must not exceed", not a format error).
+    """
+    if isinstance(value, bool) or value is None or not isinstance(value, int | str):
+        raise InvalidAmount(_MALFORMED)
+    text = str(value) if isinstance(value, int) else value.strip()
+    match = _AMOUNT_RE.match(text)
+    if match is None:
+        raise InvalidAmount(_MALFORMED)
+    sign, whole, places = match.group("sign"), match.group("whole"), match.group("places") or ""
+    if len(places) > 2:
+        raise InvalidAmount("must have at most 2 decimal places, like \"1500.00\"")
+    if sign and not allow_negative and whole.strip("0") + places.strip("0"):
         raise InvalidAmount("must be positive")
+    if len(whole.lstrip("0")) > _MAX_WHOLE_DIGITS:  # far too large: refuse before building a huge Decimal
+        raise InvalidAmount(_too_large(negative=bool(sign)))
+    amount = Decimal(f"{sign}{whole}.{places or '0'}").quantize(CENT)
     if amount == 0 and not allow_zero:
         raise InvalidAmount("must be greater than zero")
     if abs(amount) > MAX_AMOUNT:
-        raise InvalidAmount(f"must not exceed {MAX_AMOUNT}")
-    return amount
+        raise InvalidAmount(_too_large(negative=amount < 0))
+    return amount.copy_abs() if amount == 0 else amount
+
+
+def _too_large(*, negative: bool) -> str:
+    return f"must not be below -{MAX_AMOUNT}" if negative else f"must not exceed {MAX_AMOUNT}"
 
 
 def quantize(value: Decimal | int | str) -> Decimal:

@@ -78,6 +78,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "disbalance.middleware.RequestIdMiddleware",
+    "disbalance.middleware.ApiProblemMiddleware",
     "disbalance.middleware.PathGuardMiddleware",
     "disbalance.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -247,6 +248,7 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "disbalance.schema.finish_schema"],
     "ENUM_NAME_OVERRIDES": {
         "RegistrationStatusEnum": "balance_gateway.models.RegistrationStatus",
         "TopUpStatusEnum": "payments.models.TopUp.Status",

@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from customers.selectors import customer_get
+from disbalance import openapi_examples as examples
 from disbalance.auth import current_service
 from disbalance.fields import AmountField
 from disbalance.openapi import problems
@@ -27,8 +28,11 @@ class OverdraftSerializer(serializers.Serializer):
 
 
 class OverdraftApi(APIView):
-    @extend_schema(operation_id="overdraft_get", responses={200: OverdraftSerializer, **problems(404)},
-                   summary="The customer's overdraft: limit, granted limit, debt, due date, blocked")
+    @extend_schema(operation_id="overdraft_get", examples=[examples.ok("no overdraft", examples.OVERDRAFT)],
+                   responses={200: OverdraftSerializer, **problems("not_found")},
+                   summary="Get the customer's overdraft",
+                   description="The overdraft limit charges and holds may use, the limit Balance granted, the "
+                   "customer's own debt, its due date, and whether spending is blocked (overdue debt).")
     def get(self, request: Request, external_id: str) -> Response:
         customer = customer_get(service=current_service(request), external_id=external_id)
         return Response(OverdraftSerializer(selectors.overdraft_status(customer=customer)).data)

@@ -10,15 +10,27 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from customers.selectors import customer_get
+from disbalance import openapi_examples as examples
 from disbalance.auth import current_service
 from disbalance.exceptions import ValidationFailed
 from disbalance.fields import AmountField, CharField
 from disbalance.idempotency import idempotent
-from disbalance.openapi import IDEMPOTENCY_KEY_OPTIONAL, IDEMPOTENCY_KEY_REQUIRED, filter_parameters, problems
+from disbalance.openapi import (
+    BODY,
+    IDEMPOTENCY,
+    IDEMPOTENCY_KEY_REQUIRED,
+    PAGE_PARAMETERS,
+    filter_parameters,
+    page_of,
+    problems,
+)
 from disbalance.pagination import CreatedNewestFirstCursorPagination, paginated_response, validated_filters
 from payments import selectors, services
 from payments.exceptions import ProductNotFound
 from payments.models import Charge, Hold, Product, TopUp
+
+# What a charge or a hold can be refused with.
+SPENDING_ERRORS = ("insufficient_funds", "not_found", "customer_blocked", "customer_not_active", *IDEMPOTENCY, *BODY)
 
 
 def _payer(obj: TopUp | Charge | Hold) -> str | None:
@@ -43,8 +55,11 @@ class ProductSerializer(serializers.Serializer):
 
 
 class ProductListApi(APIView):
-    @extend_schema(operation_id="products_list", responses={200: ProductSerializer(many=True), **problems()},
-                   summary="The service's catalog")
+    @extend_schema(operation_id="products_list", examples=[examples.ok("catalog", examples.PRODUCTS[0])],
+                   responses={200: ProductSerializer(many=True), **problems()},
+                   summary="List the service's products",
+                   description="The catalog charges and holds name by `code` (kept by billing admins; not "
+                   "paginated).")
     def get(self, request: Request) -> Response:
         products = selectors.product_list(service=current_service(request))
         return Response(ProductSerializer(products, many=True).data)
@@ -79,19 +94,25 @@ class TopUpSerializer(serializers.Serializer):
 
 
 class CustomerTopUpsApi(APIView):
-    @extend_schema(operation_id="topups_list", responses={200: TopUpSerializer(many=True), **problems(404)})
+    @extend_schema(operation_id="topups_list", examples=[examples.ok("one page", examples.page([examples.TOPUP]))],
+                   parameters=PAGE_PARAMETERS,
+                   responses={200: page_of(TopUpSerializer), **problems("not_found", missing=("customer", "cursor"))},
+                   summary="List the customer's top-ups",
+                   description="Newest first. Cursor pagination: follow `next` until it is null.")
     def get(self, request: Request, external_id: str) -> Response:
         customer = customer_get(service=current_service(request), external_id=external_id)
         return paginated_response(request, selectors.topup_list(customer=customer), TopUpSerializer, view=self,
                                   pagination_class=CreatedNewestFirstCursorPagination)
 
     @extend_schema(
+        examples=[examples.ok("created", {**examples.TOPUP, "status": "pending", "payment_url": None}, 201)],
         operation_id="topups_create", request=TopUpCreateSerializer, parameters=[IDEMPOTENCY_KEY_REQUIRED],
-        responses={201: TopUpSerializer, **problems(404, 409, 422)},
+        responses={201: TopUpSerializer, **problems("not_found", "customer_not_active", *IDEMPOTENCY, *BODY)},
         summary="Top up the wallet: a payment request in Balance",
         description="The payer is the customer's agency if it has one. `status` is `pending` until the request "
         "exists in Balance, then `awaiting_payment` with `payment_url` (poll `GET /topups/{id}`), then `succeeded` "
-        "when Balance reports the money.",
+        "when Balance reports the money: the wallet is credited a moment after the payment, so poll the top-up "
+        "(or the wallet) rather than reading the wallet once. Needs an `active` customer.",
     )
     @idempotent(required=True)
     def post(self, request: Request, external_id: str) -> Response:
@@ -104,7 +125,11 @@ class CustomerTopUpsApi(APIView):
 
 
 class TopUpDetailApi(APIView):
-    @extend_schema(operation_id="topups_get", responses={200: TopUpSerializer, **problems(404)})
+    @extend_schema(operation_id="topups_get", examples=[examples.ok("awaiting payment", examples.TOPUP)],
+                   responses={200: TopUpSerializer, **problems("not_found", missing=("topup",))},
+                   summary="Get a top-up",
+                   description="Poll it after creating: `pending` → `awaiting_payment` (with `payment_url`) → "
+                   "`succeeded` once the money is in the wallet (or `failed`, `expired`).")
     def get(self, request: Request, topup_id: str) -> Response:
         return Response(TopUpSerializer(selectors.topup_get(service=current_service(request), topup_id=topup_id)).data)
 
@@ -152,8 +177,12 @@ class ChargeFilter(filters.FilterSet):
 
 
 class CustomerChargesApi(APIView):
-    @extend_schema(operation_id="charges_list", parameters=filter_parameters(ChargeFilter),
-                   responses={200: ChargeSerializer(many=True), **problems(404)})
+    @extend_schema(operation_id="charges_list", examples=[examples.ok("one page", examples.page([examples.CHARGE]))],
+                   parameters=filter_parameters(ChargeFilter),
+                   responses={200: page_of(ChargeSerializer), **problems("not_found", missing=("customer", "cursor"))},
+                   summary="List the customer's charges",
+                   description="Newest first, filtered by `product` code and `since`. Cursor pagination: follow "
+                   "`next` until it is null.")
     def get(self, request: Request, external_id: str) -> Response:
         customer = customer_get(service=current_service(request), external_id=external_id)
         qs = selectors.charge_list(customer=customer, **validated_filters(ChargeFilter, request))
@@ -161,8 +190,9 @@ class CustomerChargesApi(APIView):
                                   pagination_class=CreatedNewestFirstCursorPagination)
 
     @extend_schema(
+        examples=[examples.ok("charged", examples.CHARGE, 201)],
         operation_id="charges_create", request=ChargeCreateSerializer, parameters=[IDEMPOTENCY_KEY_REQUIRED],
-        responses={201: ChargeSerializer, **problems(402, 404, 409, 422)},
+        responses={201: ChargeSerializer, **problems(*SPENDING_ERRORS)},
         summary="Charge for a placement or VAS now",
         description="Billed under the customer's current payer. `402 insufficient_funds` if `amount > available`, "
         "`409 customer_blocked` if overdue or blocked, `409 customer_not_active` before registration completes.",
@@ -188,7 +218,10 @@ def _product_or_400(service, code: str) -> Product:  # type: ignore[no-untyped-d
 
 
 class ChargeDetailApi(APIView):
-    @extend_schema(operation_id="charges_get", responses={200: ChargeSerializer, **problems(404)})
+    @extend_schema(operation_id="charges_get", examples=[examples.ok("charged", examples.CHARGE)],
+                   responses={200: ChargeSerializer, **problems("not_found", missing=("charge",))},
+                   summary="Get a charge",
+                   description="The charge with what has been refunded of it so far.")
     def get(self, request: Request, charge_id: str) -> Response:
         return Response(ChargeSerializer(selectors.charge_get(service=current_service(request),
                                                               charge_id=charge_id)).data)
@@ -209,9 +242,13 @@ class RefundSerializer(serializers.Serializer):
 
 class ChargeRefundsApi(APIView):
     @extend_schema(
-        operation_id="refunds_create", request=RefundCreateSerializer, parameters=[IDEMPOTENCY_KEY_REQUIRED],
-        responses={201: RefundSerializer, **problems(404, 409, 422)},
-        summary="Refund all or part of a charge (never more than what was charged)",
+        operation_id="refunds_create", examples=[examples.ok("refunded in part", examples.REFUND, 201)],
+        request=RefundCreateSerializer, parameters=[IDEMPOTENCY_KEY_REQUIRED],
+        responses={201: RefundSerializer,
+                   **problems("not_found", "invalid_state", *IDEMPOTENCY, *BODY, missing=("charge",))},
+        summary="Refund all or part of a charge",
+        description="`amount` defaults to what is left to refund; refunds never exceed what was charged (`409 "
+        "invalid_state`). The money goes back to the payer the charge was made under.",
     )
     @idempotent(required=True)
     def post(self, request: Request, charge_id: str) -> Response:
@@ -253,10 +290,12 @@ class HoldSerializer(serializers.Serializer):
 
 class CustomerHoldsApi(APIView):
     @extend_schema(
-        operation_id="holds_create", request=HoldCreateSerializer, parameters=[IDEMPOTENCY_KEY_REQUIRED],
-        responses={201: HoldSerializer, **problems(402, 404, 409, 422)},
+        operation_id="holds_create", examples=[examples.ok("held", examples.HOLD, 201)],
+        request=HoldCreateSerializer, parameters=[IDEMPOTENCY_KEY_REQUIRED],
+        responses={201: HoldSerializer, **problems(*SPENDING_ERRORS)},
         summary="Reserve money (two-phase payment)",
-        description="Default expiry 7 days, at most 90; an expired hold is released automatically.",
+        description="The money stops being `available` until the hold is captured or released. Default expiry "
+        "7 days, at most 90; an expired hold is released automatically. Same refusals as a charge.",
     )
     @idempotent(required=True)
     def post(self, request: Request, external_id: str) -> Response:
@@ -273,7 +312,10 @@ class CustomerHoldsApi(APIView):
 
 
 class HoldDetailApi(APIView):
-    @extend_schema(operation_id="holds_get", responses={200: HoldSerializer, **problems(404)})
+    @extend_schema(operation_id="holds_get", examples=[examples.ok("held", examples.HOLD)],
+                   responses={200: HoldSerializer, **problems("not_found", missing=("hold",))},
+                   summary="Get a hold",
+                   description="`held` until captured, released or expired; `captured` is the amount charged.")
     def get(self, request: Request, hold_id: str) -> Response:
         return Response(HoldSerializer(selectors.hold_get(service=current_service(request), hold_id=hold_id)).data)
 
@@ -284,11 +326,17 @@ class HoldCaptureSerializer(serializers.Serializer):
 
 class HoldCaptureApi(APIView):
     @extend_schema(
-        operation_id="holds_capture", request=HoldCaptureSerializer, parameters=[IDEMPOTENCY_KEY_OPTIONAL],
-        responses={200: HoldSerializer, **problems(404, 409, 422)},
-        summary="Capture a hold (at most once; the loser of a race gets 409 invalid_state)",
+        examples=[examples.ok("captured in part", examples.HOLD_CAPTURED)],
+        operation_id="holds_capture", request=HoldCaptureSerializer, parameters=[IDEMPOTENCY_KEY_REQUIRED],
+        responses={200: HoldSerializer,
+                   **problems("not_found", "invalid_state", *IDEMPOTENCY, *BODY, missing=("hold",))},
+        summary="Capture a hold",
+        description="Charges `amount` (default: all of it; at most the held amount) and releases the rest. At most "
+        "once: capturing or releasing a closed hold, or losing a race with another capture or release, is `409 "
+        "invalid_state`. Moves money, so `Idempotency-Key` is required: a retry with the same key replays the "
+        "first answer instead of a 409.",
     )
-    @idempotent(required=False)
+    @idempotent(required=True)
     def post(self, request: Request, hold_id: str) -> Response:
         hold = selectors.hold_get(service=current_service(request), hold_id=hold_id)
         serializer = HoldCaptureSerializer(data=request.data)
@@ -299,11 +347,16 @@ class HoldCaptureApi(APIView):
 
 class HoldReleaseApi(APIView):
     @extend_schema(
-        operation_id="holds_release", request=None, parameters=[IDEMPOTENCY_KEY_OPTIONAL],
-        responses={200: HoldSerializer, **problems(404, 409, 422)},
-        summary="Release a hold (at most once)",
+        operation_id="holds_release",
+        examples=[examples.ok("released", examples.HOLD_RELEASED)],
+        request=None, parameters=[IDEMPOTENCY_KEY_REQUIRED],
+        responses={200: HoldSerializer, **problems("not_found", "invalid_state", *IDEMPOTENCY, missing=("hold",))},
+        summary="Release a hold",
+        description="Gives the held money back to `available`. At most once: releasing or capturing a closed hold, "
+        "or losing a race, is `409 invalid_state`. Moves money, so `Idempotency-Key` is required: a retry with the "
+        "same key replays the first answer instead of a 409.",
     )
-    @idempotent(required=False)
+    @idempotent(required=True)
     def post(self, request: Request, hold_id: str) -> Response:
         hold = selectors.hold_get(service=current_service(request), hold_id=hold_id)
         hold = services.hold_release(hold=hold)

@@ -38,6 +38,13 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
     _previous_test[0] = item.nodeid
 
 
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    """Print the random order's seed last, even with -q, so a failing order can be replayed."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if isinstance(seed, int) and config.pluginmanager.has_plugin("randomly"):
+        terminalreporter.write_line(f"Tests ran in random order: replay with PYTEST_ARGS=\"--randomly-seed={seed}\"")
+
+
 @pytest.fixture(autouse=True)
 def _clear_cache():
     from django.core.cache import cache

@@ -15,10 +15,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from customers.selectors import customer_get
+from disbalance import openapi_examples as examples
 from disbalance.auth import current_service
 from disbalance.fields import AmountField, SignedAmountField
 from disbalance.money import ZERO
-from disbalance.openapi import filter_parameters, problems
+from disbalance.openapi import filter_parameters, page_of, problems
 from disbalance.pagination import paginated_response, validated_filters
 from overdrafts.selectors import debt_status, effective_overdraft_limit
 from wallets import selectors
@@ -47,8 +48,13 @@ class WalletSerializer(serializers.Serializer):
 
 
 class WalletApi(APIView):
-    @extend_schema(operation_id="wallet_get", responses={200: WalletSerializer, **problems(404)},
-                   summary="The customer's wallet under its current payer, and money under other payers")
+    @extend_schema(operation_id="wallet_get", examples=[examples.ok("after an agency change", examples.WALLET)],
+                   responses={200: WalletSerializer, **problems("not_found")},
+                   summary="Get the customer's wallet",
+                   description="Money under the current payer (`payer`: the agency's external_id, or null when "
+                   "the customer pays for itself): `available = balance + overdraft_limit - held`; `balance` is "
+                   "negative while there is debt. Money left under earlier payers is in `other_payers`. A paid "
+                   "top-up is credited a moment after the payment, when Balance notifies billing.")
     def get(self, request: Request, external_id: str) -> Response:
         customer = customer_get(service=current_service(request), external_id=external_id)
         summary = selectors.wallet_summary(customer, overdraft_limit=effective_overdraft_limit(customer=customer))
@@ -94,9 +100,16 @@ class StatementFilter(filters.FilterSet):
 
 
 class WalletTransactionsApi(APIView):
-    @extend_schema(operation_id="wallet_transactions", parameters=filter_parameters(StatementFilter),
-                   responses={200: StatementRowSerializer(many=True), **problems(404)},
-                   summary="The statement: one row per ledger transaction touching the customer, newest first")
+    @extend_schema(operation_id="wallet_transactions", examples=[examples.ok("one page", examples.page(
+                       [examples.STATEMENT_ROW],
+                       "http://127.0.0.1:8000/api/v1/customers/dealer:777/wallet/transactions?cursor=cD02&limit=1"))],
+                   parameters=filter_parameters(StatementFilter),
+                   responses={200: page_of(StatementRowSerializer),
+                              **problems("not_found", missing=("customer", "cursor"))},
+                   summary="The wallet statement",
+                   description="One row per ledger transaction touching the customer, newest first, under any "
+                   "payer: `amount` is the signed change, `balance_after` the payer's balance after it. Filter by "
+                   "`type`, `since`, `until`; cursor pagination: follow `next` until it is null.")
     def get(self, request: Request, external_id: str) -> Response:
         customer = customer_get(service=current_service(request), external_id=external_id)
         qs = selectors.statement(customer, **validated_filters(StatementFilter, request))
@@ -194,7 +207,7 @@ class CustomerStatementApi(APIView):
         ],
         responses={200: OpenApiResponse(ReconciliationStatementSerializer,
                                         description="JSON; `text/csv` with `Accept: text/csv` or `?format=csv`"),
-                   **problems(404)},
+                   **problems("not_found", missing=("customer", "agency"))},
     )
     def get(self, request: Request, external_id: str) -> Response:
         customer = customer_get(service=current_service(request), external_id=external_id)

@@ -1,5 +1,6 @@
 """Schema-driven fuzzing: schemathesis generates requests for every operation of `/api/schema/` (drf-spectacular)
-and sends them in-process to the WSGI application with a valid service token; no answer may be a server error.
+and sends them in-process to the WSGI application with a valid service token; no answer may be a server error,
+and every answer must conform to the schema (documented status code, content type and body schema).
 
 Each operation is fuzzed in four passes (`PASSES`): valid and invalid data with generated ids (mostly ids that
 name nothing, of every shape), and valid and invalid data against the tenant's real objects (so validation, money
@@ -20,11 +21,19 @@ from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hsettings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from tests.security.support import make_tenant
 
 MAX_EXAMPLES = 15  # per operation and pass: ~25 operations x 4 passes stay well under 90 s on 2 cores
+# Not only "no server errors": every answer's status code, content type and body must be the ones the schema
+# documents for that operation (the contract a generated client relies on).
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 PASSES = (
     ("positive, generated ids", GenerationMode.POSITIVE, False),
     ("positive, real ids", GenerationMode.POSITIVE, True),
@@ -89,13 +98,13 @@ def _fuzzer(strategy, op: str, statuses: dict[str, Counter], not_problem: list, 
         statuses[op]["seconds"] += time.perf_counter() - started
         if 400 <= response.status_code < 500 and not _problem_shaped(response):
             not_problem.append((op, response.status_code, case.formatted_path))
-        case.validate_response(response, checks=[not_a_server_error])
+        case.validate_response(response, checks=CHECKS)
 
     return run
 
 
 @pytest.mark.django_db(transaction=True)
-def test_schema_fuzz_finds_no_server_errors(balance, run_outbox, no_throttle, request):
+def test_schema_fuzz_finds_no_server_errors_and_every_answer_conforms(balance, run_outbox, no_throttle, request):
     from disbalance.wsgi import application
 
     tenant = make_tenant(slug="alpha", balance_service_id=7, run_outbox=run_outbox, prefix="alpha")
