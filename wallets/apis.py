@@ -144,39 +144,48 @@ class StatementQuerySerializer(serializers.Serializer):
 
 
 class StatementSpendSerializer(serializers.Serializer):
-    product = serializers.CharField()
-    amount = SignedAmountField()
+    """Money spent on one product in the period: its charges and captured holds (refunds are apart)."""
+
+    product = serializers.CharField(help_text="The product's code (empty for spend without a product)")
+    amount = SignedAmountField(help_text="Charged and captured in the period")
 
 
 class StatementLineSerializer(serializers.Serializer):
+    """One ledger transaction of the period under the statement's payer (holds and releases move 0.00)."""
+
     id = serializers.UUIDField(source="transaction_id", help_text="The ledger transaction (the wallet statement's id)")
-    date = serializers.DateTimeField()
-    type = serializers.ChoiceField(choices=LedgerTransaction.Type.choices)
+    date = serializers.DateTimeField(help_text="When the transaction was posted")
+    type = serializers.ChoiceField(choices=LedgerTransaction.Type.choices, help_text="The ledger transaction's type")
     product = serializers.CharField(help_text="The product of a charge, capture or refund; empty otherwise")
     amount = SignedAmountField(help_text="Signed change of the balance (wallet + held) under the payer")
-    balance_after = SignedAmountField()
-    reference = serializers.SerializerMethodField()
-    description = serializers.CharField()
+    balance_after = SignedAmountField(help_text="The payer's balance after this line: the opening balance plus "
+                                                "every line up to it")
+    reference = serializers.SerializerMethodField(help_text="The business object: `{kind, id}` (e.g. a charge)")
+    description = serializers.CharField(help_text="The transaction's description, or the reason of a correction")
 
+    @extend_schema_field(ReferenceSerializer)
     def get_reference(self, line: selectors.ReconciliationLine) -> dict[str, str]:
         return {"kind": line.reference_kind, "id": line.reference_id}
 
 
 class ReconciliationStatementSerializer(serializers.Serializer):
+    """The reconciliation statement (акт сверки) of one payer for a period of days:
+    `closing_balance = opening_balance + money_in - sum(spend) + refunds + corrections`."""
+
     payer = serializers.CharField(source="payer_label", help_text="The agency's external id, or `self`")
-    currency = serializers.CharField()
-    opening_balance = SignedAmountField()
-    money_in = SignedAmountField()
-    spend = serializers.SerializerMethodField()
-    refunds = SignedAmountField()
-    corrections = SignedAmountField()
-    closing_balance = SignedAmountField()
-    lines = StatementLineSerializer(many=True)
+    currency = serializers.CharField(help_text="The service's currency")
+    opening_balance = SignedAmountField(help_text="The payer's balance (wallet + held) at the start of `from`")
+    money_in = SignedAmountField(help_text="Top-ups and money Balance reported, in the period")
+    spend = serializers.SerializerMethodField(help_text="Charges and captures per product, in the period")
+    refunds = SignedAmountField(help_text="Refunds of charges, in the period")
+    corrections = SignedAmountField(help_text="Support's adjustments and transfers between payers (signed)")
+    closing_balance = SignedAmountField(help_text="The payer's balance at the end of `to`")
+    lines = StatementLineSerializer(many=True, help_text="Every ledger transaction of the period, oldest first")
 
     def get_fields(self) -> dict:
         fields = super().get_fields()
-        fields["from"] = serializers.DateField(source="date_from")
-        fields["to"] = serializers.DateField(source="date_to")
+        fields["from"] = serializers.DateField(source="date_from", help_text="The first day (UTC)")
+        fields["to"] = serializers.DateField(source="date_to", help_text="The last day, included (UTC)")
         return fields
 
     @extend_schema_field(StatementSpendSerializer(many=True))
@@ -191,6 +200,7 @@ class CustomerStatementApi(APIView):
 
     @extend_schema(
         operation_id="customer_statement",
+        examples=[examples.ok("a month under the customer itself", examples.RECONCILIATION_STATEMENT)],
         summary="The reconciliation statement (акт сверки) of one payer for a period of days, as JSON or CSV",
         description="Opening balance, money in, spend by product, refunds, corrections and the closing balance; "
                     "each line is a ledger transaction. `Accept: text/csv` or `?format=csv` answers the same as "
