@@ -11,6 +11,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
 from simple_history.admin import SimpleHistoryAdmin
 
 from disbalance.admin_kit import CsvExportMixin
@@ -18,9 +19,9 @@ from disbalance.models import ConsumerService, IdempotencyRecord, ServiceToken, 
 from disbalance.services import service_token_issue, service_token_revoke
 from disbalance.webhooks import WebhookNotConfigured, webhook_resend
 
-admin.site.site_header = "Disbalance support"
+admin.site.site_header = _("Disbalance support")
 admin.site.site_title = "Disbalance"
-admin.site.index_title = "Billing support console"
+admin.site.index_title = _("Billing support console")
 
 
 class ServiceTokenInline(admin.TabularInline):
