@@ -13,7 +13,7 @@ from agencies import selectors, services
 from agencies.models import Agency
 from balance_gateway.models import RegistrationStatus
 from customers import selectors as customer_selectors
-from customers.apis import INN_RE, BalanceIdsSerializer, CustomerOutputSerializer
+from customers.apis import INN_RE, BalanceIdsSerializer, CustomerOutputSerializer, validate_legal_for_kind
 from disbalance import openapi_examples as examples
 from disbalance.auth import current_service
 from disbalance.fields import AmountField, CharField, EmailField, ExternalIdField, RegexField
@@ -31,10 +31,16 @@ from disbalance.pagination import paginated_response, validated_filters
 
 
 class AgencyLegalSerializer(serializers.Serializer):
+    """An agency is a company: Balance's CreatePerson (`ur`) needs every one of these."""
+
     inn = RegexField(INN_RE, error_messages={"invalid": "INN is 10 or 12 digits."})
-    kpp = RegexField(r"^\d{9}$", required=False, allow_blank=True,
-                                 error_messages={"invalid": "KPP is 9 digits."})
+    kpp = RegexField(r"^\d{9}$", required=False, allow_blank=True, error_messages={"invalid": "KPP is 9 digits."})
+    long_name = CharField(max_length=500, required=False, allow_blank=True,
+                          help_text="The agency's full legal name (Balance's longname).")
     legal_address = CharField(max_length=500)
+    postal_address = CharField(max_length=500, required=False, allow_blank=True)
+    postcode = RegexField(r"^\d{6}$", required=False, allow_blank=True,
+                          error_messages={"invalid": "A postcode is 6 digits."})
 
 
 class AgencyCreateSerializer(serializers.Serializer):
@@ -42,7 +48,12 @@ class AgencyCreateSerializer(serializers.Serializer):
     name = CharField(max_length=255)
     email = EmailField(max_length=254, required=False, allow_blank=True)
     phone = CharField(max_length=64, required=False, allow_blank=True)
-    legal = AgencyLegalSerializer(help_text="An agency is a company: INN and legal address are required.")
+    legal = AgencyLegalSerializer(help_text="An agency is a company: INN, KPP, full name, legal and postal address "
+                                            "and postcode are required.")
+
+    def validate(self, attrs: dict) -> dict:
+        validate_legal_for_kind("company", attrs.get("legal") or {}, adopting=bool(self.context.get("adopting")))
+        return attrs
 
 
 class ContractSerializer(serializers.Serializer):

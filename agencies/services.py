@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -16,7 +18,7 @@ from balance_gateway.services import party_sync
 from disbalance.models import ConsumerService, OutboxOperation
 from disbalance.outbox import outbox_enqueue, outbox_handler, outbox_on_failure
 
-LEGAL_FIELDS = ("inn", "kpp", "legal_address")
+LEGAL_FIELDS = ("inn", "kpp", "long_name", "legal_address", "postal_address", "postcode")
 SYNC_KIND = "agency.sync"
 
 
@@ -66,20 +68,25 @@ def enqueue_sync(agency: Agency, *, update: bool) -> OutboxOperation:
 
 
 @transaction.atomic
-def agency_contracts_store(*, agency: Agency, contracts: list[ContractInfo]) -> list[Contract]:
-    """Replace the agency's view of its contracts with what Balance returned."""
+def agency_contracts_store(*, agency: Agency, contracts: list[ContractInfo],
+                           credit_limits: dict[int, Decimal] | None = None) -> list[Contract]:
+    """Replace the agency's view of its contracts with what Balance returned. GetClientContracts carries no
+    credit limit: `credit_limits` (from GetClientCreditLimits, by contract id) sets it; a contract missing there
+    keeps the limit it had."""
     now = timezone.now()
+    credit_limits = credit_limits or {}
     stored = []
     seen = []
     for info in contracts:
-        contract, _ = Contract.objects.update_or_create(
-            agency=agency, balance_contract_id=info.contract_id,
-            defaults={
-                "number": info.external_id or "", "active": info.is_active, "payment_type": info.payment_type,
-                "credit_limit": info.credit_limit, "valid_from": info.dt, "valid_to": info.finish_dt,
-                "services": list(info.services), "refreshed_at": now,
-            },
-        )
+        defaults = {
+            "number": info.external_id or "", "active": info.is_active and not info.is_suspended,
+            "payment_type": info.payment_type, "valid_from": info.dt, "valid_to": info.finish_dt,
+            "services": list(info.services), "refreshed_at": now,
+        }
+        if info.contract_id in credit_limits:
+            defaults["credit_limit"] = credit_limits[info.contract_id]
+        contract, _ = Contract.objects.update_or_create(agency=agency, balance_contract_id=info.contract_id,
+                                                        defaults=defaults)
         stored.append(contract)
         seen.append(info.contract_id)
     # A contract Balance no longer returns is not active for us any more.
@@ -89,10 +96,16 @@ def agency_contracts_store(*, agency: Agency, contracts: list[ContractInfo]) -> 
 
 
 def agency_contracts_refresh(*, agency: Agency, client: BalanceClient | None = None) -> list[Contract]:
-    """Read the agency's contracts from Balance (GetClientContracts) and store them."""
+    """Read the agency's contracts from Balance (GetClientContracts) and, for postpaid ones, their credit limits
+    (GetClientCreditLimits), and store them."""
     client = client or BalanceClient()
     contracts = client.get_client_contracts(agency.balance_client_id)
-    return agency_contracts_store(agency=agency, contracts=contracts)
+    credit_limits: dict[int, Decimal] = {}
+    if any(c.payment_type == "postpaid" for c in contracts):
+        limits = client.get_client_credit_limits(client_id=agency.balance_client_id,
+                                                 product_id=settings.BALANCE_WALLET_PRODUCT_ID)
+        credit_limits = {limit.contract_id: limit.limit_total for limit in limits.limits}
+    return agency_contracts_store(agency=agency, contracts=contracts, credit_limits=credit_limits)
 
 
 def agency_has_active_contract(*, agency: Agency, on: date | None = None) -> bool:

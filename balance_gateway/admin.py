@@ -19,7 +19,7 @@ class ReadOnlyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 class BalanceCallInline(admin.TabularInline):
     model = BalanceCall
-    fields = ("created_at", "method", "outcome", "error_code", "error_message", "duration_ms")
+    fields = ("created_at", "method", "outcome", "error_code", "error_message", "duration_ms", "request_id")
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -34,8 +34,9 @@ class OutboxOperationAdmin(CsvExportMixin, ReadOnlyAdmin):
     list_display = ("id", "kind", "subject", "status", "attempts", "next_attempt_at", "failure_kind", "short_error",
                     "updated_at")
     list_filter = ("status", "failure_kind", "kind", "service")
-    search_fields = ("subject", "kind", "dedup_key", "last_error")
-    readonly_fields = ("kind", "subject", "service", "status", "attempts", "max_attempts", "next_attempt_at",
+    search_fields = ("subject", "kind", "dedup_key", "last_error", "=request_id")
+    readonly_fields = ("kind", "subject", "service", "request_id", "status", "attempts", "max_attempts",
+                       "next_attempt_at",
                        "leased_until", "failure_kind", "last_error", "payload", "result", "created_at", "updated_at",
                        "done_at")
     inlines = [BalanceCallInline]
@@ -63,7 +64,7 @@ class OutboxOperationAdmin(CsvExportMixin, ReadOnlyAdmin):
 class BalanceCallAdmin(ReadOnlyAdmin):
     list_display = ("created_at", "method", "outcome", "error_code", "duration_ms", "operation")
     list_filter = ("outcome", "method")
-    search_fields = ("method", "error_code", "error_message", "arguments")
+    search_fields = ("method", "error_code", "error_message", "arguments", "=request_id")
     readonly_fields = [f.name for f in BalanceCall._meta.fields]
     date_hierarchy = "created_at"
 

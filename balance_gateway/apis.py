@@ -1,8 +1,13 @@
-"""`/balance/notify`: Balance's XML-RPC callbacks. Only with the shared secret or from allowed addresses."""
+"""`/balance/notify`: Balance's callbacks, as XML-RPC (`POST /balance/notify`, methodCall
+`BalanceClient.NotifyOrder2|NotifyClient2`) or as JSON (`POST /balance/notify/BalanceClient/NotifyOrder2`, the body
+the struct), as Balance is configured per service. Accepted with a valid TVM ticket (`X-Ya-Service-Ticket`,
+checked by the ticket provider, from BALANCE_NOTIFY_TVM_SOURCES), with the shared secret (the emulator and tests),
+or from an allowed address. Each call is parsed once into a typed notification (`notifications.py`)."""
 
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import xml.parsers.expat
 import xmlrpc.client
@@ -15,8 +20,14 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from balance_gateway.notifications import UnknownObject, notification_receive
-from disbalance.money import MAX_AMOUNT, from_balance
+from balance_gateway.notifications import (
+    METHOD_KINDS,
+    InvalidNotification,
+    UnknownObject,
+    notification_receive,
+    parse_notification,
+)
+from balance_gateway.tvm import TICKET_HEADER, ticket_provider
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +44,11 @@ def _success() -> HttpResponse:
 
 
 def _allowed(request: HttpRequest) -> bool:
+    ticket = request.headers.get(TICKET_HEADER, "")
+    if ticket and settings.BALANCE_NOTIFY_TVM_CHECK:
+        source = ticket_provider().check_service_ticket(ticket)
+        if source is not None and source in settings.BALANCE_NOTIFY_TVM_SOURCES:
+            return True
     secret = settings.BALANCE_NOTIFY_SECRET
     given = request.GET.get("secret") or request.headers.get("X-Balance-Secret") or ""
     if secret and given and hmac.compare_digest(given.encode(), secret.encode()):
@@ -51,61 +67,82 @@ def _loads_call(body: bytes) -> tuple[str, tuple[Any, ...]]:
     return method, unmarshaller.close()
 
 
-def _int(value: Any, name: str) -> int:
-    text = str(value).strip()
-    if not text.isdigit() or len(text) > 18:
-        raise ValueError(f"{name} must be a non-negative integer")
-    return int(text)
+def _read_body(request: HttpRequest) -> bytes | None:
+    body = request.read(settings.MAX_REQUEST_BODY_BYTES + 1)
+    return None if len(body) > settings.MAX_REQUEST_BODY_BYTES else body
 
 
-def _amount(value: Any, name: str) -> None:
-    """An order total must be a finite amount from 0 to MAX_AMOUNT (absent means 0), or the call is malformed."""
+def _service_id(request: HttpRequest) -> int | None:
+    """The service whose notification URL Balance called: `?service=<ServiceID>`, set per service in Balance."""
+    value = request.GET.get("service", "")
+    return int(value) if value.isdigit() and len(value) < 10 else None
+
+
+def _receive(method: str, data: dict[str, Any], service_id: int | None) -> tuple[str, str, str]:
+    """(status, code, message): status "ok" with the outcome, or an error code to answer."""
     try:
-        amount = from_balance(value)
-    except (ArithmeticError, ValueError) as exc:
-        raise ValueError(f"{name} must be an amount") from exc
-    if not amount.is_finite() or amount < 0 or amount > MAX_AMOUNT:
-        raise ValueError(f"{name} must be an amount from 0 to {MAX_AMOUNT}")
+        notification = parse_notification(method, data, service_id=service_id)
+    except InvalidNotification as exc:
+        return "error", "INVALID_PARAM", str(exc)
+    try:
+        outcome = notification_receive(notification=notification, raw=data)
+    except UnknownObject as exc:
+        return "error", "NOT_FOUND", str(exc)
+    except (ValueError, ArithmeticError) as exc:  # a value the applier cannot use: nothing was stored
+        return "error", "INVALID_PARAM", str(exc)[:200]
+    logger.info("notification answered", extra={"method": method, "object": notification.object_key,
+                                                 "outcome": outcome})
+    return "ok", outcome, ""
 
 
 @csrf_exempt
 @require_POST
 def balance_notify(request: HttpRequest) -> HttpResponse:
+    """XML-RPC: answered `[0, "SUCCESS"]`, or a fault (NOT_FOUND: Balance retries later)."""
     if not _allowed(request):
         return HttpResponse("forbidden", status=403, content_type="text/plain")
-    body = request.read(settings.MAX_REQUEST_BODY_BYTES + 1)
-    if len(body) > settings.MAX_REQUEST_BODY_BYTES:
+    body = _read_body(request)
+    if body is None:
         return _fault("INVALID_PARAM", "document too large", "unknown", status=413)
     try:
-        method, params = _loads_call(body)
+        full_method, params = _loads_call(body)
     except (DefusedXmlException, xml.parsers.expat.ExpatError, ValueError, TypeError, KeyError, IndexError,
             OverflowError, AttributeError, xmlrpc.client.ResponseError) as exc:
         return _fault("INVALID_PARAM", f"malformed XML-RPC call: {type(exc).__name__}", "unknown", status=400)
-    kinds = {"BalanceClient.NotifyOrder2": "order", "BalanceClient.NotifyClient2": "client"}
-    kind = kinds.get(method)
-    if kind is None:
-        return _fault("INVALID_PARAM", f"unknown method {method[:100]}", method[:100])
+    prefix, _, method = full_method.partition(".")
+    if prefix != "BalanceClient" or method not in METHOD_KINDS:
+        return _fault("INVALID_PARAM", f"unknown method {full_method[:100]}", full_method[:100])
     if len(params) != 1 or not isinstance(params[0], dict):
-        return _fault("INVALID_PARAM", "one struct expected", method)
-    if any(isinstance(v, list | dict) for v in params[0].values()):  # Balance sends scalars only
-        return _fault("INVALID_PARAM", "struct members must be scalar values", method)
-    payload = {str(k): (v if isinstance(v, int | str | bool) else str(v)) for k, v in params[0].items()}
-    try:
-        tid = _int(payload.get("Tid"), "Tid")
-        if kind == "order":
-            object_key = f"{_int(payload.get('ServiceID'), 'ServiceID')}:" \
-                         f"{_int(payload.get('ServiceOrderID'), 'ServiceOrderID')}"
-            _amount(payload.get("ConsumeQty"), "ConsumeQty")
-            _amount(payload.get("CompletionQty"), "CompletionQty")
-        else:
-            object_key = str(_int(payload.get("ClientID"), "ClientID"))
-    except ValueError as exc:
-        return _fault("INVALID_PARAM", str(exc), method)
-    try:
-        outcome = notification_receive(kind=kind, object_key=object_key, tid=tid, payload=payload)
-    except UnknownObject as exc:
-        return _fault("NOT_FOUND", str(exc), method)
-    except (ValueError, ArithmeticError) as exc:  # a value of the wrong shape: nothing was stored (rolled back)
-        return _fault("INVALID_PARAM", str(exc)[:200], method, status=400)
-    logger.info("notification answered", extra={"method": method, "object": object_key, "outcome": outcome})
+        return _fault("INVALID_PARAM", "one struct expected", full_method)
+    status, code, message = _receive(method, params[0], _service_id(request))
+    if status != "ok":
+        return _fault(code, message[:300], full_method, status=400 if code == "INVALID_PARAM" else 200)
     return _success()
+
+
+def _json(status: int, body: dict[str, Any]) -> HttpResponse:
+    return HttpResponse(json.dumps(body), status=status, content_type="application/json")
+
+
+@csrf_exempt
+@require_POST
+def balance_notify_json(request: HttpRequest, method: str) -> HttpResponse:
+    """JSON: `POST .../BalanceClient/<method>` with the struct as the body; 200 `{"status": "ok"}`, or an error
+    status Balance retries on (404 for an object billing does not know yet)."""
+    if not _allowed(request):
+        return _json(403, {"status": "error", "code": "FORBIDDEN"})
+    if method not in METHOD_KINDS:
+        return _json(404, {"status": "error", "code": "INVALID_PARAM", "message": "unknown method"})
+    body = _read_body(request)
+    if body is None:
+        return _json(413, {"status": "error", "code": "INVALID_PARAM", "message": "document too large"})
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return _json(400, {"status": "error", "code": "INVALID_PARAM", "message": "malformed JSON"})
+    if not isinstance(data, dict):
+        return _json(400, {"status": "error", "code": "INVALID_PARAM", "message": "a JSON object expected"})
+    status, code, message = _receive(method, data, _service_id(request))
+    if status != "ok":
+        return _json(404 if code == "NOT_FOUND" else 400, {"status": "error", "code": code, "message": message})
+    return _json(200, {"status": "ok", "outcome": code})

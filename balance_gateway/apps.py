@@ -8,6 +8,7 @@ class BalanceGatewayConfig(AppConfig):
 
     def ready(self) -> None:
         # Imported here, not at the top: an app's modules that touch models load only once the registry is ready.
+        from balance_gateway import metrics  # noqa: F401 - registers the notification gauges
         from balance_gateway.client import operation_context
         from disbalance.outbox import outbox_run_context
 

@@ -50,3 +50,14 @@ class BalanceUnknownOutcome(BalanceRetryableError):
     """The request was sent but its answer was lost: the call may or may not have been applied."""
 
     default_code = "UNKNOWN_OUTCOME"
+
+
+class PartyAmbiguous(BalanceFinalError):
+    """Several Balance objects match what billing looks for (its client's marker, its person): support decides;
+    billing never guesses. `candidates` are the Balance ids found."""
+
+    default_code = "AMBIGUOUS"
+
+    def __init__(self, message: str = "", *, method: str = "", candidates: list[int] | None = None) -> None:
+        super().__init__(message, method=method, code=self.default_code, outcome="ok")
+        self.candidates = list(candidates or [])

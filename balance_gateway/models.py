@@ -6,6 +6,7 @@ The emulator keeps its own state elsewhere (`balance_gateway.emulator`), never i
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -29,6 +30,9 @@ class BalanceParty(models.Model):
     inn = models.CharField("INN", max_length=12, blank=True, default="")
     kpp = models.CharField("KPP", max_length=9, blank=True, default="")
     legal_address = models.CharField(max_length=500, blank=True, default="")
+    long_name = models.CharField("full legal name", max_length=500, blank=True, default="")
+    postal_address = models.CharField(max_length=500, blank=True, default="")
+    postcode = models.CharField(max_length=16, blank=True, default="")
     lname = models.CharField("last name", max_length=100, blank=True, default="")
     fname = models.CharField("first name", max_length=100, blank=True, default="")
     mname = models.CharField("middle name", max_length=100, blank=True, default="")
@@ -50,9 +54,10 @@ class BalanceParty(models.Model):
 
     @property
     def balance_key(self) -> str:
-        """The service's own key for the Balance client (SERVICE_CLIENT_ID): makes creation safe to repeat."""
+        """Billing's own key for the Balance client: SERVICE_CLIENT_ID when Balance honours it, and the marker
+        at the end of the client's NAME by which it is found again after an unknown outcome."""
         prefix = "agency" if self.IS_AGENCY else "customer"
-        return f"disbalance:{prefix}:{self.pk}"
+        return f"{settings.BALANCE_CLIENT_MARKER_PREFIX}:{prefix}:{self.pk}"
 
 
 class BalanceCall(models.Model):
@@ -76,6 +81,8 @@ class BalanceCall(models.Model):
     operation = models.ForeignKey(
         "disbalance.OutboxOperation", null=True, blank=True, on_delete=models.SET_NULL, related_name="calls"
     )
+    request_id = models.CharField(max_length=100, blank=True, default="",
+                                  help_text="X-Request-ID carried from the API call through the outbox")
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:

@@ -1,44 +1,82 @@
 """Balance work shared by customers and agencies: bringing a party's client and person into Balance.
 
-Each step is safe to repeat after an unknown outcome: the client is created with the service's own key
-(SERVICE_CLIENT_ID, or looked up by name and e-mail when Balance does not honour it), and the person is
-looked up on the client before one is created. Progress is stored after every step.
+Creation is not idempotent in Balance (no source shows it honouring SERVICE_CLIENT_ID), so every step looks before
+it creates, with criteria that cannot match someone else's object:
+
+- the client carries billing's marker at the end of its NAME (`Motors LLC [disbalance:customer:12]`); before
+  creating one, FindClient by that exact name, keeping only exact matches of the same kind (agency or not). One
+  match is ours; several are an ambiguity for support (`PartyAmbiguous`), never a guess.
+- the person is looked up among our own client's persons (GetClientPersons) by type and identity (INN and KPP for
+  a company, last and first name for an individual); several matches go to support as well.
+- with BALANCE_TRUSTS_SERVICE_CLIENT_ID the client also carries SERVICE_CLIENT_ID (the marker).
+
+Progress is stored after every step, so a crash between steps repeats only the lookup.
 """
 
 from __future__ import annotations
 
 from django.conf import settings
 
-from balance_gateway.client import BalanceClient
+from balance_gateway.client import BalanceClient, ClientInfo, PersonInfo, PersonSpec
+from balance_gateway.exceptions import PartyAmbiguous
 from balance_gateway.models import BalanceParty
-from disbalance.outbox import OutboxFinalError
 
 
-def _client_fields(party: BalanceParty) -> dict:
-    return {
-        "service_id": party.service.balance_service_id,  # type: ignore[attr-defined]
-        "name": party.name,
-        "email": party.email,
-        "phone": party.phone,
-    }
+def client_name(party: BalanceParty) -> str:
+    """The client's NAME in Balance: the party's name and billing's marker."""
+    return f"{party.name} [{party.balance_key}]"
 
 
-def _person_fields(party: BalanceParty) -> dict:
-    fields = {"person_type": party.person_type, "name": party.name, "email": party.email, "phone": party.phone}
+def person_spec(party: BalanceParty) -> PersonSpec:
+    common = {"person_type": party.person_type, "name": party.name,
+              "email": party.email or settings.BALANCE_PERSON_FALLBACK_EMAIL,
+              "phone": party.phone or settings.BALANCE_PERSON_FALLBACK_PHONE}
     if party.person_type == "ur":
-        fields.update(inn=party.inn, kpp=party.kpp or None, legal_address=party.legal_address)
-    else:
-        fields.update(lname=party.lname, fname=party.fname, mname=party.mname or None)
-    return fields
+        return PersonSpec(**common, inn=party.inn, kpp=party.kpp or None, long_name=party.long_name or party.name,
+                          legal_address=party.legal_address,
+                          postal_address=party.postal_address or party.legal_address,
+                          postcode=party.postcode or None)
+    return PersonSpec(**common, lname=party.lname, fname=party.fname, mname=party.mname or None)
 
 
-def _find_client_by_name(party: BalanceParty, client: BalanceClient) -> int | None:
-    matches = client.find_client(name=party.name, email=party.email or None)
-    matches = [m for m in matches if m.is_agency == party.IS_AGENCY]
+def _client_args(party: BalanceParty) -> dict:
+    return {"name": client_name(party), "email": party.email, "phone": party.phone, "is_agency": party.IS_AGENCY,
+            "currency": party.service.currency}  # type: ignore[attr-defined]
+
+
+def party_find_client(party: BalanceParty, client: BalanceClient) -> int | None:
+    """Our client in Balance, found by the marker in its name; None if there is none."""
+    name = client_name(party)
+    found: list[ClientInfo] = client.find_client(name=name)
+    matches = sorted({m.client_id for m in found if m.name == name and m.is_agency == party.IS_AGENCY})
     if len(matches) > 1:
-        ids = ", ".join(str(m.client_id) for m in matches)
-        raise OutboxFinalError(f"several Balance clients match name and e-mail ({ids}); support must link one")
-    return matches[0].client_id if matches else None
+        raise PartyAmbiguous(
+            f"{len(matches)} Balance clients carry this party's marker ({', '.join(map(str, matches))}): "
+            f"support must keep one and link it", method="FindClient", candidates=matches,
+        )
+    return matches[0] if matches else None
+
+
+def _same_person(party: BalanceParty, person: PersonInfo) -> bool:
+    if person.hidden or person.type != party.person_type:
+        return False
+    if party.person_type == "ur":
+        return (person.inn or "") == party.inn and (person.kpp or "") == (party.kpp or "")
+    return (person.lname or "") == party.lname and (person.fname or "") == party.fname
+
+
+def party_find_person(party: BalanceParty, client: BalanceClient) -> int | None:
+    """Our person on our own client, by type and identity; None if there is none."""
+    assert party.balance_client_id is not None
+    persons = client.get_client_persons(party.balance_client_id)
+    matches = sorted({p.person_id for p in persons if _same_person(party, p)})
+    if len(matches) > 1:
+        raise PartyAmbiguous(
+            f"{len(matches)} persons of client {party.balance_client_id} match this party "
+            f"({', '.join(map(str, matches))}): support must keep one and link it", method="GetClientPersons",
+            candidates=matches,
+        )
+    return matches[0] if matches else None
 
 
 def party_sync(*, party: BalanceParty, client: BalanceClient, update: bool = False) -> dict:
@@ -46,36 +84,30 @@ def party_sync(*, party: BalanceParty, client: BalanceClient, update: bool = Fal
     model = type(party)
     done: dict[str, object] = {}
     if party.balance_client_id is None:
-        client_id = None
-        if not settings.BALANCE_TRUSTS_SERVICE_CLIENT_ID:
-            client_id = _find_client_by_name(party, client)
+        client_id = party_find_client(party, client)
+        done["client"] = "found"
         if client_id is None:
             client_id = client.create_client(
-                **_client_fields(party), is_agency=party.IS_AGENCY, service_client_id=party.balance_key,
-                currency=party.service.currency,  # type: ignore[attr-defined]
+                **_client_args(party), service_id=party.service.balance_service_id,  # type: ignore[attr-defined]
+                service_client_id=party.balance_key if settings.BALANCE_TRUSTS_SERVICE_CLIENT_ID else None,
             )
+            done["client"] = "created"
         model.objects.filter(pk=party.pk).update(balance_client_id=client_id)
         party.balance_client_id = client_id
-        done["client"] = "created"
     elif update:
-        client.create_client(**_client_fields(party), client_id=party.balance_client_id)
+        client.create_client(**_client_args(party), client_id=party.balance_client_id)
         done["client"] = "updated"
 
     if party.balance_person_id is None:
-        # CreatePerson is not idempotent: an earlier attempt may have made the person already.
-        persons = client.get_client_persons(party.balance_client_id)
-        existing = next((p for p in persons if p.type == party.person_type and not p.hidden), None)
-        if existing is not None:
-            person_id = existing.person_id
-            done["person"] = "found"
-        else:
-            person_id = client.create_person(client_id=party.balance_client_id, **_person_fields(party))
+        person_id = party_find_person(party, client)
+        done["person"] = "found"
+        if person_id is None:
+            person_id = client.create_person(client_id=party.balance_client_id, person=person_spec(party))
             done["person"] = "created"
         model.objects.filter(pk=party.pk).update(balance_person_id=person_id)
         party.balance_person_id = person_id
     elif update:
-        client.create_person(
-            client_id=party.balance_client_id, person_id=party.balance_person_id, **_person_fields(party)
-        )
+        client.create_person(client_id=party.balance_client_id, person=person_spec(party),
+                             person_id=party.balance_person_id)
         done["person"] = "updated"
     return done

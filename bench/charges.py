@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 DB_NAME = "disbalance_bench"
 CLIENTS = 16
+CLIENT_COUNTS = (16, 32, 64)  # the warm runs, each scenario and path
 PRODUCTS = (("placement", "Listing placement", "placement", 503162), ("boost", "Boost to the top", "vas", 503163))
 SPREAD_FUNDING = Decimal("1000000.00")
 HOT_FUNDING = Decimal("100000000.00")
@@ -364,6 +365,7 @@ class RunResult:
     seconds: float
     latencies_ms: list[float]
     errors: Counter
+    clients: int = CLIENTS
     bench_cpu: float = 0.0  # CPU seconds of this process (the clients; for `service`, the application too)
     server_cpu: float | None = None  # CPU seconds of gunicorn's workers (HTTP runs)
     verdict: str = ""
@@ -453,9 +455,10 @@ def verify_ledger() -> str:
     if not ok:
         out(buffer.getvalue())
     with connection.cursor() as cursor:
-        cursor.execute("""SELECT (SELECT COUNT(*) FROM payments_charge),
+        # Captures of holds are charges too, posted as `capture` transactions of the hold: not counted here.
+        cursor.execute("""SELECT (SELECT COUNT(*) FROM payments_charge WHERE hold_id IS NULL),
                                  (SELECT COUNT(*) FROM wallets_ledgertransaction WHERE type = 'charge'),
-                                 (SELECT COUNT(*) FROM payments_charge c WHERE NOT EXISTS (
+                                 (SELECT COUNT(*) FROM payments_charge c WHERE c.hold_id IS NULL AND NOT EXISTS (
                                      SELECT 1 FROM wallets_ledgertransaction t WHERE t.type = 'charge'
                                      AND t.reference_kind = 'charge' AND t.reference_id = c.id::text))""")
         charges, charge_txns, orphans = cursor.fetchone()
@@ -464,12 +467,12 @@ def verify_ledger() -> str:
 
 
 def measure(scenario: str, path: str, ops: list[Op], make_client: Callable[[int], Client],
-            server_pid: int | None = None) -> RunResult:
-    out(f"  {scenario:<26} {path:<8} {len(ops):>6} charges, {CLIENTS} clients ...")
+            server_pid: int | None = None, clients: int = CLIENTS) -> RunResult:
+    out(f"  {scenario:<26} {path:<8} {len(ops):>6} charges, {clients} clients ...")
     server_before = children_cpu_seconds(server_pid) if server_pid else 0.0
     cpu_before = time.process_time()
-    seconds, latencies, errors = run_clients(ops, make_client)
-    result = RunResult(scenario, path, len(ops), seconds, latencies, errors,
+    seconds, latencies, errors = run_clients(ops, make_client, clients=clients)
+    result = RunResult(scenario, path, len(ops), seconds, latencies, errors, clients=clients,
                        bench_cpu=time.process_time() - cpu_before,
                        server_cpu=children_cpu_seconds(server_pid) - server_before if server_pid else None)
     result.verdict = verify_ledger()
@@ -536,7 +539,9 @@ def build_world(sizes: Sizes) -> World:
         n = external_id.rsplit(":", 1)[-1]
         customer_register(service=service, external_id=external_id, data=CustomerData(
             kind="company", name=f"Bench Motors {n} LLC", email=f"bench{n}@example.com",
-            legal={"inn": "7701234567", "legal_address": f"Moscow, Bench street {n}"}))
+            legal={"inn": "7701234567", "legal_address": f"Moscow, Bench street {n}", "kpp": "770101001",
+                   "long_name": "Limited Liability Company", "postal_address": f"Moscow, Bench street {n}",
+                   "postcode": "101000"}))
 
     started = time.perf_counter()
     parallel(external_ids, register)
@@ -653,7 +658,13 @@ def statement_label(sql: str) -> str:
     for prefix in ("RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT", "SAVEPOINT"):
         if text.startswith(prefix):
             return prefix
-    table = re.search(r'(?:FROM|INTO|UPDATE) "?(\w+)"?', text)
+    # The statement's own table: the first FROM/INTO/UPDATE outside parentheses (subqueries name other tables).
+    depth, top = 0, []
+    for char in text:
+        depth += char == "("
+        top.append(char if depth == 0 else " ")
+        depth -= char == ")"
+    table = re.search(r'(?:FROM|INTO|UPDATE) "?(\w+)"?', "".join(top))
     name = table.group(1) if table else "?"
     verb = text.split(" ", 1)[0]
     if verb in ("BEGIN", "COMMIT", "ROLLBACK"):
@@ -669,7 +680,10 @@ def statement_label(sql: str) -> str:
 
 SERVICE_STEPS = (
     ("payments/services/charges.py", "charge_create", "charge_create, all of it"),
+    ("payments/services/rules.py", "lock_for_spend", "  lock_for_spend (customer lock + payer state + order?)"),
     ("customers/locks.py", "lock_customer", "  lock_customer (customer row lock)"),
+    ("wallets/services.py", "lock_accounts_by_key", "  lock_accounts_by_key (wallet + spend, one statement)"),
+    ("wallets/services.py", "_post_locked", "  _post_locked (txn, balances + chain check, entries)"),
     ("wallets/services.py", "account_get_or_create", "  account_get_or_create (wallet, spend)"),
     ("wallets/services.py", "lock_accounts", "  lock_accounts (account row locks)"),
     ("wallets/services.py", "_check_last_balance_after", "  _check_last_balance_after"),
@@ -688,13 +702,13 @@ HTTP_STEPS = (
     ("disbalance/auth.py", "authenticate", "    token lookup"),
     ("rest_framework/throttling.py", "allow_request", "    throttle"),
     ("disbalance/idempotency.py", "wrapper", "  idempotent(): claim, the view, store the response"),
-    ("disbalance/idempotency.py", "_claim", "    claim the key (own transaction)"),
+    ("disbalance/idempotency.py", "_claim", "    claim the key (same transaction)"),
     ("disbalance/idempotency.py", "_complete", "    store the response"),
     ("customers/selectors.py", "customer_get", "    customer_get"),
     ("payments/apis.py", "_product_or_400", "    product_get"),
     ("rest_framework/serializers.py", "is_valid", "    request serializer"),
     ("payments/services/charges.py", "charge_create", "    charge_create"),
-    ("django/db/backends/base/base.py", "commit", "  COMMIT (both transactions)"),
+    ("django/db/backends/base/base.py", "commit", "  COMMIT"),
     ("psycopg/connection.py", "wait", "waiting for PostgreSQL answers (every statement)"),
     ("django/db/models/sql/compiler.py", "as_sql", "ORM: compiling SQL"),
 )
@@ -724,7 +738,14 @@ def profile_steps(run: Callable[[], None], count: int, steps: tuple[tuple[str, s
     return lines
 
 
-def anatomy(world: World, sizes: Sizes) -> None:
+@dataclass
+class AnatomyFigures:
+    statements: dict[str, float] = field(default_factory=dict)  # path -> SQL statements per charge
+    cpu_ms: dict[str, float] = field(default_factory=dict)  # path -> CPU ms per charge, single thread
+    operations: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # op -> (statements, wall, CPU)
+
+
+def anatomy(world: World, sizes: Sizes) -> AnatomyFigures:
     """One charge, single-threaded, through the service layer and through the HTTP stack (Django's test client in
     process: the same middleware, auth, idempotency and views as under gunicorn, but keeping its connection):
     time and CPU per charge, SQL statements per charge by kind, and a cProfile breakdown by step."""
@@ -751,6 +772,7 @@ def anatomy(world: World, sizes: Sizes) -> None:
         assert response.status_code == 201, response.content
 
     out(f"\nAnatomy of one charge (single thread, {count} charges per figure)")
+    figures = AnatomyFigures()
     labels: dict[str, Counter] = {}
     for name, charge, steps in (("service layer", service_charge, SERVICE_STEPS),
                                 ("HTTP stack (Django test client in process)", http_charge, HTTP_STEPS)):
@@ -767,6 +789,9 @@ def anatomy(world: World, sizes: Sizes) -> None:
                 charge(op)
             counted.update(statement_label(q["sql"]) for q in queries.captured_queries)
         labels[name] = counted
+        key = "service" if name == "service layer" else "http"
+        figures.statements[key] = sum(counted.values()) / count
+        figures.cpu_ms[key] = cpu_ms
         out(f"  {name}: {wall_ms:.2f} ms wall, {cpu_ms:.2f} ms CPU of this process, "
             f"{sum(counted.values()) / count:.1f} SQL statements per charge")
         profiled_ops = spread_ops(count, wallets, rng)
@@ -783,7 +808,125 @@ def anatomy(world: World, sizes: Sizes) -> None:
     out(f"  {'SQL statements per charge':<52} {'service':>8} {'HTTP':>8}")
     for label, _ in (service + http_counts).most_common():
         out(f"  {label:<52} {service[label] / count:>8.2f} {http_counts[label] / count:>8.2f}")
-    out("  (HTTP: the Idempotency-Key is claimed in its own transaction, then the view runs in a second one)")
+    out("  (HTTP: the Idempotency-Key is claimed in the same transaction as the charge; BEGIN and COMMIT count)")
+    figures.operations = operations_anatomy(world, count)
+    return figures
+
+
+def operations_anatomy(world: World, count: int) -> dict[str, tuple[float, float, float]]:
+    """Every money operation of the service layer, single-threaded, `count` times each: SQL statements (BEGIN and
+    COMMIT included), wall and CPU ms per operation. Inputs are read outside the measured calls, the way the API
+    reads them (e.g. a hold with its customer, product and payer) before calling the service."""
+    from django.db import connection, connections, reset_queries
+    from django.test.utils import CaptureQueriesContext
+
+    from customers.models import Customer
+    from payments.models import BalanceOrder, Charge, Hold, Product
+    from payments.services import (
+        OrderState,
+        charge_create,
+        hold_capture,
+        hold_create,
+        hold_release,
+        order_apply_balance_state,
+        refund_create,
+    )
+
+    rng = random.Random(SEED + 7)
+    products = [Product.objects.get(pk=pk) for pk in world.product_ids]
+    wallets = len(world.customer_ids) - 1
+
+    def customer() -> Customer:
+        return Customer(pk=world.customer_ids[rng.randrange(wallets)])
+
+    def amount() -> Decimal:
+        return Decimal(rng.randint(100, 5_000)) / 100
+
+    def hold_for_api(pk: Any) -> Hold:
+        return Hold.objects.select_related("customer", "payer_agency", "product").get(pk=pk)
+
+    def charge_for_api(pk: Any) -> Charge:
+        return Charge.objects.select_related("customer", "payer_agency", "product").get(pk=pk)
+
+    def credit_input() -> dict[str, Any]:
+        order = BalanceOrder.objects.get(customer_id=world.customer_ids[rng.randrange(wallets)],
+                                         kind=BalanceOrder.Kind.WALLET, payer_agency__isnull=True)
+        return {"order_id": order.pk, "state": OrderState(consume_qty=order.credited_qty + amount(),
+                                                          completion_qty=order.balance_completion_qty,
+                                                          tid=order.last_tid + 1)}
+
+    holds = [hold_create(customer=customer(), product=rng.choice(products), amount=amount()).pk
+             for _ in range(2 * count)]
+    charges = [charge_create(customer=customer(), product=rng.choice(products), amount=amount()).pk
+               for _ in range(count)]
+    cases: list[tuple[str, Callable[[], Any], Callable[..., Any]]] = [
+        ("charge", lambda: {"customer": customer(), "product": rng.choice(products), "amount": amount()},
+         charge_create),
+        ("hold", lambda: {"customer": customer(), "product": rng.choice(products), "amount": amount()}, hold_create),
+        ("capture (part)", lambda: {"hold": hold_for_api(holds.pop()), "amount": Decimal("0.50")}, hold_capture),
+        ("release", lambda: {"hold": hold_for_api(holds.pop())}, hold_release),
+        ("refund (part)", lambda: {"charge": charge_for_api(charges.pop()), "amount": Decimal("0.50"),
+                                   "reason": "bench"}, refund_create),
+        ("top-up crediting", credit_input, order_apply_balance_state),
+    ]
+    figures: dict[str, tuple[float, float, float]] = {}
+    out(f"\nStatements per operation (service layer, single thread, {count} each; BEGIN and COMMIT included)")
+    out(f"  {'operation':<20} {'statements':>10} {'ms wall':>8} {'ms CPU':>7}   statements by kind")
+    for name, make_input, operation in cases:
+        statements: Counter = Counter()
+        wall = cpu = 0.0
+        for _ in range(count):
+            kwargs = make_input()
+            reset_queries()
+            with CaptureQueriesContext(connection) as queries:
+                started, cpu_started = time.perf_counter(), time.process_time()
+                operation(**kwargs)
+                wall += time.perf_counter() - started
+                cpu += time.process_time() - cpu_started
+            statements.update(statement_label(q["sql"]) for q in queries.captured_queries)
+        per_op = sum(statements.values()) / count
+        figures[name] = (per_op, wall * 1000 / count, cpu * 1000 / count)
+        kinds = ", ".join(f"{label} {n / count:g}" for label, n in statements.most_common())
+        out(f"  {name:<20} {per_op:>10.1f} {wall * 1000 / count:>8.2f} {cpu * 1000 / count:>7.2f}   {kinds}")
+    out("  (timed with the statement log on: CaptureQueriesContext adds a little CPU to each statement)")
+    connections.close_all()
+    return figures
+
+
+def goals(results: list[RunResult], floors: dict[tuple[str, int], RunResult], anatomy: AnatomyFigures,
+          spread: str, hot: str) -> str:
+    """The issue's acceptance figures, one line each, and the one-line summary (returned)."""
+
+    def ratio(scenario: str, path: str, clients: int) -> float | None:
+        run = next((r for r in results if (r.scenario, r.path, r.clients) == (scenario, path, clients)), None)
+        floor = floors.get((scenario, clients))
+        return run.rate / floor.rate if run and floor and floor.rate else None
+
+    def p99(scenario: str, path: str, clients: int) -> float | None:
+        run = next((r for r in results if (r.scenario, r.path, r.clients) == (scenario, path, clients)), None)
+        return run.p(99) if run else None
+
+    def fmt(value: float | None, goal: str) -> str:
+        return "n/a" if value is None else f"{value:.3f} (goal {goal})"
+
+    out(f"\nGoals (issue 12), load average now {os.getloadavg()[0]:.2f}")
+    out(f"  service / floor, spread, 16 clients: {fmt(ratio(spread, 'service', CLIENTS), '>= 0.5')}")
+    out(f"  http / floor, spread, 16 clients:    {fmt(ratio(spread, 'http', CLIENTS), '>= 0.25')}, "
+        f"p99 {p99(spread, 'http', CLIENTS) or float('nan'):.1f} ms (goal <= 50)")
+    hot_path = "http" if any(r.path == "http" for r in results) else "service"
+    hot_ratios = {n: ratio(hot, hot_path, n) for n in CLIENT_COUNTS}
+    for n, value in hot_ratios.items():
+        out(f"  hot wallet {hot_path} / its floor, {n} clients: {fmt(value, '>= 0.25')}")
+    out(f"  SQL statements per charge: service {anatomy.statements.get('service', float('nan')):.1f} (goal <= 10), "
+        f"HTTP {anatomy.statements.get('http', float('nan')):.1f} (goal <= 12)")
+    out(f"  CPU per charge, one thread: service {anatomy.cpu_ms.get('service', float('nan')):.2f} ms (goal <= 2), "
+        f"HTTP {anatomy.cpu_ms.get('http', float('nan')):.2f} ms (goal <= 5; test client in process)")
+    known = [value for value in hot_ratios.values() if value is not None]
+    return (f"service/floor={ratio(spread, 'service', CLIENTS) or 0:.3f} "
+            f"http/floor={ratio(spread, 'http', CLIENTS) or 0:.3f} "
+            f"http_p99_ms={p99(spread, 'http', CLIENTS) or 0:.1f} "
+            f"hot/floor={min(known) if known else 0:.3f} "
+            f"statements={anatomy.statements.get('service', 0):g}")
 
 
 # --- main ---------------------------------------------------------------------------------------------------------
@@ -794,11 +937,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small smoke run (100 wallets, 2,000 cold charges)")
     parser.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432",
                         help="PostgreSQL server URL without database (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1) + 1,
-                        help="gunicorn workers (default 2 x cores + 1 = %(default)s)")
-    parser.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker (>1: gthread)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="gunicorn workers (default: one per core = %(default)s, as in the README's production "
+                             "section)")
+    parser.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker (>1: gthread; default 4)")
     parser.add_argument("--conn-max-age", type=int, default=None,
-                        help="DATABASE_CONN_MAX_AGE for gunicorn (default: unset, the app's default 0)")
+                        help="DATABASE_CONN_MAX_AGE for gunicorn (default: unset, the app's default, 60 s persistent)")
     parser.add_argument("--skip-http", action="store_true", help="no gunicorn runs")
     parser.add_argument("--anatomy-only", action="store_true",
                         help="only the single-threaded anatomy, on the database kept by the last run")
@@ -876,7 +1020,7 @@ def main() -> int:
         out(f"  DEBUG={settings.DEBUG}, LOG_LEVEL=WARNING, outbox: Celery eager (no REDIS_URL), i.e. Balance work "
             "runs in the request right after commit")
         out(f"  gunicorn: {gunicorn_config.describe()}, DATABASE_CONN_MAX_AGE="
-            f"{args.conn_max_age if args.conn_max_age is not None else 'unset (0: a new connection per request)'}, "
+            f"{args.conn_max_age if args.conn_max_age is not None else 'unset (app default 60 s)'}, "
             f"API_RATE_LIMIT={settings.REST_FRAMEWORK['DEFAULT_THROTTLE_RATES']['service']}")
         out(f"  {CLIENTS} client threads in this process (service layer: one Django connection each; HTTP: one "
             "requests.Session each; floor: one psycopg connection each)")
@@ -919,35 +1063,39 @@ def main() -> int:
             warmup = spread_ops(10 * gunicorn_config.workers, sizes.wallets, rng)
             run_clients(warmup, lambda n: HttpClient(world, base_url))  # untimed: first requests of each worker
 
-        for scenario, ops in ((scenario_spread, spread), (scenario_hot, hot)):
-            results.append(measure(scenario, "service", ops, lambda n: ServiceClient(world)))
-            if gunicorn is not None:
-                results.append(measure(scenario, "http", ops, lambda n: HttpClient(world, base_url),
-                                       server_pid=gunicorn.pid))
-            results.append(measure(scenario, "floor", ops, lambda n: FloorClient(world, conninfo)))
+        for clients in CLIENT_COUNTS:
+            for scenario, ops in ((scenario_spread, spread), (scenario_hot, hot)):
+                results.append(measure(scenario, "service", ops, lambda n: ServiceClient(world), clients=clients))
+                if gunicorn is not None:
+                    results.append(measure(scenario, "http", ops, lambda n: HttpClient(world, base_url),
+                                           server_pid=gunicorn.pid, clients=clients))
+                results.append(measure(scenario, "floor", ops, lambda n: FloorClient(world, conninfo),
+                                       clients=clients))
         stop(gunicorn)
         gunicorn = None
         warm_calls = balance_calls_since(warm_mark)
 
-        anatomy(world, sizes)
+        anatomy_figures = anatomy(world, sizes)
         report_balance_calls(sizes.cold_charges, sizes.wallets, charging_calls, reporting_calls, spend_totals, drained)
         out(f"  warm runs (orders already in Balance): {sum(warm_calls.values())} Balance calls"
             + (f" {dict(warm_calls)}" if warm_calls else ""))
 
         # The table.
-        floors = {r.scenario: r for r in results if r.path == "floor"}
-        out(f"\nResults ({CLIENTS} concurrent clients; latency per charge as the client sees it)")
-        header = (f"  {'scenario':<20} {'path':<8} {'ops':>6} {'errors':>6} {'seconds':>8} {'ops/s':>8} {'p50 ms':>7} "
-                  f"{'p99 ms':>7} {'ops/s vs floor':>14} {'p50 vs floor':>12} {'CPU ms/op':>9} {'server':>7}")
+        floors = {(r.scenario, r.clients): r for r in results if r.path == "floor"}
+        out("\nResults (latency per charge as the client sees it)")
+        header = (f"  {'scenario':<20} {'clients':>7} {'path':<8} {'ops':>6} {'errors':>6} {'seconds':>8} {'ops/s':>8} "
+                  f"{'p50 ms':>7} {'p99 ms':>7} {'ops/s vs floor':>14} {'p50 vs floor':>12} {'CPU ms/op':>9} "
+                  f"{'server':>7}")
         out(header)
         out("  " + "-" * (len(header) - 2))
         for r in results:
-            floor = floors.get(r.scenario.replace("spread-cold", "spread"))
+            floor = floors.get((r.scenario.replace("spread-cold", "spread"), r.clients))
             vs_rate = f"{r.rate / floor.rate:.3f}" if floor else ""
             vs_p50 = f"{r.p(50) / floor.p(50):.1f}x" if floor else ""
-            out(f"  {r.scenario:<20} {r.path:<8} {r.ops:>6} {sum(r.errors.values()):>6} {r.seconds:>8.1f} "
-                f"{r.rate:>8.1f} {r.p(50):>7.1f} {r.p(99):>7.1f} {vs_rate:>14} {vs_p50:>12} "
+            out(f"  {r.scenario:<20} {r.clients:>7} {r.path:<8} {r.ops:>6} {sum(r.errors.values()):>6} "
+                f"{r.seconds:>8.1f} {r.rate:>8.1f} {r.p(50):>7.1f} {r.p(99):>7.1f} {vs_rate:>14} {vs_p50:>12} "
                 f"{r.cpu_ms(r.bench_cpu):>9} {r.cpu_ms(r.server_cpu):>7}")
+        summary = goals(results, floors, anatomy_figures, scenario_spread, scenario_hot)
         bad = [r for r in results if not r.verdict.startswith("ledger OK") or "MISMATCH" in r.verdict]
         out(f"\nverify_ledger after every run: {'all OK' if not bad else f'{len(bad)} run(s) NOT OK'}; "
             f"final: {verify_ledger()}")
@@ -957,6 +1105,8 @@ def main() -> int:
         out(f"Load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}. "
             f"Total time {time.perf_counter() - started_all:.0f}s. Database {DB_NAME} kept for inspection; "
             f"logs in {log_dir.relative_to(ROOT)}")
+        if args.quick:
+            out(summary)  # the last line, for comparing quick runs
         return 1 if bad or any(r.errors for r in results) else 0
     finally:
         stop(gunicorn)

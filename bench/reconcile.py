@@ -250,7 +250,8 @@ def sabotage(emulator_url: str, fraction: float, rng: random.Random) -> Counter:
     """Damage `fraction` of all customers (picked among the direct ones) behind billing's back, over HTTP, one kind
     of damage each (round robin)."""
     from agencies.models import Agency
-    from balance_gateway.client import BalanceClient, EmulatorControl
+    from balance_gateway.client import BalanceClient
+    from balance_gateway.emulator.remote import EmulatorControl
     from customers.models import Customer
     from payments.models import BalanceOrder
 

@@ -27,16 +27,21 @@ class LegalSerializer(serializers.Serializer):
                                  error_messages={"invalid": "INN is 10 or 12 digits."})
     kpp = RegexField(r"^\d{9}$", required=False, allow_blank=True,
                                  error_messages={"invalid": "KPP is 9 digits."})
+    long_name = CharField(max_length=500, required=False, allow_blank=True,
+                          help_text="The company's full legal name (Balance's longname).")
     legal_address = CharField(max_length=500, required=False, allow_blank=True)
+    postal_address = CharField(max_length=500, required=False, allow_blank=True)
+    postcode = RegexField(r"^\d{6}$", required=False, allow_blank=True,
+                          error_messages={"invalid": "A postcode is 6 digits."})
     lname = CharField(max_length=100, required=False, allow_blank=True)
     fname = CharField(max_length=100, required=False, allow_blank=True)
     mname = CharField(max_length=100, required=False, allow_blank=True)
 
 
-def validate_legal_for_kind(kind: str, legal: dict) -> None:
+def validate_legal_for_kind(kind: str, legal: dict, *, adopting: bool = False) -> None:
     """The service's rule (`services.legal_details_missing`) as serializer errors, so that a caller that only
     validates (the importer's dry run) sees them too."""
-    missing = services.legal_details_missing(kind=kind, legal=legal)
+    missing = services.legal_details_missing(kind=kind, legal=legal, adopting=adopting)
     if missing:
         raise serializers.ValidationError({"legal": missing})
 
@@ -54,7 +59,8 @@ class CustomerCreateSerializer(serializers.Serializer):
     )
 
     def validate(self, attrs: dict) -> dict:
-        validate_legal_for_kind(attrs["kind"], attrs.get("legal") or {})
+        # Adopting an existing Balance client (import) creates no person: not every field CreatePerson needs.
+        validate_legal_for_kind(attrs["kind"], attrs.get("legal") or {}, adopting=bool(self.context.get("adopting")))
         return attrs
 
 
@@ -136,7 +142,8 @@ class CustomerListCreateApi(APIView):
         description="201 for a new customer, 200 when the same external_id exists with the same data, "
         "409 invalid_state when it exists with other data. Registration in Balance runs in the background: "
         "`status` goes `registering` to `active` (or `failed` with `status_reason`): poll "
-        "`GET /customers/{external_id}`. A company needs `legal.inn` and `legal.legal_address`, an individual "
+        "`GET /customers/{external_id}`. A company needs `legal.inn`, `legal.kpp`, `legal.long_name`, "
+        "`legal.legal_address`, `legal.postal_address` and `legal.postcode`, an individual "
         "`legal.lname` and `legal.fname`; `agency` must be a registered agency's external_id.",
     )
     @idempotent(required=False)

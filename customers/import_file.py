@@ -17,12 +17,13 @@ from customers.models import Customer
 
 COLUMNS = (
     "external_id", "kind", "balance_client_id", "agency_external_id", "name", "email", "phone", "inn", "kpp",
-    "legal_address", "lname", "fname", "mname", "balance_person_id",
+    "legal_address", "lname", "fname", "mname", "balance_person_id", "long_name", "postal_address", "postcode",
 )
 REQUIRED_COLUMNS = ("external_id", "kind", "balance_client_id", "name")
 KIND_AGENCY = "agency"
 KINDS = (Customer.Kind.COMPANY.value, Customer.Kind.INDIVIDUAL.value, KIND_AGENCY)
-VALUE_FIELDS = ("name", "email", "phone", "inn", "kpp", "legal_address", "lname", "fname", "mname")
+VALUE_FIELDS = ("name", "email", "phone", "inn", "kpp", "legal_address", "lname", "fname", "mname", "long_name",
+                "postal_address", "postcode")
 MAX_ID = 2**63 - 1
 CHANGED_BY = "command:import_customers"
 # Balance reads are safe to repeat: a transient failure is retried after these pauses before the run stops.
@@ -206,11 +207,12 @@ def import_row_validate(raw: RawRow) -> ImportRow | str:
         "legal": {name: values[name] for name in legal_fields if values.get(name)},
     }
     if kind == KIND_AGENCY:
-        serializer: Any = AgencyCreateSerializer(data=data)
+        serializer: Any = AgencyCreateSerializer(data=data, context={"adopting": True})
         if agency_external_id:
             problems.append("agency_external_id: an agency cannot have an agency")
     else:
-        serializer = CustomerCreateSerializer(data={**data, "kind": kind, "agency": agency_external_id})
+        serializer = CustomerCreateSerializer(data={**data, "kind": kind, "agency": agency_external_id},
+                                              context={"adopting": True})
     if not serializer.is_valid():
         problems = _flatten(serializer.errors) + problems
     if problems:

@@ -63,7 +63,8 @@ def agency_link_existing(*, service: ConsumerService, row: ImportRow, person_id:
                          contracts: list[ContractInfo]) -> Agency:
     """An agency for an existing Balance agency client: `active` at once, with its contracts as Balance has them."""
     _check_client_free(service, Agency, row.balance_client_id)
-    values = {name: row.values[name] for name in ("name", "email", "phone", "inn", "kpp", "legal_address")}
+    values = {name: row.values[name] for name in ("name", "email", "phone", "inn", "kpp", "legal_address",
+                                                  "long_name", "postal_address", "postcode")}
     agency = Agency(service=service, external_id=row.external_id, status=RegistrationStatus.ACTIVE,
                     balance_client_id=row.balance_client_id, balance_person_id=person_id, **values)
     agency._change_reason = f"imported: Balance client {row.balance_client_id}"  # type: ignore[attr-defined]

@@ -25,6 +25,9 @@ class Customer(BalanceParty):
     user_uids = models.JSONField(default=list, blank=True)
     linked_user_uids = models.JSONField(default=list, blank=True, help_text="Users already linked in Balance")
     blocked = models.BooleanField(default=False)
+    low_balance_threshold = models.DecimalField(
+        max_digits=18, decimal_places=2, null=True, blank=True,
+        help_text="`wallet.low_balance` when the balance falls below it; empty: the service's default")
     history = HistoricalRecords(get_user=history_user)
 
     class Meta:

@@ -23,15 +23,20 @@ from disbalance.models import ConsumerService, OutboxOperation
 from disbalance.outbox import outbox_enqueue, outbox_handler, outbox_on_failure
 from disbalance.webhooks import webhook_emit
 
-LEGAL_FIELDS = ("inn", "kpp", "legal_address", "lname", "fname", "mname")
+LEGAL_FIELDS = ("inn", "kpp", "long_name", "legal_address", "postal_address", "postcode", "lname", "fname", "mname")
 SYNC_KIND = "customer.sync"
 
 
-def legal_details_missing(*, kind: str, legal: dict) -> dict[str, list[str]]:
-    """Balance needs INN and legal address for a company (`ur`), last and first name for a person (`ph`):
-    the missing ones, by field, with the message to show."""
+COMPANY_LEGAL_FIELDS = ("inn", "kpp", "long_name", "legal_address", "postal_address", "postcode")
+
+
+def legal_details_missing(*, kind: str, legal: dict, adopting: bool = False) -> dict[str, list[str]]:
+    """What Balance's CreatePerson needs: for a company (`ur`) INN, KPP, full name, legal and postal address and
+    postcode; for a person (`ph`) last and first name: the missing ones, by field, with the message to show.
+    Adopting an existing Balance client (import) creates no person: a company then needs INN and legal address."""
     if kind == Customer.Kind.COMPANY:
-        missing = [f for f in ("inn", "legal_address") if not legal.get(f)]
+        required = ("inn", "legal_address") if adopting else COMPANY_LEGAL_FIELDS
+        missing = [f for f in required if not legal.get(f)]
     else:
         missing = [f for f in ("lname", "fname") if not legal.get(f)]
     article = "an" if kind == Customer.Kind.INDIVIDUAL else "a"
@@ -169,6 +174,8 @@ def customer_update(*, customer: Customer, changes: dict[str, Any]) -> Customer:
     customer.save(update_fields=fields)
     # update=True even before the client exists: a sync already running may create it from the old data.
     enqueue_sync(customer, update=True)
+    webhook_emit(service=customer.service, customer=customer, type="customer.updated",
+                 data={"customer": customer.external_id, "changed": sorted(changed)})
     return customer
 
 
@@ -194,13 +201,14 @@ def customer_sync_to_balance(operation: OutboxOperation) -> dict:
             if uid in linked:
                 continue
             result = client.create_user_client_association(client_id=customer.balance_client_id, user_uid=uid)
-            if result.already_linked:
+            if result.linked_elsewhere:
                 notes.append(f"user {uid}: {result.message}")
             linked.add(uid)
             Customer.objects.filter(pk=customer.pk).update(linked_user_uids=sorted(linked))
     with transaction.atomic():
         _set_status(customer.pk, RegistrationStatus.ACTIVE, "; ".join(notes))
-        webhook_emit(service=customer.service, type="customer.registered", data=_event_data(customer),
+        webhook_emit(service=customer.service, customer=customer, type="customer.registered",
+                     data=_event_data(customer),
                      dedup_key=f"customer.registered:{customer.pk}")
     return {**done, "linked_users": sorted(linked)}
 
@@ -220,7 +228,8 @@ def _customer_sync_failed(operation: OutboxOperation, error: str, final: bool) -
         with transaction.atomic():
             _set_status(customer_id, RegistrationStatus.FAILED, f"Balance: {error}")
             customer = Customer.objects.select_related("service").get(pk=customer_id)
-            webhook_emit(service=customer.service, type="customer.registration_failed", data=_event_data(customer),
+            webhook_emit(service=customer.service, customer=customer, type="customer.registration_failed",
+                         data=_event_data(customer),
                          dedup_key=f"customer.registration_failed:{customer.pk}:{operation.pk}")
     elif current != RegistrationStatus.ACTIVE:
         _set_status(customer_id, current, f"retrying (attempt {operation.attempts}): {error}")
@@ -282,7 +291,8 @@ def agency_change(*, customer: Customer, agency: Agency | None, reason: str = ""
     customer.save(update_fields=["agency", "updated_at"])
     for hook in _PAYER_CHANGE_HOOKS:
         hook(customer, agency)
-    webhook_emit(service=customer.service, type="agency.changed", dedup_key=f"agency.changed:{customer.pk}:{now}",
+    webhook_emit(service=customer.service, customer=customer, type="agency.changed",
+                 dedup_key=f"agency.changed:{customer.pk}:{now}",
                  data={"customer": customer.external_id, "agency": agency.external_id if agency else None,
                        "previous_agency": old_agency.external_id if old_agency else None, "since": now,
                        "reason": reason})

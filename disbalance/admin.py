@@ -15,9 +15,15 @@ from django.utils.translation import gettext_lazy as _
 from simple_history.admin import SimpleHistoryAdmin
 
 from disbalance.admin_kit import CsvExportMixin
-from disbalance.models import ConsumerService, IdempotencyRecord, ServiceToken, WebhookEvent
+from disbalance.models import ConsumerService, IdempotencyRecord, ServiceToken, WebhookAttempt, WebhookEvent
 from disbalance.services import service_token_issue, service_token_revoke
-from disbalance.webhooks import WebhookNotConfigured, webhook_resend
+from disbalance.webhooks import (
+    WebhookNotConfigured,
+    standard_secret,
+    webhook_endpoint_enable,
+    webhook_resend,
+    webhook_secret_rotate,
+)
 
 admin.site.site_header = _("Disbalance support")
 admin.site.site_title = "Disbalance"
@@ -42,8 +48,30 @@ class ConsumerServiceAdmin(SimpleHistoryAdmin):
     search_fields = ("slug", "name", "balance_service_id")
     list_filter = ("is_active", "currency")
     inlines = [ServiceTokenInline]
-    actions = ["issue_token"]
-    exclude = ("webhook_secret",)
+    actions = ["issue_token", "webhooks_enable", "webhook_secret_rotate"]
+    exclude = ("webhook_secret", "webhook_secret_previous", "webhook_lease_until")
+    readonly_fields = ("webhook_failing_since", "webhook_disabled_at", "webhook_secret_previous_until")
+
+    @admin.action(description="Re-enable webhooks (deliver what is waiting, in order)", permissions=["change"])
+    def webhooks_enable(self, request: HttpRequest, queryset: QuerySet[ConsumerService]) -> None:
+        for service in queryset:
+            webhook_endpoint_enable(service=service, user=request.user)
+            self.log_change(request, service, "Webhooks re-enabled.")
+        self.message_user(request, f"Webhooks re-enabled for {queryset.count()} service(s).", messages.SUCCESS)
+
+    @admin.action(description="Rotate the webhook secret (the old one keeps signing for the overlap period)",
+                  permissions=["change"])
+    def webhook_secret_rotate(self, request: HttpRequest, queryset: QuerySet[ConsumerService]) -> None:
+        for service in queryset:
+            service = webhook_secret_rotate(service=service)
+            self.log_change(request, service, "Webhook secret rotated.")
+            secret = service.webhook_secret
+            self.message_user(
+                request, f"New webhook secret for {service.slug} (copy it now, it is not shown again): {secret}"
+                         f" (Standard Webhooks form: {standard_secret(secret)}); the previous one signs too until"
+                         f" {service.webhook_secret_previous_until}.",
+                messages.WARNING,
+            )
 
     @admin.action(description="Issue a new API token (shown once)", permissions=["change"])
     def issue_token(self, request: HttpRequest, queryset: QuerySet[ConsumerService]) -> None:
@@ -113,19 +141,37 @@ class IdempotencyRecordAdmin(admin.ModelAdmin):
         return actions
 
 
+class WebhookAttemptInline(admin.TabularInline):
+    """Every HTTP attempt of the event: when, the answer, how long it took, what the consumer said."""
+
+    model = WebhookAttempt
+    fields = ("attempted_at", "outcome", "status_code", "latency_ms", "response_excerpt", "error", "url",
+              "request_id")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ("-attempted_at", "-id")
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
 @admin.register(WebhookEvent)
 class WebhookEventAdmin(CsvExportMixin, admin.ModelAdmin):
-    """Webhook events and their delivery; read-only except for the "Re-send" action (needs `change`)."""
+    """Events and their webhook delivery; read-only except for the "Re-send" action (needs `change`)."""
 
-    list_display = ("created_at", "service", "type", "status", "attempts", "last_status_code")
+    list_display = ("created_at", "service", "type", "customer_external_id", "sequence", "status", "attempts",
+                    "last_status_code", "next_attempt_at")
     list_filter = ("service", "type", "status")
     list_select_related = ("service",)
-    search_fields = ("=id", "=dedup_key")
-    search_help_text = "Event id (exact) or dedup key (exact)"
+    search_fields = ("=id", "=dedup_key", "=customer_external_id", "=request_id")
+    search_help_text = "Event id, dedup key, customer external id or request id (exact)"
     date_hierarchy = "created_at"
-    fields = ("id", "service", "type", "status", "created_at", "dedup_key", "data_pretty", "attempts",
-              "last_status_code", "last_error", "delivered_at", "operation_link", "note")
+    fields = ("id", "service", "type", "customer_external_id", "sequence", "status", "created_at", "request_id",
+              "dedup_key", "data_pretty", "attempts", "next_attempt_at", "last_status_code", "last_error",
+              "delivered_at", "operation_link", "note")
     readonly_fields = fields
+    inlines = [WebhookAttemptInline]
     actions = ["resend"]
 
     @admin.display(description="data")

@@ -2,14 +2,22 @@
 
 `request.user` is a `ServicePrincipal`; every view scopes its querysets by `request.user.service`,
 so another service's object is simply not found (404, never 403).
+
+A valid token is remembered in the process for `SERVICE_TOKEN_CACHE_SECONDS` (default 5), so that a request costs
+no token query. Revocation (`service_token_revoke`) and any save of a token or a service empty the cache of the
+process that made them at once; other processes (web workers, nodes) stop accepting a revoked token, or one of a
+deactivated service, within `SERVICE_TOKEN_CACHE_SECONDS`. Set it to 0 to look tokens up on every request.
+Unknown and refused tokens are never cached.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.conf import settings
 from django.utils import timezone
 from redis.exceptions import RedisError
 from rest_framework import authentication, exceptions, permissions, throttling
@@ -37,6 +45,36 @@ class ServicePrincipal:
         return f"service:{self.service.slug}"
 
 
+# token hash -> (valid until, per `_clock`; the token with its service). Shared by the threads of a process.
+_token_cache: dict[str, tuple[float, ServiceToken]] = {}
+_TOKEN_CACHE_MAX = 10_000
+_clock = time.monotonic
+
+
+def _cached_token(digest: str) -> ServiceToken | None:
+    entry = _token_cache.get(digest)
+    if entry is None:
+        return None
+    if entry[0] <= _clock():
+        _token_cache.pop(digest, None)
+        return None
+    return entry[1]
+
+
+def _remember_token(digest: str, token: ServiceToken) -> None:
+    seconds = settings.SERVICE_TOKEN_CACHE_SECONDS
+    if seconds <= 0:
+        return
+    if len(_token_cache) >= _TOKEN_CACHE_MAX:
+        _token_cache.clear()
+    _token_cache[digest] = (_clock() + seconds, token)
+
+
+def token_cache_clear(**_: object) -> None:
+    """Forget every cached token of this process (connected to the saves of tokens and services)."""
+    _token_cache.clear()
+
+
 class ServiceTokenAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
     # Touch last_used_at at most this often: a hot token must not turn every request into a write.
@@ -56,16 +94,21 @@ class ServiceTokenAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed("Malformed token.") from exc
         if len(raw) > 200:
             raise exceptions.AuthenticationFailed("Invalid token.")
-        token = (
-            ServiceToken.objects.select_related("service")
-            .filter(token_hash=hash_token(raw), revoked_at__isnull=True, service__is_active=True)
-            .first()
-        )
+        digest = hash_token(raw)
+        token = _cached_token(digest)
         if token is None:
-            raise exceptions.AuthenticationFailed("Invalid or revoked token.")
+            token = (
+                ServiceToken.objects.select_related("service")
+                .filter(token_hash=digest, revoked_at__isnull=True, service__is_active=True)
+                .first()
+            )
+            if token is None:
+                raise exceptions.AuthenticationFailed("Invalid or revoked token.")
+            _remember_token(digest, token)
         now = timezone.now()
         if token.last_used_at is None or now - token.last_used_at > self.touch_interval:
             ServiceToken.objects.filter(pk=token.pk).update(last_used_at=now)
+            token.last_used_at = now
         return ServicePrincipal(service=token.service, token=token), token
 
     def authenticate_header(self, request: Request) -> str:

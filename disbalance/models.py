@@ -33,6 +33,19 @@ class ConsumerService(models.Model):
     currency = models.CharField(max_length=3, default="RUB")
     webhook_url = models.URLField(blank=True, default="")
     webhook_secret = models.CharField(max_length=128, blank=True, default="")
+    webhook_secret_previous = models.CharField(
+        max_length=128, blank=True, default="",
+        help_text="The secret before the last rotation: it signs too until `webhook_secret_previous_until`")
+    webhook_secret_previous_until = models.DateTimeField(null=True, blank=True)
+    webhook_failing_since = models.DateTimeField(
+        null=True, blank=True, help_text="First failed delivery since the last successful one")
+    webhook_disabled_at = models.DateTimeField(
+        null=True, blank=True, help_text="Deliveries stopped after days of failure; support re-enables")
+    webhook_lease_until = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="A worker is delivering this service's events until then")
+    low_balance_default = models.DecimalField(
+        max_digits=18, decimal_places=2, null=True, blank=True,
+        help_text="`wallet.low_balance` threshold for customers that set none; empty: no alert by default")
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     history = HistoricalRecords(get_user=history_user)
@@ -101,26 +114,42 @@ class IdempotencyRecord(models.Model):
 
 
 class WebhookEvent(models.Model):
-    """One event for a consumer service's webhook, e.g. `topup.succeeded`, written in the domain transaction.
+    """One event of a consumer service (`charge.succeeded`, ...), written in the transaction of the change.
 
-    Delivery is at-least-once: the outbox operation in `operation` POSTs it after commit and retries with
-    backoff; a consumer may therefore receive the same event more than once (a lost answer, a re-send from the
-    admin) and must de-duplicate by `id`, which is the `id` in the body and never changes between attempts.
-    `status`: `pending` until a 2xx answer (`delivered`), `failed` when the outbox gives up (support can
-    re-send), `skipped` when the service had no webhook URL. `dedup_key`, when not empty, is unique: it lets
-    domain code emit "once per fact" (e.g. `topup.succeeded:<top-up id>`).
+    The same row is the feed (`GET /api/v1/events`) and the webhook: the `id` in the body never changes between
+    attempts, so a consumer de-duplicates by it and reconciles what it received against the feed. `sequence`
+    grows by one per customer (gapless, assigned under the customer's lock); service-wide events (an endpoint
+    disabled) have no customer and no sequence. Money events carry in `data` the customer's external id, the
+    payer, the amount and the payer's resulting `balance` (wallet + held), so a consumer applies them without
+    calling back.
+
+    Delivery: `status` is `pending` until a 2xx answer (`delivered`), `failed` when the retry window passed
+    (support can re-send), `skipped` when the service had no webhook URL. Every HTTP attempt is a
+    `WebhookAttempt`. `dedup_key`, when not empty, is unique: "once per fact".
     """
 
     class Type(models.TextChoices):
         CUSTOMER_REGISTERED = "customer.registered", "customer.registered"
         CUSTOMER_REGISTRATION_FAILED = "customer.registration_failed", "customer.registration_failed"
-        TOPUP_SUCCEEDED = "topup.succeeded", "topup.succeeded"
-        TOPUP_FAILED = "topup.failed", "topup.failed"
-        WALLET_LOW_BALANCE = "wallet.low_balance", "wallet.low_balance"
+        CUSTOMER_UPDATED = "customer.updated", "customer.updated"
         CUSTOMER_BLOCKED = "customer.blocked", "customer.blocked"
         CUSTOMER_UNBLOCKED = "customer.unblocked", "customer.unblocked"
         AGENCY_CHANGED = "agency.changed", "agency.changed"
+        TOPUP_SUCCEEDED = "topup.succeeded", "topup.succeeded"
+        TOPUP_FAILED = "topup.failed", "topup.failed"
+        TOPUP_EXPIRED = "topup.expired", "topup.expired"
+        MONEY_RECEIVED = "money.received", "money.received"
+        CHARGE_SUCCEEDED = "charge.succeeded", "charge.succeeded"
+        REFUND_SUCCEEDED = "refund.succeeded", "refund.succeeded"
+        HOLD_CREATED = "hold.created", "hold.created"
+        HOLD_CAPTURED = "hold.captured", "hold.captured"
+        HOLD_RELEASED = "hold.released", "hold.released"
         HOLD_EXPIRED = "hold.expired", "hold.expired"
+        WALLET_ADJUSTED = "wallet.adjusted", "wallet.adjusted"
+        WALLET_TRANSFERRED = "wallet.transferred", "wallet.transferred"
+        WALLET_LOW_BALANCE = "wallet.low_balance", "wallet.low_balance"
+        OVERDRAFT_LIMIT_CHANGED = "overdraft.limit_changed", "overdraft.limit_changed"
+        WEBHOOK_ENDPOINT_DISABLED = "webhook.endpoint_disabled", "webhook.endpoint_disabled"
 
     class Status(models.TextChoices):
         PENDING = "pending"
@@ -131,31 +160,70 @@ class WebhookEvent(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     service = models.ForeignKey(ConsumerService, on_delete=models.PROTECT, related_name="webhook_events")
     type = models.CharField(max_length=64, choices=Type.choices)
+    # The customer by key, not by foreign key: the core knows no domain app (the layers point one way).
+    customer_pk = models.BigIntegerField(null=True, blank=True, editable=False)
+    customer_external_id = models.CharField(max_length=128, blank=True, default="")
+    sequence = models.PositiveBigIntegerField(null=True, blank=True, help_text="Grows by one per customer")
     data = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
     dedup_key = models.CharField(max_length=200, blank=True, default="")
+    request_id = models.CharField(max_length=100, blank=True, default="", help_text="X-Request-ID of the change")
     created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0, help_text="HTTP attempts made, re-sends included")
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
     last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
     delivered_at = models.DateTimeField(null=True, blank=True)
     note = models.TextField(blank=True, default="", help_text="Re-sends: who asked and when")
     operation = models.ForeignKey(
         "disbalance.OutboxOperation", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
-        help_text="The outbox operation of the latest delivery",
+        help_text="Unused since deliveries left the outbox (kept for rows written before)",
     )
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["service", "status"], name="webhookevent_service_status")]
+        indexes = [
+            models.Index(fields=["service", "status", "customer_pk", "sequence"], name="webhookevent_delivery"),
+            models.Index(fields=["service", "-created_at"], name="webhookevent_feed"),
+            models.Index(fields=["service", "customer_external_id", "-created_at"], name="webhookevent_feed_customer"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["dedup_key"], condition=~models.Q(dedup_key=""), name="webhookevent_unique_dedup_key"
-            )
+            ),
+            models.UniqueConstraint(
+                fields=["customer_pk", "sequence"], condition=Q(customer_pk__isnull=False),
+                name="webhookevent_unique_customer_sequence",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.type} {self.id} [{self.status}]"
+
+
+class WebhookAttempt(models.Model):
+    """One HTTP attempt to deliver an event: what the consumer answered and how long it took (support's view)."""
+
+    class Outcome(models.TextChoices):
+        DELIVERED = "delivered"
+        REFUSED = "refused", "refused (non-2xx answer)"
+        UNREACHABLE = "unreachable", "unreachable (timeout, connection error)"
+
+    event = models.ForeignKey(WebhookEvent, on_delete=models.CASCADE, related_name="delivery_attempts")
+    attempted_at = models.DateTimeField(default=timezone.now)
+    url = models.CharField(max_length=500, blank=True, default="")
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(default=0)
+    response_excerpt = models.TextField(blank=True, default="")
+    error = models.TextField(blank=True, default="")
+    request_id = models.CharField(max_length=100, blank=True, default="")
+
+    class Meta:
+        ordering = ["-attempted_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.event_id} {self.outcome} {self.status_code or ''}"
 
 
 class OutboxOperation(models.Model):
@@ -186,6 +254,8 @@ class OutboxOperation(models.Model):
     dedup_key = models.CharField(max_length=200, blank=True, default="")
     service = models.ForeignKey("disbalance.ConsumerService", null=True, blank=True, on_delete=models.PROTECT)
     payload = models.JSONField(default=dict, blank=True)
+    request_id = models.CharField(max_length=100, blank=True, default="",
+                                  help_text="X-Request-ID of the API call (or task) that wrote it")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(default=12)

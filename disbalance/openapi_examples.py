@@ -8,8 +8,9 @@ from drf_spectacular.utils import OpenApiExample
 
 CUSTOMER = {
     "external_id": "dealer:777", "kind": "company", "name": "Fast Cars LLC", "email": "cars@example.com",
-    "phone": "", "legal": {"inn": "7712345678", "kpp": "771201001", "legal_address": "Moscow, Arbat 10",
-                           "lname": "", "fname": "", "mname": ""},
+    "phone": "", "legal": {"inn": "7712345678", "kpp": "771201001", "long_name": "Fast Cars Limited Liability Company",
+                           "legal_address": "Moscow, Arbat 10", "postal_address": "Moscow, Arbat 10",
+                           "postcode": "119002", "lname": "", "fname": "", "mname": ""},
     "status": "active", "status_reason": "", "agency": None, "blocked": False, "user_uids": [4001],
     "created_at": "2026-12-02T07:23:32.222369Z", "updated_at": "2026-12-02T07:23:32.278998Z",
     "balance": {"client_id": 100000, "person_id": 200000},
@@ -39,7 +40,9 @@ WALLET = {
 
 AGENCY = {
     "external_id": "agency:1", "name": "Demo Agency LLC", "email": "agency@example.com", "phone": "",
-    "legal": {"inn": "7701234567", "kpp": "", "legal_address": "Moscow, Tverskaya 1"}, "status": "active",
+    "legal": {"inn": "7701234567", "kpp": "770101001", "long_name": "Demo Agency Limited Liability Company",
+              "legal_address": "Moscow, Tverskaya 1", "postal_address": "Moscow, Tverskaya 1", "postcode": "125009"},
+    "status": "active",
     "status_reason": "",
     "contracts": [{"id": 400000, "number": "EMU-400000", "active": True, "payment_type": "prepaid",
                    "credit_limit": "0.00", "valid_from": "2026-12-02", "valid_to": None}],

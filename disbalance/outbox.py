@@ -32,7 +32,9 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from disbalance.logging import request_id_var
 from disbalance.models import OutboxOperation
+from disbalance.tracing import span
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +123,7 @@ def outbox_enqueue(
         with transaction.atomic():
             operation = OutboxOperation.objects.create(
                 kind=kind, subject=subject, payload=payload or {}, service=service, dedup_key=dedup_key,
-                max_attempts=settings.OUTBOX_MAX_ATTEMPTS,
+                request_id=request_id_var.get(), max_attempts=settings.OUTBOX_MAX_ATTEMPTS,
                 next_attempt_at=timezone.now() + timedelta(seconds=delay_seconds),
             )
     except IntegrityError:
@@ -238,6 +240,19 @@ def outbox_process(*, operation_id: int, ignore_schedule: bool = False) -> Proce
         return ProcessResult(operation_id, "failed", error="no handler")
     log_extra = {"operation": operation.pk, "kind": operation.kind, "subject": operation.subject,
                  "attempt": operation.attempts}
+    # The API call's request id follows the work into the task: its logs, its Balance calls, its events.
+    request_token = request_id_var.set(operation.request_id or request_id_var.get())
+    try:
+        with span(f"outbox {operation.kind}", **{"outbox.operation": operation.pk, "outbox.kind": operation.kind,
+                                                 "outbox.attempt": operation.attempts,
+                                                 "request_id": operation.request_id or None}):
+            return _process_claimed(operation, handler, log_extra)
+    finally:
+        request_id_var.reset(request_token)
+
+
+def _process_claimed(operation: OutboxOperation, handler: Handler, log_extra: dict[str, Any]) -> ProcessResult:
+    operation_id = operation.pk
     try:
         with ExitStack() as stack:
             for context in _RUN_CONTEXTS:

@@ -28,6 +28,18 @@ PERIODIC_JOBS: list[PeriodicJob] = [
         "Send outbox operations that are due and were left behind (crash, lost task, backoff elapsed).",
     ),
     PeriodicJob(
+        "webhooks_sweep",
+        "disbalance.webhooks.sweep",
+        timedelta(seconds=30),
+        "Deliver webhook events that are due (retries on their own schedule, and events whose kick was lost).",
+    ),
+    PeriodicJob(
+        "events_purge",
+        "disbalance.events.purge",
+        crontab(minute=23, hour=3),
+        "Delete events older than EVENTS_RETENTION_DAYS (at least 30) that no longer wait for delivery.",
+    ),
+    PeriodicJob(
         "balance_calls_purge",
         "balance_gateway.tasks.balance_calls_purge",
         crontab(minute=17, hour=3),

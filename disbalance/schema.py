@@ -66,6 +66,9 @@ FIELD_DESCRIPTIONS: dict[str, str] = {
     "inn": "Taxpayer number (INN): 10 digits for a company, 12 for a person",
     "kpp": "Tax registration reason code (KPP): 9 digits, companies only",
     "legal_address": "Legal address",
+    "long_name": "Full legal name of the company (Balance's longname)",
+    "postal_address": "Postal address of the company",
+    "postcode": "Postcode of the postal address: 6 digits",
     "lname": "Last name (individuals)",
     "fname": "First name (individuals)",
     "mname": "Middle name (individuals, optional)",
@@ -123,8 +126,9 @@ FIELD_DESCRIPTIONS: dict[str, str] = {
 
 # Descriptions of components (the serializers' docstrings win where they have one).
 COMPONENT_DESCRIPTIONS: dict[str, str] = {
-    "CustomerCreateRequest": "A customer to register. A company needs `legal.inn` and `legal.legal_address`; an "
-                             "individual `legal.lname` and `legal.fname`.",
+    "CustomerCreateRequest": "A customer to register. A company needs `legal.inn`, `legal.kpp`, `legal.long_name`, "
+                             "`legal.legal_address`, `legal.postal_address` and `legal.postcode`; an individual "
+                             "`legal.lname` and `legal.fname`.",
     "PatchedCustomerUpdateRequest": "The fields to change; `legal` is merged field by field.",
     "CustomerOutput": "A customer of the service, addressed by its `external_id`.",
     "Legal": "The customer's legal details.",

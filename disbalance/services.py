@@ -66,12 +66,3 @@ def service_token_revoke(*, token: ServiceToken) -> ServiceToken:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
     return token
-
-
-@transaction.atomic
-def service_webhook_secret_rotate(*, service: ConsumerService) -> ConsumerService:
-    """A new webhook signing secret; deliveries from now on are signed with it."""
-    service = ConsumerService.objects.select_for_update().get(pk=service.pk)
-    service.webhook_secret = ServiceToken.generate()
-    service.save(update_fields=["webhook_secret"])
-    return service

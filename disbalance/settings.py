@@ -114,7 +114,10 @@ TEMPLATES = [
 ]
 
 DATABASE_URL = env("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0))}
+# Persistent connections (seconds; 0: a new connection per request), checked before reuse: a request then costs
+# no connection set-up. Budget: one connection per gunicorn thread and Celery process (docs/scaling.md).
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
+                                              conn_health_checks=True)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several processes (web, beat) share the file in embedded mode: wait for locks instead of failing.
     DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 30, "transaction_mode": "IMMEDIATE"})
@@ -195,8 +198,45 @@ BALANCE_URL = env("BALANCE_URL", "http://127.0.0.1:8002/xmlrpc")
 BALANCE_OPERATOR_UID = env_int("BALANCE_OPERATOR_UID", 1120000000000001)
 BALANCE_CONNECT_TIMEOUT = env_float("BALANCE_CONNECT_TIMEOUT", 3.0)
 BALANCE_READ_TIMEOUT = env_float("BALANCE_READ_TIMEOUT", 20.0)
-# Set to false if the Balance in use ignores SERVICE_CLIENT_ID: clients are then looked up by name and e-mail.
-BALANCE_TRUSTS_SERVICE_CLIENT_ID = env_bool("BALANCE_TRUSTS_SERVICE_CLIENT_ID", True)
+# No public source shows Balance honouring SERVICE_CLIENT_ID: by default it is not sent, and a client is found
+# again after an unknown outcome by the marker billing puts in its NAME (see balance_gateway/services.py).
+BALANCE_TRUSTS_SERVICE_CLIENT_ID = env_bool("BALANCE_TRUSTS_SERVICE_CLIENT_ID", False)
+# The marker's prefix: distinct per billing installation that shares one Balance (e.g. staging and a test stand).
+BALANCE_CLIENT_MARKER_PREFIX = env("BALANCE_CLIENT_MARKER_PREFIX", "disbalance")
+# HTTPS: verify Balance's certificate (true), with this CA bundle file when set (e.g. Yandex's internal root CA).
+BALANCE_VERIFY_TLS = env_bool("BALANCE_VERIFY_TLS", True)
+BALANCE_CA_BUNDLE = env("BALANCE_CA_BUNDLE", "")
+# Quick retries of a transient failure (non-XML fault, HTTP 502/503, connection refused) inside one call, for
+# calls that are safe to repeat; creations are never repeated blindly (they are looked up first).
+BALANCE_TRANSIENT_RETRIES = env_int("BALANCE_TRANSIENT_RETRIES", 2)
+BALANCE_RETRY_BACKOFF_SECONDS = env_float("BALANCE_RETRY_BACKOFF_SECONDS", 0.2)
+# TVM2 service tickets on every call: "none" (the emulator), "tvmtool" (the local daemon's HTTP API), or a dotted
+# path to a TicketProvider class.
+BALANCE_TVM_PROVIDER = env("BALANCE_TVM_PROVIDER", "none")
+BALANCE_TVMTOOL_URL = env("BALANCE_TVMTOOL_URL", env("DEPLOY_TVM_TOOL_URL", "http://localhost:18080"))
+BALANCE_TVMTOOL_AUTH_TOKEN = env("BALANCE_TVMTOOL_AUTH_TOKEN", env("TVMTOOL_LOCAL_AUTHTOKEN", ""))
+BALANCE_TVM_SELF = env("BALANCE_TVM_SELF", "")  # our alias or id in tvmtool's config (src, and dst on checks)
+BALANCE_TVM_DST = env("BALANCE_TVM_DST", "balance")  # Balance's alias or id in tvmtool's config
+# Incoming notifications: a TVM ticket checked by tvmtool (BALANCE_NOTIFY_TVM_CHECK) from one of these TVM ids,
+# or the shared secret (the emulator and tests), or an allowed address.
+BALANCE_NOTIFY_TVM_CHECK = env_bool("BALANCE_NOTIFY_TVM_CHECK", False)
+BALANCE_NOTIFY_TVM_SOURCES = [int(x) for x in env_list("BALANCE_NOTIFY_TVM_SOURCES") if x.isdigit()]
+# UpdateCampaigns' dt: Balance reads it as local time of this zone [unknown: Moscow in every client seen], sent
+# this many seconds in the past so that a clock ahead of Balance's never makes it "in the future".
+BALANCE_TIME_ZONE = env("BALANCE_TIME_ZONE", "Europe/Moscow")
+BALANCE_COMPLETION_DT_LAG_SECONDS = env_int("BALANCE_COMPLETION_DT_LAG_SECONDS", 60)
+# CreatePerson needs an e-mail and a phone for every person [seen], the consumer API makes them optional: a person
+# gets these when the customer gave none (billing's own contact for invoices, set it for the real Balance).
+BALANCE_PERSON_FALLBACK_EMAIL = env("BALANCE_PERSON_FALLBACK_EMAIL", "billing@example.com")
+BALANCE_PERSON_FALLBACK_PHONE = env("BALANCE_PERSON_FALLBACK_PHONE", "+7 000 000-00-00")
+# Who the service's clients are: REGION_ID decides the firm and the person types Balance allows (225: Russia).
+BALANCE_REGION_ID = env_int("BALANCE_REGION_ID", 225)
+# How Balance reports a unified account for this service [seen: both exist, set per service in Balance]:
+# "parent" (the wallet order carries the group's money, children ConsumeSum 0) or "enqueue" (money is moved onto
+# children; the wallet order carries TotalConsumeQty).
+BALANCE_GROUP_REPORTING = env("BALANCE_GROUP_REPORTING", "parent")
+# A child joining a group: 1 keeps Balance from moving the child's free money into the group on its own.
+BALANCE_GROUP_WITHOUT_TRANSFER = env_bool("BALANCE_GROUP_WITHOUT_TRANSFER", True)
 BALANCE_NOTIFY_SECRET = env("BALANCE_NOTIFY_SECRET", "dev-notify-secret")
 BALANCE_NOTIFY_ALLOWED_IPS = env_list("BALANCE_NOTIFY_ALLOWED_IPS")
 BALANCE_CALL_RETENTION_DAYS = env_int("BALANCE_CALL_RETENTION_DAYS", 30)
@@ -211,6 +251,9 @@ OUTBOX_LEASE_SECONDS = env_int("OUTBOX_LEASE_SECONDS", 120)
 OUTBOX_SWEEP_BATCH = env_int("OUTBOX_SWEEP_BATCH", 200)
 # With workers, the sweep re-sends only operations overdue by this much (their own task should have run).
 OUTBOX_SWEEP_GRACE_SECONDS = env_int("OUTBOX_SWEEP_GRACE_SECONDS", 30)
+
+# A valid API token is remembered per process this long: revocation reaches other processes within it (0: off).
+SERVICE_TOKEN_CACHE_SECONDS = env_int("SERVICE_TOKEN_CACHE_SECONDS", 5)
 
 IDEMPOTENCY_KEY_TTL_DAYS = env_int("IDEMPOTENCY_KEY_TTL_DAYS", 30)
 # A key whose first request never finished (crashed process) may be taken over after this many seconds.
@@ -240,6 +283,9 @@ SPECTACULAR_SETTINGS = {
         "Errors are application/problem+json with a stable `code`; see the README for a walkthrough."
     ),
     "VERSION": "1.0.0",
+    # 3.1: the events are documented as OpenAPI `webhooks` (one per event type, with an example).
+    "OAS_VERSION": "3.1.0",
+    "WEBHOOKS": "disbalance.webhook_schema.WEBHOOKS",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
@@ -302,3 +348,16 @@ RECONCILE_AUTOFIX_MAX_ATTEMPTS = env_int("RECONCILE_AUTOFIX_MAX_ATTEMPTS", 3)
 RECONCILE_PERSONS_WINDOW_MINUTES = env_int("RECONCILE_PERSONS_WINDOW_MINUTES", 180)
 RECONCILE_CALL_RETRIES = env_int("RECONCILE_CALL_RETRIES", 2)
 RECONCILE_LOCK_SECONDS = env_int("RECONCILE_LOCK_SECONDS", 3 * 3600)
+
+# Events and webhooks: their own retry schedule (not the outbox's), at least 3 days; see disbalance/webhooks.py.
+EVENTS_RETENTION_DAYS = env_int("EVENTS_RETENTION_DAYS", 35)
+WEBHOOK_BACKOFF_BASE_SECONDS = env_float("WEBHOOK_BACKOFF_BASE_SECONDS", 30.0)
+WEBHOOK_BACKOFF_CAP_SECONDS = env_float("WEBHOOK_BACKOFF_CAP_SECONDS", 6 * 3600.0)
+# An endpoint failing everything is disabled (its events wait, nothing is lost) before any event's retry window
+# ends; an event the endpoint keeps refusing while it takes others fails after WEBHOOK_RETRY_DAYS.
+WEBHOOK_RETRY_DAYS = env_float("WEBHOOK_RETRY_DAYS", 4.0)
+WEBHOOK_DISABLE_AFTER_DAYS = env_float("WEBHOOK_DISABLE_AFTER_DAYS", 3.0)
+WEBHOOK_SECRET_OVERLAP_HOURS = env_float("WEBHOOK_SECRET_OVERLAP_HOURS", 24.0)
+WEBHOOK_LEASE_SECONDS = env_int("WEBHOOK_LEASE_SECONDS", 300)
+WEBHOOK_CONNECT_TIMEOUT = env_float("WEBHOOK_CONNECT_TIMEOUT", 3.0)
+WEBHOOK_READ_TIMEOUT = env_float("WEBHOOK_READ_TIMEOUT", 10.0)

@@ -11,6 +11,7 @@ api_v1 = [
     path("", include("wallets.urls")),
     path("", include("payments.urls")),
     path("", include("overdrafts.urls")),
+    path("", include("disbalance.api_urls")),
 ]
 
 urlpatterns = [

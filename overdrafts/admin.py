@@ -187,9 +187,10 @@ class OverdraftAdmin(NoDeleteMixin, SimpleHistoryAdmin):
             self.message_user(request, f"Could not read from Balance ({exc}); try again later.", messages.ERROR)
             return
         level = messages.WARNING if outcome["failed"] or outcome["skipped"] else messages.SUCCESS
-        self.message_user(request, f"Read {outcome['customers']} overdraft(s): {outcome['applied']} changed, "
-                                   f"{outcome['unchanged']} unchanged, {outcome['failed']} failed, "
-                                   f"{outcome['skipped']} skipped (served by an agency).", level)
+        self.message_user(request, f"Read {outcome['customers']} customer(s) from Balance: "
+                                   f"{outcome['auto_overdraft']} with auto-overdraft on, {outcome['none']} without, "
+                                   f"{outcome['failed']} failed, {outcome['skipped']} skipped (served by an agency). "
+                                   "Limits come from Balance's NotifyClient2.", level)
 
     @admin.action(description=_("Block by hand…"), permissions=["block"])
     def block(self, request: HttpRequest, queryset: QuerySet[Overdraft]) -> HttpResponse | None:

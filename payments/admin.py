@@ -30,7 +30,7 @@ from balance_gateway.exceptions import BalanceError
 from disbalance.admin_kit import ReadOnlyAdminMixin
 from disbalance.exceptions import InvalidState
 from disbalance.money import format_amount
-from payments.models import BalanceOrder, Charge, Hold, Product, Refund, TopUp
+from payments.models import BalanceOrder, Charge, Hold, OrderAdoption, Product, Refund, TopUp
 from payments.services import enqueue_orders_sync, hold_release, orders_pull, product_create
 
 if TYPE_CHECKING:  # annotations only: other apps' models are reached through their selectors/services
@@ -192,12 +192,14 @@ class ProductAdmin(SimpleHistoryAdmin):
     code), so they are fixed once created; turn a product off with `is_active` instead.
     """
 
-    list_display = ("service", "code", "name", "kind", "balance_product_id", "is_active")
+    list_display = ("service", "code", "name", "kind", "balance_product_id", "balance_unit", "balance_price",
+                    "is_active")
     list_filter = ("service", "kind", "is_active")
     search_fields = ("code", "name", "=balance_product_id")
     search_help_text = "Code or name (contains), or Balance ProductID (exact)"
     list_select_related = ("service",)
-    fields = ("service", "code", "name", "kind", "balance_product_id", "is_active", "created_at")
+    fields = ("service", "code", "name", "kind", "balance_product_id", "balance_unit", "balance_price", "is_active",
+              "created_at")
     history_list_display = ["name", "kind", "balance_product_id", "is_active"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Product | None = None) -> tuple[str, ...]:
@@ -207,7 +209,8 @@ class ProductAdmin(SimpleHistoryAdmin):
 
     def save_model(self, request: HttpRequest, obj: Product, form: Any, change: bool) -> None:
         result = product_create(service=obj.service, code=obj.code, name=obj.name, kind=obj.kind,
-                                balance_product_id=obj.balance_product_id)
+                                balance_product_id=obj.balance_product_id, balance_unit=obj.balance_unit,
+                                balance_price=obj.balance_price)
         _product_set_active(result.product, obj.is_active)
         obj.pk = result.product.pk
         obj.created_at = result.product.created_at
@@ -292,6 +295,26 @@ class BalanceOrderAdmin(ReadOnlyMoneyAdmin):
 
 
 # --- top-ups, charges, holds, refunds -----------------------------------------------------------------------
+
+@admin.register(OrderAdoption)
+class OrderAdoptionAdmin(ReadOnlyMoneyAdmin):
+    """Legacy orders adopted by `manage.py adopt_orders` (docs/migrating.md): read-only, the command writes them."""
+
+    list_display = ("service_order_id", "customer_link", "payer", "status", "free_money", "reason", "adopted_at")
+    list_filter = ("status", "service")
+    list_select_related = ("customer", "payer_agency")
+    search_fields = ("=service_order_id", "=customer__external_id")
+    search_help_text = "Legacy ServiceOrderID or customer id (e.g. dealer:20101), exact"
+    fields = ("service", "service_order_id", "customer_link", "payer", "product", "status", "reason", "free_money",
+              "qty_old", "qty_new", "expected_consume_amount", "expected_completion_amount", "wallet_order_link",
+              "ledger_transaction", "created_at", "updated_at", "adopted_at")
+    readonly_fields = fields
+    actions = None
+
+    @admin.display(description="wallet order")
+    def wallet_order_link(self, obj: OrderAdoption) -> str:
+        return admin_link(obj.wallet_order) if obj.wallet_order else "—"
+
 
 @admin.register(TopUp)
 class TopUpAdmin(ReadOnlyMoneyAdmin):

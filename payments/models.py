@@ -5,6 +5,7 @@ and refunds. Money itself moves only in the ledger (`wallets`); these rows are t
 from __future__ import annotations
 
 import uuid
+from decimal import ROUND_HALF_UP, Decimal
 
 from django.db import models
 from django.db.models import F, Q
@@ -14,9 +15,23 @@ from simple_history.models import HistoricalRecords
 from disbalance.models import history_user
 from disbalance.money import MoneyField
 
+QTY_PLACES = Decimal("0.000001")
+
+
+class BalanceUnit(models.TextChoices):
+    """The units Balance counts completions in; a product is set up with one of them and its price."""
+
+    BUCKS = "Bucks"
+    MONEY = "Money"
+    DAYS = "Days"
+    SHOWS = "Shows"
+    CLICKS = "Clicks"
+    UNITS = "Units"
+
 
 class Product(models.Model):
-    """A product of a consumer service's catalog (placement or VAS), mapped to a Balance ProductID."""
+    """A product of a consumer service's catalog (placement or VAS), mapped to a Balance ProductID, with the
+    product's unit and price in Balance (spend in money / price = the quantity reported, exact to 6 places)."""
 
     class Kind(models.TextChoices):
         PLACEMENT = "placement"
@@ -27,6 +42,14 @@ class Product(models.Model):
     name = models.CharField(max_length=200)
     kind = models.CharField(max_length=16, choices=Kind.choices)
     balance_product_id = models.PositiveIntegerField()
+    balance_unit = models.CharField(
+        max_length=8, choices=BalanceUnit.choices, default=BalanceUnit.MONEY,
+        help_text="The product's unit in Balance: completions are reported in it (UpdateCampaigns)",
+    )
+    balance_price = models.DecimalField(
+        max_digits=18, decimal_places=6, default=Decimal("1"),
+        help_text="Money per unit in Balance (1 for a product priced one unit per rouble)",
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     history = HistoricalRecords(get_user=history_user)
@@ -38,14 +61,21 @@ class Product(models.Model):
     def __str__(self) -> str:
         return f"{self.service.slug}:{self.code}"
 
+    def units_for(self, money: Decimal) -> Decimal:
+        """Money spent as a quantity of this product's unit, exact to 6 places."""
+        return (money / self.balance_price).quantize(QTY_PLACES, rounding=ROUND_HALF_UP)
+
 
 class BalanceOrder(models.Model):
     """Billing's mirror of one Balance order (ServiceOrderID = this row's id).
 
     For each customer and payer there is one `wallet` order (payments land there) and one `child` order per
     product (completions are reported there, `GroupServiceOrderID` = the wallet order). `credited_qty` is the
-    ConsumeQty billing has credited to the wallet; `reported_qty` the cumulative completion last accepted by
-    Balance. Invariant: a notification is applied only if its Tid is greater than `last_tid`.
+    money Balance reports on the order (ConsumeSum / consume_amount, never a *Qty) that billing has credited to
+    the wallet; `reported_qty` the cumulative spend (money) whose completion Balance last accepted. A completion
+    Balance refused (UpdateCampaigns answered 0) sets `report_refused_at` and `report_error`: the order is not
+    reported again until support (or reconciliation) clears it. Invariant: a notification is applied only if its
+    Tid is greater than `last_tid`.
     """
 
     class Kind(models.TextChoices):
@@ -69,11 +99,16 @@ class BalanceOrder(models.Model):
     sync_error = models.CharField(max_length=500, blank=True, default="")
     synced_client_id = models.BigIntegerField(null=True, blank=True)
     synced_agency_id = models.BigIntegerField(null=True, blank=True)
-    credited_qty = MoneyField(default=0, help_text="ConsumeQty already credited to the wallet")
+    credited_qty = MoneyField(default=0, help_text="Money on the order (ConsumeSum) already credited to the wallet")
     reported_qty = MoneyField(default=0, help_text="Cumulative completion Balance has accepted")
     reported_at = models.DateTimeField(null=True, blank=True)
-    balance_consume_qty = MoneyField(default=0, help_text="Last ConsumeQty seen from Balance")
-    balance_completion_qty = MoneyField(default=0, help_text="Last CompletionQty seen from Balance")
+    report_refused_at = models.DateTimeField(null=True, blank=True)
+    report_error = models.CharField(max_length=500, blank=True, default="")
+    balance_consume_qty = MoneyField(default=0, help_text="Last money on the order seen from Balance")
+    balance_completion_qty = models.DecimalField(
+        max_digits=24, decimal_places=6, default=0,
+        help_text="Last CompletionQty seen from Balance, in the product's unit",
+    )
     last_tid = models.BigIntegerField(default=0)
     balance_refreshed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
@@ -218,3 +253,58 @@ class Refund(models.Model):
 
     def __str__(self) -> str:
         return f"refund {self.amount}"
+
+
+class OrderAdoption(models.Model):
+    """One order a consumer had in Balance before billing (a "legacy" order, under the consumer's own
+    ServiceOrderID), adopted by `manage.py adopt_orders`: its free money (paid minus completed, from the money
+    fields) is moved in Balance into billing's wallet order of (customer, payer) with `CreateTransferMultiple`
+    (exact `QtyOld`), and enters the ledger as an opening balance (a `migration` transaction).
+
+    States: `transferring` (the transfer is asked or may have happened: notifications of the wallet order wait
+    until it is settled) -> `adopted` (money moved and posted once; `ledger_transaction` is the posting, none when
+    nothing was free) | `refused` (owner, payer or money did not match: `reason`; nothing moved, nothing posted;
+    a later run checks it again). Invariant: an `adopted` row with `free_money` > 0 has exactly one `migration`
+    transaction, and after it Balance should show the legacy order with `expected_consume_amount` and
+    `expected_completion_amount` (reconciliation's `adopted_order` check compares them).
+    """
+
+    class Status(models.TextChoices):
+        TRANSFERRING = "transferring"
+        ADOPTED = "adopted"
+        REFUSED = "refused"
+
+    service = models.ForeignKey("disbalance.ConsumerService", on_delete=models.PROTECT, related_name="+")
+    service_order_id = models.CharField(max_length=40, help_text="The consumer's own ServiceOrderID in Balance")
+    customer = models.ForeignKey("customers.Customer", null=True, blank=True, on_delete=models.PROTECT,
+                                 related_name="order_adoptions")
+    payer_agency = models.ForeignKey("agencies.Agency", null=True, blank=True, on_delete=models.PROTECT,
+                                     related_name="+")
+    product = models.ForeignKey(Product, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    wallet_order = models.ForeignKey(BalanceOrder, null=True, blank=True, on_delete=models.PROTECT,
+                                     related_name="adoptions")
+    status = models.CharField(max_length=16, choices=Status.choices)
+    reason = models.CharField(max_length=500, blank=True, default="")
+    qty_old = models.DecimalField(max_digits=24, decimal_places=6, default=0,
+                                  help_text="The legacy order's consume (its units) when the transfer was asked")
+    qty_new = models.DecimalField(max_digits=24, decimal_places=6, default=0,
+                                  help_text="What the transfer leaves on it: its completion (its units)")
+    free_money = MoneyField(default=0, help_text="Paid minus completed (money fields): the opening balance")
+    expected_consume_amount = MoneyField(default=0, help_text="Money Balance should keep showing on the order")
+    expected_completion_amount = MoneyField(default=0, help_text="Completion (money) Balance should keep showing")
+    ledger_transaction = models.OneToOneField("wallets.LedgerTransaction", null=True, blank=True,
+                                              on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now)
+    adopted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["service", "service_order_id"], name="adoption_once_per_order"),
+            models.CheckConstraint(condition=Q(free_money__gte=0), name="adoption_free_money_not_negative"),
+        ]
+        indexes = [models.Index(fields=["wallet_order", "status"])]
+
+    def __str__(self) -> str:
+        return f"legacy order {self.service_order_id} ({self.status})"

@@ -8,4 +8,4 @@ class ReconciliationConfig(AppConfig):
 
     def ready(self) -> None:
         # Imported here, not at the top: the checks import models, which load only once the registry is ready.
-        from reconciliation import checks  # noqa: F401 - registers the built-in checks
+        from reconciliation import checks, metrics  # noqa: F401 - registers the built-in checks and the gauges

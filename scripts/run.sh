@@ -33,7 +33,8 @@ if [ -z "${BALANCE_URL:-}" ]; then
   export BALANCE_URL="http://127.0.0.1:$EMULATOR_PORT/xmlrpc"
   $PY manage.py balance_emulator --port "$EMULATOR_PORT" \
     --notify-url "http://127.0.0.1:$WEB_PORT/balance/notify?secret=$BALANCE_NOTIFY_SECRET" \
-    --state-file "$DISBALANCE_RUN_DIR/emulator.json" >"$LOGS/emulator.log" 2>&1 &
+    --state-file "$DISBALANCE_RUN_DIR/emulator.json" --seed-file scripts/demo-legacy/seed.json \
+    >"$LOGS/emulator.log" 2>&1 &
   pids+=($!)
   wait_for_port 127.0.0.1 "$EMULATOR_PORT" "the Balance emulator"
   EMULATOR_NOTE="Balance emulator: http://127.0.0.1:$EMULATOR_PORT/xmlrpc (payment pages under /paystep/)"

@@ -615,6 +615,38 @@ def check_ledger(report: Report) -> None:
     report.check("money conserved (sum of all entries is zero)", [] if total == 0 else [f"sum is {total}"])
 
 
+def check_events(service: Any) -> list[str]:
+    """A consumer applying only the events ends where the wallets are: per customer, `sequence` runs 1..n without a
+    gap, and the `balance` of the latest money event per payer equals that payer's wallet + held."""
+    from disbalance.models import WebhookEvent
+    from wallets.models import Account
+
+    problems: list[str] = []
+    seen: dict[int, int] = {}
+    applied: dict[tuple[int, str | None], Decimal] = {}
+    for customer_pk, sequence, type_, data in (
+        WebhookEvent.objects.filter(service=service, customer_pk__isnull=False)
+        .order_by("customer_pk", "sequence").values_list("customer_pk", "sequence", "type", "data").iterator()
+    ):
+        if sequence != seen.get(customer_pk, 0) + 1:
+            problems.append(f"customer {customer_pk}: event sequence {sequence} after {seen.get(customer_pk, 0)}")
+        seen[customer_pk] = sequence
+        if "balance" in data and type_ != "wallet.low_balance":
+            applied[(customer_pk, data.get("payer"))] = dec(data["balance"])
+        if type_ == "wallet.transferred":
+            applied[(customer_pk, data.get("to_payer"))] = dec(data["to_balance"])
+    actual: dict[tuple[int, str | None], Decimal] = {}
+    for customer_pk, payer, balance in Account.objects.filter(
+        service=service, kind__in=[Account.Kind.WALLET, Account.Kind.HOLDS]
+    ).values_list("customer_id", "payer_agency__external_id", "balance"):
+        actual[(customer_pk, payer)] = actual.get((customer_pk, payer), Decimal("0.00")) + balance
+    for key in sorted(set(applied) | set(actual), key=str):
+        if applied.get(key, Decimal("0.00")) != actual.get(key, Decimal("0.00")):
+            problems.append(f"customer {key[0]} payer {key[1]}: events say {applied.get(key)}, wallet + held is "
+                            f"{actual.get(key)}")
+    return problems[:50]
+
+
 def check_orders(service: Any, state: dict[str, Any], report: Report, label: str) -> None:
     """Every order agrees with the emulator: money in, money out, ownership; paid requests once; none unpaid."""
     from payments.models import BalanceOrder, TopUp
@@ -748,3 +780,4 @@ def check_all(report: Report, *, run_dir: Path, control: Any, stack: Any, chaos_
         else [])
     run_reconcile(stack, control, report)
     check_orders(service, control.Emulator.State(), report, "after reconciliation")
+    report.check("events applied = wallet (per customer and payer; sequences without gaps)", check_events(service))

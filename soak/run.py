@@ -320,7 +320,9 @@ def setup_agencies(stack: Stack, token: str, seed: int) -> tuple[str, ...]:
     for i, external_id in enumerate(agencies):
         status, body = api_request(stack, token, "POST", "/agencies", {
             "external_id": external_id, "name": f"Soak Agency {i}",
-            "legal": {"inn": f"770000000{i}", "legal_address": "Moscow, Agency st. 1"}}, key=f"setup-{external_id}")
+            "legal": {"inn": f"770000000{i}", "legal_address": "Moscow, Agency st. 1", "kpp": "770101001",
+                      "long_name": "Limited Liability Company", "postal_address": "Moscow, Agency st. 1",
+                      "postcode": "101000"}}, key=f"setup-{external_id}")
         if status not in (200, 201):
             raise SoakSetupError(f"POST /agencies {external_id}: {status} {body}")
     client_ids: dict[str, int] = {}

@@ -251,7 +251,9 @@ class Workload:
             body: dict[str, Any] = {"external_id": external_id, "kind": "company", "name": f"Soak Motors {n}",
                                     "email": f"{external_id}@example.com",
                                     "legal": {"inn": f"77{self.rng.randint(10**7, 10**8 - 1)}",
-                                              "legal_address": "Moscow, Soak st. 1"}}
+                                              "legal_address": "Moscow, Soak st. 1", "kpp": "770101001",
+                                              "long_name": "Limited Liability Company",
+                                              "postal_address": "Moscow, Soak st. 1", "postcode": "101000"}}
         else:
             body = {"external_id": external_id, "kind": "individual", "name": f"Soak Person {n}",
                     "legal": {"lname": "Soak", "fname": f"P{n}"}}

@@ -49,7 +49,10 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
 def _clear_cache():
     from django.core.cache import cache
 
+    from disbalance.auth import token_cache_clear
+
     cache.clear()
+    token_cache_clear()  # tokens remembered by this process (the test database is new for every test)
     yield
 
 
@@ -119,15 +122,21 @@ def balance(balance_emulator, settings):
     settings.BALANCE_READ_TIMEOUT = 1.0
     settings.OUTBOX_BACKOFF_BASE_SECONDS = 0.01
     settings.OUTBOX_BACKOFF_CAP_SECONDS = 0.05
+    # Billing is told how Balance is set up for the service, as it would be in production: the unified-account
+    # reporting type, and a TVM ticket when the emulator requires one (the suite runs in each variant).
+    settings.BALANCE_GROUP_REPORTING = balance_emulator.options.group_type
+    if balance_emulator.options.required_ticket:
+        settings.BALANCE_TVM_PROVIDER = "tests.tvm_tickets.StaticTickets"
+        settings.TEST_SERVICE_TICKET = balance_emulator.options.required_ticket
     return balance_emulator
 
 
 @pytest.fixture
 def emulator(balance):
     """Control of the emulator (`Emulator.*` calls) over HTTP."""
-    from balance_gateway.client import EmulatorControl
+    from balance_gateway.emulator.remote import EmulatorControl
 
-    return EmulatorControl(balance.url)
+    return EmulatorControl(balance.url, ticket=balance.options.required_ticket)
 
 
 @pytest.fixture

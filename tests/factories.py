@@ -31,7 +31,10 @@ class AgencyFactory(factory.django.DjangoModelFactory):
     email = factory.LazyAttribute(lambda o: f"{o.external_id.replace(':', '-')}@agency.example")
     inn = "7701234567"
     kpp = "770101001"
+    long_name = factory.LazyAttribute(lambda o: f"Limited Liability Company {o.name}")
     legal_address = "Moscow, Tverskaya 1"
+    postal_address = "Moscow, Tverskaya 1"
+    postcode = "125009"
     status = RegistrationStatus.ACTIVE
     balance_client_id = factory.Sequence(lambda n: 5_000_000 + n)
     balance_person_id = factory.Sequence(lambda n: 6_000_000 + n)
@@ -47,7 +50,11 @@ class CustomerFactory(factory.django.DjangoModelFactory):
     name = factory.Sequence(lambda n: f"Dealer {n}")
     email = factory.LazyAttribute(lambda o: f"{o.external_id.replace(':', '-')}@dealer.example")
     inn = "7707654321"
+    kpp = "770701001"
+    long_name = factory.LazyAttribute(lambda o: f"Limited Liability Company {o.name}")
     legal_address = "Moscow, Lenina 2"
+    postal_address = "Moscow, Lenina 2"
+    postcode = "119334"
     status = RegistrationStatus.ACTIVE
     balance_client_id = factory.Sequence(lambda n: 1_000_000 + n)
     balance_person_id = factory.Sequence(lambda n: 2_000_000 + n)

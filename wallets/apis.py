@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import TYPE_CHECKING
 
 from django.utils import timezone
 from django_filters import rest_framework as filters
@@ -17,14 +18,18 @@ from rest_framework.views import APIView
 from customers.selectors import customer_get
 from disbalance import openapi_examples as examples
 from disbalance.auth import current_service
+from disbalance.events import low_balance_threshold
 from disbalance.fields import AmountField, SignedAmountField
 from disbalance.money import ZERO
-from disbalance.openapi import filter_parameters, page_of, problems
+from disbalance.openapi import BODY, filter_parameters, page_of, problems
 from disbalance.pagination import paginated_response, validated_filters
 from overdrafts.selectors import debt_status, effective_overdraft_limit
-from wallets import selectors
+from wallets import selectors, services
 from wallets.exports import statement_csv, statement_csv_filename
 from wallets.models import LedgerEntry, LedgerTransaction
+
+if TYPE_CHECKING:
+    from customers.models import Customer
 
 
 class PayerBalanceSerializer(serializers.Serializer):
@@ -66,6 +71,52 @@ class WalletApi(APIView):
             "debt_due_at": own.due_at, "overdue": own.overdue, "blocked": customer.blocked, "payer": summary.payer,
             "other_payers": summary.other_payers,
         }).data)
+
+
+class WalletAlertsSerializer(serializers.Serializer):
+    """The customer's low-balance threshold to set."""
+
+    low_balance = AmountField(allow_zero=True, allow_null=True, help_text=(
+        "Announce `wallet.low_balance` when the balance falls below this; null: the service's default"))
+
+
+class WalletAlertsStateSerializer(serializers.Serializer):
+    """The customer's low-balance alert settings."""
+
+    low_balance = AmountField(allow_zero=True, allow_null=True, help_text="The customer's own threshold")
+    effective = AmountField(allow_zero=True, allow_null=True,
+                            help_text="The threshold in force: the customer's, else the service's default; null: none")
+
+
+ALERTS_EXAMPLE = {"low_balance": "500.00", "effective": "500.00"}
+
+
+class WalletAlertsApi(APIView):
+    def _state(self, customer: Customer) -> Response:
+        return Response(WalletAlertsStateSerializer({
+            "low_balance": customer.low_balance_threshold, "effective": low_balance_threshold(customer)}).data)
+
+    @extend_schema(operation_id="wallet_alerts_get", examples=[examples.ok("own threshold", ALERTS_EXAMPLE)],
+                   responses={200: WalletAlertsStateSerializer, **problems("not_found")},
+                   summary="The customer's low-balance threshold",
+                   description="`low_balance` is the customer's own threshold (null: none set), `effective` the one "
+                   "in force (the customer's, else the service's default; null: no alert).")
+    def get(self, request: Request, external_id: str) -> Response:
+        return self._state(customer_get(service=current_service(request), external_id=external_id))
+
+    @extend_schema(operation_id="wallet_alerts_set", request=WalletAlertsSerializer,
+                   examples=[examples.ok("own threshold", ALERTS_EXAMPLE)],
+                   responses={200: WalletAlertsStateSerializer, **problems("not_found", *BODY)},
+                   summary="Set the low-balance threshold",
+                   description="One `wallet.low_balance` event each time the balance (wallet + held, under a payer) "
+                   "falls below the threshold; none while it stays below; re-armed when it rises to or above it. "
+                   "`null` removes the customer's own threshold (the service's default applies).")
+    def put(self, request: Request, external_id: str) -> Response:
+        customer = customer_get(service=current_service(request), external_id=external_id)
+        body = WalletAlertsSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        customer = services.wallet_alerts_set(customer=customer, low_balance=body.validated_data["low_balance"])
+        return self._state(customer)
 
 
 class ReferenceSerializer(serializers.Serializer):

@@ -158,6 +158,7 @@ class LedgerTransaction(ImmutableModel):
         REFUND = "refund"
         ADJUSTMENT = "adjustment"
         TRANSFER = "transfer"
+        MIGRATION = "migration"  # opening balance: free money of an order adopted from a consumer's Balance past
 
     REASON_REQUIRED: ClassVar[tuple[str, ...]] = (Type.ADJUSTMENT, Type.TRANSFER)
 
@@ -184,7 +185,7 @@ class LedgerTransaction(ImmutableModel):
         constraints = [
             models.CheckConstraint(
                 condition=Q(type__in=["topup", "charge", "hold", "capture", "release", "refund", "adjustment",
-                                      "transfer"]),
+                                      "transfer", "migration"]),
                 name="ledger_transaction_type_valid",
             ),
             models.CheckConstraint(

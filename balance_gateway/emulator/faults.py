@@ -1,12 +1,18 @@
 """Seeded, reproducible fault injection for `Balance2.*` calls and for notifications.
 
 `Emulator.SetFaults({method or "*": {error_rate, timeout_rate, lost_response_rate, latency_ms},
-"notify": {duplicate_rate, reorder, delay_ms, fail_rate}, "seed": N})` replaces the whole configuration
-(`{}` clears it); a "seed" key reseeds both generators. A method's own entry replaces "*" for that method.
+"notify": {duplicate_rate, reorder, delay_ms, fail_rate}, "errors": [kinds], "seed": N})` replaces the whole
+configuration (`{}` clears it); a "seed" key reseeds both generators. A method's own entry replaces "*" for that
+method.
 
 Each faulted call draws exactly one number from the calls' generator, so the same seed and the same sequence of
 calls give the same sequence of outcomes: u < error_rate is an error, then timeout, then lost response, by
-cumulative thresholds. Errors alternate between an INTERNAL_ERROR fault and an HTTP 503, starting with the fault.
+cumulative thresholds. Errors cycle through `errors` (default all three, in this order), the transient failures
+the real Balance shows:
+- "xml": a fault in Balance's XML shape with code INTERNAL_ERROR;
+- "db": a fault that is not XML: `Error: DatabaseError\nDescription: ORA-03113: end-of-file on communication
+  channel...`;
+- "502": HTTP 502 Bad Gateway from the balancer in front of Balance.
 Notifications use their own generator (drawn by the notifier's single thread), so concurrent calls and
 notifications never disturb each other's sequence.
 """
@@ -20,7 +26,9 @@ from typing import Any
 
 from balance_gateway.emulator.values import invalid
 
-OK, ERROR_FAULT, ERROR_HTTP, TIMEOUT, LOST_RESPONSE = "ok", "error_fault", "error_503", "timeout", "lost_response"
+OK, TIMEOUT, LOST_RESPONSE = "ok", "timeout", "lost_response"
+ERROR_XML, ERROR_DB, ERROR_502 = "xml", "db", "502"
+ERROR_KINDS = (ERROR_XML, ERROR_DB, ERROR_502)
 
 
 @dataclass(frozen=True)
@@ -87,17 +95,18 @@ class FaultPlan:
         self.calls: dict[str, CallFaults] = {}
         self.notify = NotifyFaults()
         self._rng = random.Random(seed)
-        self._next_error_is_http = False
+        self.errors: tuple[str, ...] = ERROR_KINDS
+        self._next_error = 0
 
     def reset(self, seed: int | None = None) -> None:
         with self._lock:
-            self.calls, self.notify = {}, NotifyFaults()
+            self.calls, self.notify, self.errors = {}, NotifyFaults(), ERROR_KINDS
             self._reseed(self.seed if seed is None else seed)
 
     def _reseed(self, seed: int) -> None:
         self.seed = seed
         self._rng = random.Random(seed)
-        self._next_error_is_http = False
+        self._next_error = 0
 
     def configure(self, spec: Any) -> int | None:
         """Replace the configuration; returns the new seed if the spec carried one."""
@@ -106,8 +115,13 @@ class FaultPlan:
         calls: dict[str, CallFaults] = {}
         notify = NotifyFaults()
         seed = None
+        errors = ERROR_KINDS
         for key, value in spec.items():
-            if key == "seed":
+            if key == "errors":
+                if not isinstance(value, list | tuple) or not value or set(value) - set(ERROR_KINDS):
+                    raise invalid(f"SetFaults: errors must be a non-empty list of {', '.join(ERROR_KINDS)}")
+                errors = tuple(value)
+            elif key == "seed":
                 if isinstance(value, bool) or not isinstance(value, int):
                     raise invalid(f"SetFaults: seed must be an integer, got {value!r}")
                 seed = value
@@ -121,7 +135,7 @@ class FaultPlan:
                     raise invalid(f"SetFaults: unknown method {key!r} (faults apply to Balance2.* methods only)")
                 calls[name] = _parse(value, CallFaults, key)
         with self._lock:
-            self.calls, self.notify = calls, notify
+            self.calls, self.notify, self.errors = calls, notify, errors
             if seed is not None:
                 self._reseed(seed)
         return seed
@@ -131,6 +145,7 @@ class FaultPlan:
             data: dict[str, Any] = {name: vars(faults).copy() for name, faults in self.calls.items()}
             data["notify"] = vars(self.notify).copy()
             data["seed"] = self.seed
+            data["errors"] = list(self.errors)
             return data
 
     def decide(self, method: str) -> Decision:
@@ -146,8 +161,8 @@ class FaultPlan:
                 return Decision(OK, latency)
             draw = self._rng.random()
             if draw < faults.error_rate:
-                outcome = ERROR_HTTP if self._next_error_is_http else ERROR_FAULT
-                self._next_error_is_http = not self._next_error_is_http
+                outcome = self.errors[self._next_error % len(self.errors)]
+                self._next_error += 1
             elif draw < faults.error_rate + faults.timeout_rate:
                 outcome = TIMEOUT
             elif draw < faults.error_rate + faults.timeout_rate + faults.lost_response_rate:

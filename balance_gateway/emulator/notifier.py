@@ -1,4 +1,9 @@
-"""Balance-to-billing notifications: NotifyOrder2 and NotifyClient2 over XML-RPC, at least once.
+"""Balance-to-billing notifications: NotifyOrder2 and NotifyClient2, at least once.
+
+The protocol is the service's setting in Balance (`options.notify_protocol`): XML-RPC to the notify URL
+(`BalanceClient.NotifyOrder2(struct)`), or JSON over HTTP: `POST <url>/BalanceClient/NotifyOrder2` (the path
+appended before the URL's query string), body the struct, any 2xx counting as delivered. With
+`options.notify_ticket` set, every send carries it in `X-Ya-Service-Ticket`.
 
 One thread sends the queue. Each notification carries the object's state as it was when queued. A send fails on a
 connection error, a timeout, an HTTP error, a fault (billing answers NOT_FOUND for objects it does not know yet)
@@ -15,6 +20,7 @@ fail without sending; `reorder` holds a notification back until the next one is 
 from __future__ import annotations
 
 import http.client
+import json
 import logging
 import random
 import threading
@@ -25,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pyexpat import ExpatError
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from balance_gateway.emulator.faults import NotifyFaults
 from balance_gateway.emulator.values import safe_parser
@@ -58,15 +65,23 @@ class _TimeoutMixin:
 
 
 class _Transport(_TimeoutMixin, xmlrpc.client.Transport):
-    def __init__(self, timeout: float) -> None:
-        super().__init__()
+    def __init__(self, timeout: float, headers: list[tuple[str, str]]) -> None:
+        super().__init__(headers=headers)
         self.timeout = timeout
 
 
 class _SafeTransport(_TimeoutMixin, xmlrpc.client.SafeTransport):
-    def __init__(self, timeout: float) -> None:
-        super().__init__()
+    def __init__(self, timeout: float, headers: list[tuple[str, str]]) -> None:
+        super().__init__(headers=headers)
         self.timeout = timeout
+
+
+def json_url(url: str, method: str) -> str:
+    """`http://h/balance/notify?x=1` + `BalanceClient.NotifyOrder2` -> `http://h/balance/notify/BalanceClient/
+    NotifyOrder2?x=1`."""
+    parts = urlsplit(url)
+    path = parts.path.rstrip("/") + "/" + method.replace(".", "/")
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
 
 class Notifier:
@@ -75,6 +90,7 @@ class Notifier:
         url: Callable[[], str | None],
         faults: Callable[[], NotifyFaults],
         *,
+        protocol: Callable[[], tuple[str, str]] = lambda: ("xmlrpc", ""),
         seed: int = 0,
         timeout: float = 5.0,
         retry_initial: float = 0.2,
@@ -84,6 +100,7 @@ class Notifier:
     ) -> None:
         self._url = url
         self._faults = faults
+        self._protocol = protocol
         self.timeout = timeout
         self.retry_initial = retry_initial
         self.retry_max = retry_max
@@ -251,8 +268,12 @@ class Notifier:
             self._cond.notify_all()
 
     def _send(self, url: str, item: _Item) -> tuple[bool, str]:
+        protocol, ticket = self._protocol()
+        headers = [("X-Ya-Service-Ticket", ticket)] if ticket else []
+        if protocol == "json":
+            return self._send_json(url, item, headers)
         transport_class = _SafeTransport if url.startswith("https:") else _Transport
-        proxy = xmlrpc.client.ServerProxy(url, transport=transport_class(self.timeout))
+        proxy = xmlrpc.client.ServerProxy(url, transport=transport_class(self.timeout, headers))
         try:
             result = getattr(proxy, item.method)(item.payload)
         except xmlrpc.client.Fault as fault:
@@ -264,4 +285,23 @@ class Notifier:
         if isinstance(result, list | tuple) and result and result[0] not in (0, "0"):
             return False, f"answered {result!r}"
         logger.debug("delivered %s %s", item.method, item.payload)
+        return True, ""
+
+    def _send_json(self, url: str, item: _Item, headers: list[tuple[str, str]]) -> tuple[bool, str]:
+        parts = urlsplit(json_url(url, item.method))
+        connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        connection = connection_class(parts.netloc, timeout=self.timeout)
+        body = json.dumps(item.payload).encode()
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        try:
+            connection.request("POST", target, body, {"Content-Type": "application/json", **dict(headers)})
+            response = connection.getresponse()
+            answer = response.read(10_000)
+        except (OSError, http.client.HTTPException) as error:
+            return False, f"{type(error).__name__}: {error}"
+        finally:
+            connection.close()
+        if not 200 <= response.status < 300:
+            return False, f"HTTP {response.status}: {answer[:200]!r}"
+        logger.debug("delivered %s %s as JSON", item.method, item.payload)
         return True, ""

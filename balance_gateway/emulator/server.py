@@ -9,6 +9,8 @@ which ties the state, the notifier and fault injection together and runs them in
 Every call runs under the state's one lock; each mutating call then saves the state file (if any) atomically.
 Faults never touch `Emulator.*` calls. A faulted error answers without applying the call; a timeout applies it
 and answers after `timeout_seconds`; a lost response applies it and closes the connection without an answer.
+A ticker thread applies delayed work (asynchronous completions) when it falls due.
+The HTTP side (XML-RPC, the ticket check, injected faults, the paystep page) is handler.py.
 """
 
 from __future__ import annotations
@@ -18,32 +20,22 @@ import inspect
 import json
 import logging
 import os
-import re
-import socket
 import tempfile
 import threading
 import time
-import xmlrpc.client
 from collections.abc import Callable
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from pyexpat import ExpatError
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
-from xml.sax.saxutils import escape
 
-from balance_gateway.emulator import faults as fault_kinds
-from balance_gateway.emulator import pages
 from balance_gateway.emulator.faults import FaultPlan
+from balance_gateway.emulator.handler import Handler, Server, Server6
 from balance_gateway.emulator.notifier import Notifier
+from balance_gateway.emulator.options import EmulatorOptions
 from balance_gateway.emulator.state import EmulatorState
-from balance_gateway.emulator.values import BalanceError, invalid, parse_int, safe_loads, to_wire
+from balance_gateway.emulator.values import BalanceError, invalid, parse_int
 
 logger = logging.getLogger("balance_gateway.emulator")
 
-MAX_BODY = 10 * 1024 * 1024
-_PAYSTEP = re.compile(r"/paystep/([0-9]{1,10})/?")
 
 # XML-RPC name -> (EmulatorState method, mutating)
 BALANCE_METHODS: dict[str, tuple[str, bool]] = {
@@ -57,30 +49,25 @@ BALANCE_METHODS: dict[str, tuple[str, bool]] = {
     "Balance2.CreateOrUpdateOrdersBatch": ("create_or_update_orders_batch", True),
     "Balance2.GetOrdersInfo": ("get_orders_info", False),
     "Balance2.CreateRequest2": ("create_request2", True),
+    "Balance2.CreateInvoice": ("create_invoice", True),
     "Balance2.UpdateCampaigns": ("update_campaigns", True),
     "Balance2.CreateTransferMultiple": ("create_transfer_multiple", True),
     "Balance2.GetOverdraftParams": ("get_overdraft_params", False),
+    "Balance2.SetOverdraftParams": ("set_overdraft_params", True),
     "Balance2.GetClientCreditLimits": ("get_client_credit_limits", False),
 }
 _STATE_EMULATOR_METHODS: dict[str, tuple[str, bool]] = {
     "Emulator.PayRequest": ("pay_request", True),
+    "Emulator.PayInvoice": ("pay_invoice_control", True),
     "Emulator.GrantOverdraft": ("grant_overdraft", True),
+    "Emulator.SetOverdraftSpent": ("set_overdraft_spent", True),
     "Emulator.CreateContract": ("create_contract", True),
     "Emulator.UpdateOrder": ("update_order", True),
-    "Emulator.SetOverdraftSpent": ("set_overdraft_spent", True),
+    "Emulator.SetProduct": ("set_product", True),
+    "Emulator.ForgetUser": ("forget_user", True),
+    "Emulator.SetLogin": ("set_login", True),
+    "Emulator.Seed": ("seed", True),
 }
-
-
-def fault_body(code: str, msg: str, method: str) -> bytes:
-    text = f"<error><msg>{escape(msg)}</msg><code>{code}</code><method>{escape(method)}</method></error>"
-    return xmlrpc.client.dumps(xmlrpc.client.Fault(-1, text), methodresponse=True).encode()
-
-
-def _short(value: Any, limit: int = 300) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 class BalanceEmulator:
     """A standalone Balance: no Django, no database; its own state in memory (and in `state_file`, if given)."""
 
@@ -93,6 +80,7 @@ class BalanceEmulator:
         seed: int = 0,
         timeout_seconds: float = 2.0,
         *,
+        options: EmulatorOptions | dict | None = None,
         public_url: str | None = None,
         notify_timeout: float = 5.0,
         notify_retry_initial: float = 0.2,
@@ -106,11 +94,17 @@ class BalanceEmulator:
         self.seed = seed
         self.timeout_seconds = timeout_seconds
         self.public_url = public_url.rstrip("/") if public_url else None
-        self.state = EmulatorState()
+        if isinstance(options, EmulatorOptions):
+            self.options = options
+        else:
+            self.options = EmulatorOptions()
+            self.options.update(options or {})
+        self.state = EmulatorState(self.options)
         self.faults = FaultPlan(seed, set(BALANCE_METHODS))
         self.notifier = Notifier(
             lambda: self.notify_url,
             lambda: self.faults.notify,
+            protocol=lambda: (self.options.notify_protocol, self.options.notify_ticket),
             seed=seed,
             timeout=notify_timeout,
             retry_initial=notify_retry_initial,
@@ -118,8 +112,9 @@ class BalanceEmulator:
             give_up_after=notify_give_up_after,
         )
         self._methods = self._build_methods()
-        self._server: _Server | None = None
+        self._server: Server | None = None
         self._thread: threading.Thread | None = None
+        self._ticker: threading.Thread | None = None
         self._stopping = threading.Event()
         if self.state_file and self.state_file.exists():
             self._load()
@@ -129,8 +124,8 @@ class BalanceEmulator:
         if self._server is not None:
             return self
         self._stopping.clear()
-        server_class = _Server6 if ":" in self.host else _Server
-        self._server = server_class((self.host, self.port), _Handler)
+        server_class = Server6 if ":" in self.host else Server
+        self._server = server_class((self.host, self.port), Handler)
         self._server.emulator = self
         self.port = self._server.server_address[1]
         self.state.base_url = self.base_url
@@ -139,6 +134,8 @@ class BalanceEmulator:
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="balance-emulator", daemon=True
         )
         self._thread.start()
+        self._ticker = threading.Thread(target=self._tick, name="balance-emulator-ticker", daemon=True)
+        self._ticker.start()
         logger.info("Balance emulator serving %s, notifying %s", self.url, self.notify_url or "nobody")
         return self
 
@@ -151,6 +148,9 @@ class BalanceEmulator:
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
+        if self._ticker is not None:
+            self._ticker.join(5)
+            self._ticker = None
         self.notifier.stop()
         if self.state_file:
             with self.state.lock:
@@ -174,8 +174,36 @@ class BalanceEmulator:
         return f"{self.base_url}/xmlrpc"
 
     def wait_notifications_idle(self, timeout: float = 10) -> bool:
-        """True once no notification is queued, held back or being retried; False after `timeout` seconds."""
-        return self.notifier.wait_idle(timeout)
+        """True once no delayed work (completions) is pending and no notification is queued, held back or being
+        retried; False after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.state.lock:
+                pending = bool(self.state.pending)
+            if not pending:
+                break
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+        return self.notifier.wait_idle(max(0.0, deadline - time.monotonic()))
+
+    def _tick(self) -> None:
+        """Apply delayed work when due (asynchronous completions, group-join moves)."""
+        while not self._stopping.wait(0.01):
+            with self.state.lock:
+                if not self.state.pending or min(due for due, _, _ in self.state.pending) > time.monotonic():
+                    continue
+                try:
+                    self.state.run_due()
+                except Exception:
+                    logger.exception("delayed work failed")
+                self._flush_locked(mutating=True)
+
+    def _flush_locked(self, *, mutating: bool) -> None:
+        for notify_method, payload in self.state.take_outbox():
+            self.notifier.enqueue(notify_method, payload)
+        if mutating and self.state_file:
+            self._save_locked()
 
     # ------------------------------------------------------------------------------------------------ calls
     def _build_methods(self) -> dict[str, tuple[Callable[..., Any], bool]]:
@@ -187,6 +215,8 @@ class BalanceEmulator:
                 "Emulator.Reset": (self._rpc_reset, True),
                 "Emulator.State": (self._rpc_state, False),
                 "Emulator.SetFaults": (self._rpc_set_faults, False),
+                "Emulator.SetOptions": (self._rpc_set_options, True),
+                "Emulator.ApplyPending": (self._rpc_apply_pending, True),
                 "Emulator.DropNextNotifications": (self._rpc_drop_next_notifications, False),
             }
         )
@@ -211,10 +241,7 @@ class BalanceEmulator:
                 logger.exception("%s failed", method)
                 raise BalanceError("INTERNAL_ERROR", f"{type(exc).__name__}: {exc}") from exc
             finally:
-                for notify_method, payload in self.state.take_outbox():
-                    self.notifier.enqueue(notify_method, payload)
-                if mutating and self.state_file:
-                    self._save_locked()
+                self._flush_locked(mutating=mutating)
 
     def _rpc_reset(self) -> list:
         self.state.reset()
@@ -223,7 +250,17 @@ class BalanceEmulator:
         return [0, "SUCCESS"]
 
     def _rpc_state(self) -> dict:
-        return {**self.state.snapshot(), "notifications": self.notifier.stats(), "faults": self.faults.describe()}
+        return {**self.state.snapshot(), "notifications": self.notifier.stats(), "faults": self.faults.describe(),
+                "options": self.options.to_json()}  # fmt: skip
+
+    def _rpc_set_options(self, changes: Any) -> list:
+        self.options.update(changes)
+        self.state.settle()
+        return [0, "SUCCESS"]
+
+    def _rpc_apply_pending(self) -> list:
+        """Apply every pending completion now (tests that do not want to wait for the delay)."""
+        return [0, "SUCCESS", self.state.run_due(float("inf"))]
 
     def _rpc_set_faults(self, spec: Any) -> list:
         seed = self.faults.configure(spec)
@@ -262,159 +299,3 @@ class BalanceEmulator:
         for item in data.get("pending_notifications", []):
             self.notifier.enqueue(item["method"], item["payload"])
         logger.info("loaded state from %s", self.state_file)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    emulator: BalanceEmulator
-
-
-class _Server6(_Server):
-    address_family = socket.AF_INET6
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.0"
-    server_version = "BalanceEmulator/1.0"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("%s %s", self.address_string(), format % args)
-
-    @property
-    def emulator(self) -> BalanceEmulator:
-        return self.server.emulator
-
-    # ---------------------------------------------------------------------------------------------- routing
-    def do_GET(self) -> None:
-        path = urlsplit(self.path).path
-        match = _PAYSTEP.fullmatch(path)
-        if match:
-            self._paystep_get(int(match[1]))
-        elif path in ("/", "/health"):
-            self._send(HTTPStatus.OK, b"Balance emulator: XML-RPC at POST /xmlrpc\n", "text/plain; charset=utf-8")
-        elif path in ("/xmlrpc", "/xmlrpc/"):
-            self._send(HTTPStatus.METHOD_NOT_ALLOWED, b"POST XML-RPC here\n", "text/plain; charset=utf-8")
-        else:
-            self._send(HTTPStatus.NOT_FOUND, b"Not found\n", "text/plain; charset=utf-8")
-
-    def do_POST(self) -> None:
-        path = urlsplit(self.path).path
-        match = _PAYSTEP.fullmatch(path)
-        if path in ("/xmlrpc", "/xmlrpc/"):
-            self._xmlrpc()
-        elif match:
-            self._paystep_post(int(match[1]))
-        else:
-            self._send(HTTPStatus.NOT_FOUND, b"Not found\n", "text/plain; charset=utf-8")
-
-    # ------------------------------------------------------------------------------------------------- I/O
-    def _body(self) -> bytes | None:
-        length = self.headers.get("Content-Length")
-        if length is None or not length.strip().isdigit():
-            self._send(HTTPStatus.LENGTH_REQUIRED, b"Content-Length required\n", "text/plain; charset=utf-8")
-            return None
-        if int(length) > MAX_BODY:
-            self._send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, b"Too large\n", "text/plain; charset=utf-8")
-            return None
-        return self.rfile.read(int(length))
-
-    def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            logger.info("the client went away before the answer")
-
-    # ---------------------------------------------------------------------------------------------- XML-RPC
-    def _xmlrpc(self) -> None:
-        started = time.monotonic()
-        body = self._body()
-        if body is None:
-            return
-        try:
-            params, method = safe_loads(body)
-        except (ExpatError, ValueError, TypeError, IndexError, KeyError, xmlrpc.client.Error) as error:
-            logger.info("malformed XML-RPC request: %s", error)
-            self._send(
-                HTTPStatus.OK, fault_body("INVALID_PARAM", f"malformed XML-RPC request: {error}", ""), "text/xml"
-            )
-            return
-        if not method:
-            self._send(HTTPStatus.OK, fault_body("INVALID_PARAM", "no methodName", ""), "text/xml")
-            return
-        emulator = self.emulator
-        decision = emulator.faults.decide(method)
-        if decision.latency:
-            emulator._stopping.wait(decision.latency)
-        if decision.outcome == fault_kinds.ERROR_FAULT:
-            self._send(HTTPStatus.OK, fault_body("INTERNAL_ERROR", "injected error", method), "text/xml")
-            self._log(method, params, "fault INTERNAL_ERROR", decision.outcome, started)
-            return
-        if decision.outcome == fault_kinds.ERROR_HTTP:
-            self._send(HTTPStatus.SERVICE_UNAVAILABLE, b"injected error\n", "text/plain; charset=utf-8")
-            self._log(method, params, "HTTP 503", decision.outcome, started)
-            return
-        try:
-            result = emulator.call(method, params)
-            response = xmlrpc.client.dumps((to_wire(result),), methodresponse=True).encode()
-            summary = "ok " + _short(result, 200)
-        except BalanceError as error:
-            response = fault_body(error.code, error.msg, method)
-            summary = f"fault {error.code}: {error.msg}"
-        if decision.outcome == fault_kinds.LOST_RESPONSE:
-            self.close_connection = True
-            with contextlib.suppress(OSError):
-                self.connection.shutdown(socket.SHUT_RDWR)
-            self._log(method, params, summary, "lost_response (applied, no answer)", started)
-            return
-        if decision.outcome == fault_kinds.TIMEOUT:
-            emulator._stopping.wait(emulator.timeout_seconds)
-        self._send(HTTPStatus.OK, response, "text/xml")
-        extra = "timeout (applied, answered late)" if decision.outcome == fault_kinds.TIMEOUT else ""
-        self._log(method, params, summary, extra, started)
-
-    def _log(self, method: str, params: Any, summary: str, fault: str, started: float) -> None:
-        elapsed = (time.monotonic() - started) * 1000
-        suffix = f" [injected {fault}]" if fault and fault != fault_kinds.OK else ""
-        logger.info("%s%s -> %s (%.0f ms)%s", method, _short(tuple(params)), summary, elapsed, suffix)
-
-    # ---------------------------------------------------------------------------------------- payment page
-    def _paystep_get(self, request_id: int) -> None:
-        state = self.emulator.state
-        with state.lock:
-            request = state.requests.get(request_id)
-            data = state.request_struct(request) if request else None
-        if data is None:
-            self._send(HTTPStatus.NOT_FOUND, pages.message_page("Not found", f"No request {request_id}"), "text/html")
-            return
-        self._send(HTTPStatus.OK, pages.request_page(data), "text/html; charset=utf-8")
-
-    def _paystep_post(self, request_id: int) -> None:
-        body = self._body()
-        if body is None:
-            return
-        form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
-        amount = (form.get("amount") or [""])[0].strip()
-        params: tuple = (request_id, amount) if amount else (request_id,)
-        try:
-            self.emulator.call("Emulator.PayRequest", params)
-        except BalanceError as error:
-            status = HTTPStatus.NOT_FOUND if error.code == "NOT_FOUND" else HTTPStatus.BAD_REQUEST
-            logger.info("POST /paystep/%s amount=%r -> %s: %s", request_id, amount, error.code, error.msg)
-            self._send(status, pages.message_page("Cannot pay", error.msg), "text/html; charset=utf-8")
-            return
-        state = self.emulator.state
-        with state.lock:
-            data = state.request_struct(state.requests[request_id])
-        logger.info("POST /paystep/%s -> paid %s", request_id, data["PaidAmount"])
-        if data["ReturnPath"]:
-            self._send(HTTPStatus.SEE_OTHER, b"", "text/plain", {"Location": data["ReturnPath"]})
-        else:
-            self._send(HTTPStatus.OK, pages.paid_page(data), "text/html; charset=utf-8")

@@ -1,8 +1,9 @@
 """The values that cross the emulator's XML-RPC boundary: parsing (strict) and formatting (wire-safe).
 
-Inbound: ids are ints or digit strings, money is a decimal string with at most 2 places (numbers accepted),
-`None` (XML-RPC `<nil/>`) means "absent". Anything else is an `INVALID_PARAM` fault.
-Outbound: money is a 2-place string, dates are "YYYY-MM-DD", ids are ints, ServiceOrderID and Tid are strings;
+Inbound: ids are ints or digit strings, money is a decimal with at most 2 places, a quantity (in a product's
+units) one with at most 6, numbers are accepted as strings or ints, `None` (XML-RPC `<nil/>`) means "absent".
+Anything else is an `INVALID_PARAM` fault.
+Outbound: money is a 2-place string, quantities a 6-place string, dates "YYYY-MM-DD", Tids digit strings;
 `to_wire` turns whatever is left (Decimal, date, ints beyond 32 bits, None) into something XML-RPC can carry.
 """
 
@@ -13,24 +14,29 @@ import re
 import xmlrpc.client
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from xml.sax.saxutils import escape
 
 CENT = Decimal("0.01")
+MICRO = Decimal("0.000001")  # quantities in a product's units carry up to 6 decimals
 ZERO = Decimal("0.00")
 MAX_INT32 = 2**31 - 1
 MAX_MONEY = Decimal("1000000000000000")  # 10^15: far beyond any real amount, keeps arithmetic sane
 
 _DIGITS = re.compile(r"[0-9]{1,30}")
 _MONEY = re.compile(r"-?[0-9]{1,16}(\.[0-9]{1,2})?")
+_QTY = re.compile(r"-?[0-9]{1,16}(\.[0-9]{1,6})?")
 _DATE = re.compile(r"([0-9]{4})-?([0-9]{2})-?([0-9]{2})([T ].*)?")
 
 
 class BalanceError(Exception):
-    """A Balance-level error: becomes an XML-RPC fault `<error><msg>..</msg><code>..</code>...</error>`."""
+    """A Balance-level error: becomes the fault `<error><msg/><wo-rollback/><method/><code/><parent-codes/>
+    <contents/></error>` (see `server.fault_body`)."""
 
-    def __init__(self, code: str, msg: str) -> None:
+    def __init__(self, code: str, msg: str, *, parent_codes: tuple[str, ...] = ()) -> None:
         super().__init__(f"{code}: {msg}")
         self.code = code
         self.msg = msg
+        self.parent_codes = parent_codes
 
 
 def invalid(msg: str) -> BalanceError:
@@ -139,6 +145,56 @@ def parse_money(value: Any, field: str, *, positive: bool = False, allow_negativ
     return amount
 
 
+def _decimal_text(value: Any, field: str) -> str:
+    if isinstance(value, bool):
+        raise invalid(f"{field} must be a decimal, got a boolean")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        return value.strip()
+    raise invalid(f"{field} must be a decimal string, got {type(value).__name__}")
+
+
+def parse_qty(value: Any, field: str, *, positive: bool = False, allow_negative: bool = False) -> Decimal:
+    """A quantity in a product's units: up to 6 decimals ("828.333333"), exact."""
+    text = _decimal_text(value, field)
+    if not _QTY.fullmatch(text):
+        raise invalid(f"{field} must be a decimal with at most 6 places, got {value!r}")
+    amount = Decimal(text).quantize(MICRO)
+    if abs(amount) >= MAX_MONEY:
+        raise invalid(f"{field} is out of range: {value!r}")
+    if amount < 0 and not allow_negative:
+        raise invalid(f"{field} must not be negative, got {fmt_qty(amount)}")
+    if positive and amount <= 0:
+        raise invalid(f"{field} must be > 0, got {fmt_qty(amount)}")
+    return amount
+
+
+def parse_uid(value: Any, field: str = "uid") -> int:
+    """The operator's Passport uid, first in every mutating call: a digit string (or an int)."""
+    return parse_int(value, field, minimum=1)
+
+
+def parse_datetime(value: Any, field: str) -> datetime.datetime:
+    """An XML-RPC dateTime (naive: local time of the zone the caller and Balance agree on), or its ISO text."""
+    if isinstance(value, xmlrpc.client.DateTime):
+        try:
+            # naive on purpose: an XML-RPC dateTime has no zone; the caller applies options.dt_zone
+            return datetime.datetime.strptime(value.value, "%Y%m%dT%H:%M:%S")  # noqa: DTZ007
+        except ValueError as exc:
+            raise invalid(f"{field} is not a valid dateTime: {value.value!r}") from exc
+    if isinstance(value, datetime.datetime):
+        return value.replace(tzinfo=None)
+    if isinstance(value, str):
+        try:
+            return datetime.datetime.fromisoformat(value.strip()).replace(tzinfo=None)
+        except ValueError:
+            pass
+    raise invalid(f"{field} must be an XML-RPC dateTime, got {value!r}")
+
+
 def parse_flag(value: Any, field: str) -> int:
     if value in (0, 1, "0", "1") and not isinstance(value, float):
         return int(value)
@@ -178,6 +234,11 @@ def fmt_money(amount: Decimal) -> str:
     return "0.00" if amount == 0 else str(amount)
 
 
+def fmt_qty(amount: Decimal) -> str:
+    amount = amount.quantize(MICRO)
+    return "0.000000" if amount == 0 else str(amount)
+
+
 def fmt_date(value: datetime.date | None) -> str:
     return value.isoformat() if value else ""
 
@@ -215,3 +276,13 @@ def safe_loads(data: bytes) -> tuple[tuple, str | None]:
     parser.feed(data)
     parser.close()
     return target.close(), target.getmethodname()
+
+
+def error_xml(code: str, msg: str, method: str = "", parent_codes: tuple[str, ...] = (), contents: str = "") -> str:
+    """Balance's error document, the faultString of every Balance fault and the text of a per-item error."""
+    parents = "".join(f"<code>{escape(parent)}</code>" for parent in parent_codes)
+    return (
+        f"<error><msg>{escape(msg)}</msg><wo-rollback>0</wo-rollback><method>{escape(method)}</method>"
+        f"<code>{escape(code)}</code><parent-codes>{parents}</parent-codes>"
+        f"<contents>{escape(contents or msg)}</contents></error>"
+    )

@@ -100,10 +100,11 @@ def _sync_blocked_flag(customer: Customer, *, cause: Block) -> None:
         "debt": format_amount(status.debt), "debt_due_at": status.due_at.isoformat() if status.due_at else None,
     }
     if blocked:
-        webhook_emit(service=fresh.service, type="customer.blocked", data={**data, "reason": cause.reason},
+        webhook_emit(service=fresh.service, customer=fresh, type="customer.blocked",
+                     data={**data, "reason": cause.reason},
                      dedup_key=f"customer.blocked:{cause.pk}")
     else:
-        webhook_emit(service=fresh.service, type="customer.unblocked",
+        webhook_emit(service=fresh.service, customer=fresh, type="customer.unblocked",
                      data={**data, "reason": cause.lift_reason}, dedup_key=f"customer.unblocked:{cause.pk}")
     logger.info("customer block changed", extra={"customer": fresh.pk, "blocked": blocked, "kind": cause.kind})
 

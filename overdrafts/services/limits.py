@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import date, datetime
-from decimal import Decimal, InvalidOperation
-from typing import Any
+from datetime import date
+from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
@@ -17,10 +16,11 @@ from agencies.models import Agency, Contract
 from balance_gateway.client import BalanceClient
 from balance_gateway.exceptions import BalanceError
 from balance_gateway.models import BalanceNotification, RegistrationStatus
-from balance_gateway.notifications import notification_applier
+from balance_gateway.notifications import ClientNotification, notification_applier
 from customers.locks import lock_customer
 from customers.models import Customer
-from disbalance.money import MAX_AMOUNT, ZERO, from_balance
+from disbalance.events import event_emit
+from disbalance.money import ZERO, format_amount
 from overdrafts import selectors
 from overdrafts.locks import _lock_overdraft, lock_agency_credit
 from overdrafts.models import Overdraft
@@ -39,40 +39,11 @@ class BalanceOverdraft:
     currency: str
 
 
-def _day(value: Any) -> date | None:
-    if value is None or value == "" or value is False:
-        return None
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    text = str(value).strip()
-    if not text or text.startswith("0000-00-00"):
-        return None
-    return date.fromisoformat(text[:10])
-
-
-def _flag(value: Any) -> bool:
-    text = str(value).strip().lower() if value is not None else ""
-    if text in ("", "0", "false"):
-        return False
-    if text in ("1", "true"):
-        return True
-    raise ValueError(f"not a flag: {value!r:.30}")
-
-
-def balance_overdraft_from_notification(payload: dict[str, Any]) -> BalanceOverdraft:
-    """NotifyClient2's fields; raises ValueError on a value of the wrong shape (Balance then retries)."""
-    try:
-        limit = from_balance(payload.get("OverdraftLimit"))
-        spent = from_balance(payload.get("OverdraftSpent"))
-    except (InvalidOperation, TypeError) as exc:
-        raise ValueError(f"bad amount in NotifyClient2: {exc}") from exc
-    if not limit.is_finite() or limit < 0 or limit > MAX_AMOUNT:
-        raise ValueError(f"bad OverdraftLimit {payload.get('OverdraftLimit')!r:.30}")
-    return BalanceOverdraft(limit=limit, spent=spent, min_payment_term=_day(payload.get("MinPaymentTerm")),
-                            banned=_flag(payload.get("OverdraftBan")),
-                            currency=str(payload.get("ClientCurrency") or "")[:3])
+def balance_overdraft_from_notification(notification: ClientNotification) -> BalanceOverdraft:
+    """NotifyClient2, already parsed and checked by the gateway."""
+    return BalanceOverdraft(limit=notification.overdraft_limit, spent=notification.overdraft_spent,
+                            min_payment_term=notification.min_payment_term, banned=notification.overdraft_ban,
+                            currency=notification.currency[:3])
 
 
 @transaction.atomic
@@ -86,6 +57,7 @@ def overdraft_apply_balance_params(*, customer_id: int, params: BalanceOverdraft
     """
     customer = lock_customer(customer_id)
     overdraft = _lock_overdraft(customer.pk)
+    limit_before = selectors.overdraft_limit(customer=customer)
     now = timezone.now()
     if overdraft is not None and tid is not None and tid <= overdraft.last_tid:
         return "stale"
@@ -112,47 +84,60 @@ def overdraft_apply_balance_params(*, customer_id: int, params: BalanceOverdraft
         setattr(overdraft, field, value)
     overdraft.balance_refreshed_at = overdraft.updated_at = now
     overdraft.save()
+    overdraft_limit_announce(customer=customer, before=limit_before, cause="balance")
     return "applied"
+
+
+def _for_our_service(notification: ClientNotification, customer: Customer) -> bool:
+    """A client may get one NotifyClient2 per (firm, service) with different limits: only the one sent to the
+    customer's service's notification URL is the customer's limit. One that does not say (a URL without
+    `?service=`) is taken as the customer's own service's."""
+    return notification.service_id is None or notification.service_id == customer.service.balance_service_id
+
+
+def overdraft_limit_announce(*, customer: Customer, before: Decimal, cause: str, reason: str = "") -> None:
+    """`overdraft.limit_changed` when the customer's effective limit differs from `before` (customer locked)."""
+    after = selectors.overdraft_limit(customer=customer)
+    if after == before:
+        return
+    event_emit(service=customer.service, type="overdraft.limit_changed", customer=customer, customer_locked=True,
+               data={"customer": customer.external_id, "payer": None, "limit": format_amount(after),
+                     "previous_limit": format_amount(before), "cause": cause, "reason": reason})
 
 
 @notification_applier("client")
 class ClientNotifications:
-    """NotifyClient2: a client's overdraft; object_key is the Balance ClientID.
+    """NotifyClient2: a client's overdraft, keyed (and Tid-ordered) per client and service.
 
     A customer's client: applied per customer through `overdraft_apply_balance_params` (Tid rule). An agency's
-    client is known (answered success) but never has an overdraft: stored, not applied (`received`).
+    client is known (answered success) but never has an overdraft: stored, not applied (`received`); so is a
+    limit for another service.
     """
 
     @staticmethod
-    def _client_id(object_key: str) -> int | None:
-        return int(object_key) if object_key.isdigit() and len(object_key) <= 18 else None
-
-    @staticmethod
-    def exists(object_key: str) -> bool:
-        client_id = ClientNotifications._client_id(object_key)
-        if client_id is None:
-            return False
+    def exists(notification: ClientNotification) -> bool:
+        client_id = notification.client_id
         return (Customer.objects.filter(balance_client_id=client_id).exists()
                 or Agency.objects.filter(balance_client_id=client_id).exists())
 
     @staticmethod
-    def apply(object_key: str, tid: int, payload: dict[str, Any]) -> str:
-        client_id = ClientNotifications._client_id(object_key)
-        customer_ids = list(Customer.objects.filter(balance_client_id=client_id).order_by("pk")
-                            .values_list("pk", flat=True))
-        if not customer_ids:
+    def apply(notification: ClientNotification) -> str:
+        customers = [c for c in Customer.objects.filter(balance_client_id=notification.client_id)
+                     .select_related("service").order_by("pk") if _for_our_service(notification, c)]
+        if not customers:
             return BalanceNotification.Outcome.RECEIVED
-        params = balance_overdraft_from_notification(payload)
-        outcomes = [overdraft_apply_balance_params(customer_id=pk, params=params, tid=tid) for pk in customer_ids]
+        params = balance_overdraft_from_notification(notification)
+        outcomes = [overdraft_apply_balance_params(customer_id=c.pk, params=params, tid=notification.tid)
+                    for c in customers]
         return "applied" if "applied" in outcomes else "stale"
 
 
 def overdrafts_pull(*, customers: list[Customer] | None = None, client: BalanceClient | None = None
                     ) -> dict[str, int]:
-    """GetOverdraftParams for every direct active customer (or the given ones), in batches; NOT_FOUND = none.
-
-    A safety net for lost notifications. One customer's failure does not stop the others.
-    """
+    """GetOverdraftParams for every direct active customer (or the given ones): the client's auto-overdraft
+    settings (ClientLimit), which are not its overdraft limit. The limit comes only from NotifyClient2, so this
+    never changes a stored limit; it counts who has auto-overdraft on, for support. One customer's failure does
+    not stop the others."""
     client = client or BalanceClient()
     if customers is None:
         queryset = (Customer.objects.filter(agency__isnull=True, status=RegistrationStatus.ACTIVE,
@@ -161,7 +146,7 @@ def overdrafts_pull(*, customers: list[Customer] | None = None, client: BalanceC
         customers_iter = queryset.iterator(chunk_size=settings.OVERDRAFT_PULL_BATCH)
     else:
         customers_iter = iter(customers)
-    totals = {"customers": 0, "applied": 0, "unchanged": 0, "failed": 0, "skipped": 0}
+    totals = {"customers": 0, "auto_overdraft": 0, "none": 0, "failed": 0, "skipped": 0}
     for customer in customers_iter:
         totals["customers"] += 1
         if customer.agency_id is not None or customer.balance_client_id is None:
@@ -174,17 +159,7 @@ def overdrafts_pull(*, customers: list[Customer] | None = None, client: BalanceC
             totals["failed"] += 1
             logger.warning("overdraft pull failed", extra={"customer": customer.pk, "error": str(exc)})
             continue
-        params = None
-        if found is not None:
-            # GetOverdraftParams has no ban flag: Balance bans while a debt is past its MinPaymentTerm.
-            term = found.min_payment_term
-            params = BalanceOverdraft(
-                limit=max(ZERO, found.overdraft_limit), spent=found.overdraft_spent, min_payment_term=term,
-                banned=found.overdraft_spent > 0 and term is not None and term < timezone.localdate(),
-                currency=found.currency,
-            )
-        outcome = overdraft_apply_balance_params(customer_id=customer.pk, params=params)
-        totals["applied" if outcome == "applied" else "unchanged"] += 1
+        totals["auto_overdraft" if found is not None and found.client_limit > 0 else "none"] += 1
     return totals
 
 

@@ -18,10 +18,12 @@ from customers.models import Customer
 from disbalance.exceptions import ValidationFailed
 from disbalance.money import CENT, MAX_AMOUNT, ZERO, format_amount
 from disbalance.reasons import required_reason
+from overdrafts import selectors
 from overdrafts.exceptions import NoOverdraftForAgencyCustomer, NotBlocked
 from overdrafts.locks import _lock_overdraft
 from overdrafts.models import Block, LimitOverride, Overdraft
 from overdrafts.services.debt import _sync_blocked_flag
+from overdrafts.services.limits import overdraft_limit_announce
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +83,7 @@ def overdraft_override_set(*, customer: Customer, limit: Decimal, reason: str, b
     open override, if any (ended with the new reason). `granted` is Balance's limit, ban or not."""
     customer = lock_customer(customer.pk)
     check = overdraft_override_validate(customer=customer, limit=limit, reason=reason, by=by, expires_at=expires_at)
+    before = selectors.overdraft_limit(customer=customer)
     now = timezone.now()
     for previous in LimitOverride.objects.select_for_update().filter(customer=customer, ended_at__isnull=True):
         previous.ended_at, previous.ended_by, previous.end_reason = now, by, f"Replaced: {check.reason}"[:500]
@@ -89,6 +92,7 @@ def overdraft_override_set(*, customer: Customer, limit: Decimal, reason: str, b
         customer=customer, limit=check.limit, raises=check.raises, granted_when_set=check.granted,
         reason=check.reason, expires_at=expires_at, created_by=by, created_at=now,
     )
+    overdraft_limit_announce(customer=customer, before=before, cause="support", reason=check.reason)
     logger.info("overdraft override set", extra={"customer": customer.pk, "limit": format_amount(check.limit),
                                                  "raises": check.raises, "by": str(by)})
     return override
@@ -99,11 +103,13 @@ def overdraft_override_end(*, override: LimitOverride, reason: str, by: Abstract
     """End an open override now: the limit Balance granted applies again."""
     reason = required_reason(reason)[:500]
     _require_perm(by, "overdrafts.change_limitoverride", "Ending an overdraft override")
-    lock_customer(override.customer_id)
+    customer = lock_customer(override.customer_id)
     override = LimitOverride.objects.select_for_update().get(pk=override.pk)
     if override.ended_at is None:
+        before = selectors.overdraft_limit(customer=customer)
         override.ended_at, override.ended_by, override.end_reason = timezone.now(), by, reason
         override.save(update_fields=["ended_at", "ended_by", "end_reason"])
+        overdraft_limit_announce(customer=customer, before=before, cause="support", reason=reason)
     return override
 
 

@@ -12,11 +12,20 @@ notification applier.
 
 from payments.services.charges import charge_create
 from payments.services.holds import hold_capture, hold_create, hold_release, holds_expire
-from payments.services.order_state import OrderNotifications, OrderState, order_apply_balance_state, orders_pull
+from payments.services.order_state import (
+    OrderNotifications,
+    OrderState,
+    order_apply_balance_state,
+    order_note_balance_state,
+    orders_pull,
+    wallet_money_from_info,
+    wallet_money_from_notification,
+)
 from payments.services.orders import (
     ORDERS_SYNC,
     enqueue_orders_sync,
     enqueue_orders_sync_by_id,
+    order_spec,
     orders_ensure,
     orders_resend,
     orders_sync_to_balance,
@@ -24,6 +33,8 @@ from payments.services.orders import (
 from payments.services.products import ProductCreateResult, product_create
 from payments.services.refunds import refund_create
 from payments.services.spend import (
+    REPORT_REFUSED,
+    completion_report_for,
     orders_rereport,
     orders_with_unreported_spend,
     spend_account_key,
@@ -33,11 +44,13 @@ from payments.services.topups import TOPUP_REQUEST, topup_create, topup_request_
 
 __all__ = [
     "ORDERS_SYNC",
+    "REPORT_REFUSED",
     "TOPUP_REQUEST",
     "OrderNotifications",
     "OrderState",
     "ProductCreateResult",
     "charge_create",
+    "completion_report_for",
     "enqueue_orders_sync",
     "enqueue_orders_sync_by_id",
     "hold_capture",
@@ -45,6 +58,8 @@ __all__ = [
     "hold_release",
     "holds_expire",
     "order_apply_balance_state",
+    "order_note_balance_state",
+    "order_spec",
     "orders_ensure",
     "orders_pull",
     "orders_rereport",
@@ -58,4 +73,6 @@ __all__ = [
     "topup_create",
     "topup_request_in_balance",
     "topups_expire",
+    "wallet_money_from_info",
+    "wallet_money_from_notification",
 ]

@@ -1,44 +1,49 @@
-"""Money reported by Balance: an order's totals (NotifyOrder2 or a GetOrdersInfo pull) credited to the ledger
-once per Tid."""
+"""Money reported by Balance: a wallet order's money (NotifyOrder2 or a GetOrdersInfo pull, read from the money
+fields) credited to the ledger once per Tid; a child order's figures noted, never counted as wallet money."""
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from balance_gateway.client import BalanceClient
-from balance_gateway.notifications import notification_applier
+from balance_gateway.client import BalanceClient, OrderInfo
+from balance_gateway.notifications import OrderNotification, notification_applier
 from customers.locks import lock_customer
 from customers.models import Customer
-from disbalance.money import ZERO, format_amount, from_balance
-from disbalance.webhooks import webhook_emit
+from disbalance.events import MoneyEvent
+from disbalance.money import CENT, ZERO, format_amount
 from overdrafts import services as overdrafts
 from payments.models import BalanceOrder, TopUp
-from payments.services.topups import _topup_event
+from payments.services.adoption import adoption_in_flight
 from wallets import services as ledger
 
 
 @dataclass(frozen=True)
 class OrderState:
-    consume_qty: Decimal
+    """Balance's view of a wallet order's money: `consume_money` is money (never a *Qty of a priced product).
+    `tid` None means a pull (GetOrdersInfo, no Tid): it may only add money, never take it away, because a
+    notification newer than what was read may already be applied."""
+
+    consume_money: Decimal
     completion_qty: Decimal
-    tid: int
+    tid: int | None
 
 
-def _credit(order: BalanceOrder, customer: Customer, amount: Decimal, topup: TopUp | None, tid: int) -> None:
+def _credit(order: BalanceOrder, customer: Customer, amount: Decimal, topup: TopUp | None, tid: int | str) -> None:
     """A `topup` transaction: for the top-up it pays, or for money that came without one (paid elsewhere),
     referenced by the order and the Tid that brought it, so that each is in the ledger once."""
     description = f"Top-up {topup.id}" if topup else f"Money received on Balance order {order.pk}"
     ledger.wallet_credit_topup(
         customer=customer, payer_agency=order.payer_agency, amount=amount,
         reference_kind="topup" if topup else "balance_order",
-        reference_id=str(topup.id) if topup else f"{order.pk}@{tid}", description=description,
+        reference_id=str(topup.id) if topup else f"{order.pk}@{tid}", description=description, customer_locked=True,
+        event=MoneyEvent(type="topup.succeeded", data={"topup": str(topup.id), "id": str(topup.id)}) if topup
+        else MoneyEvent(type="money.received", data={"order": order.pk, "tid": tid}),
     )
 
 
@@ -68,77 +73,127 @@ MATCH_WINDOW, MATCH_MAX_SET = 24, 4
 
 @transaction.atomic
 def order_apply_balance_state(*, order_id: int, state: OrderState) -> str:
-    """Apply Balance's totals for an order if its Tid is new: credit the difference between ConsumeQty and what
-    was already credited (matching top-ups become `succeeded`; money without a top-up is credited too).
+    """Apply Balance's money on a wallet order: a notification if its Tid is new, a pull if it adds money. The
+    difference between that money and what was already credited is credited (matching top-ups become
+    `succeeded`; money without a top-up is credited too) or, from a notification only, taken back.
 
-    Returns `applied` or `stale`. Duplicates and older Tids change nothing.
+    Returns `applied` or `stale`. Duplicates, older Tids and pulls showing no new money change nothing.
     """
     customer_id = BalanceOrder.objects.values_list("customer_id", flat=True).get(pk=order_id)
     customer = lock_customer(customer_id)
     order = BalanceOrder.objects.select_for_update(of=("self",)).select_related("payer_agency").get(pk=order_id)
-    if state.tid <= order.last_tid:
+    if state.tid is not None and state.tid <= order.last_tid:
         return "stale"
-    delta = state.consume_qty - order.credited_qty
+    if adoption_in_flight(order.pk):
+        return "stale"  # legacy money is on its way here (adopt_orders posts it); the next pull sees the rest
+    delta = state.consume_money - order.credited_qty
+    if state.tid is None and delta <= 0:
+        return "stale"
+    reference_tid = state.tid if state.tid is not None else f"pull:{state.consume_money}"
     if delta > 0:
         remaining = delta
         for topup in _match_topups(order, delta):
-            _credit(order, customer, topup.amount, topup, state.tid)
+            _credit(order, customer, topup.amount, topup, reference_tid)
             remaining -= topup.amount
             topup.status = TopUp.Status.SUCCEEDED
             topup.succeeded_at = topup.updated_at = timezone.now()
             topup.save(update_fields=["status", "succeeded_at", "updated_at"])
-            webhook_emit(service=customer.service, type="topup.succeeded", data=_topup_event(topup),
-                         dedup_key=f"topup.succeeded:{topup.id}")
         if remaining > 0:
-            _credit(order, customer, remaining, None, state.tid)
+            _credit(order, customer, remaining, None, reference_tid)
     elif delta < 0:
         # Balance took money off the order (a refund or transfer made in Balance): mirror it, with the reason.
         ledger.wallet_adjust(
             customer=customer, payer_agency=order.payer_agency, amount=delta, created_by=None,
-            reason=f"Balance lowered ConsumeQty of order {order.pk} to {format_amount(state.consume_qty)}",
+            reason=f"Balance lowered the money on order {order.pk} to {format_amount(state.consume_money)}",
             reference_kind="balance_order", reference_id=f"{order.pk}@{state.tid}",
+            event=MoneyEvent(type="wallet.adjusted", data={"order": order.pk, "tid": state.tid, "by": "balance"}),
         )
     if delta > 0:
         overdrafts.after_money_in(customer=customer, payer=order.payer_agency)
     elif delta < 0:
         overdrafts.after_spend(customer=customer, payer=order.payer_agency)
-    order.credited_qty = state.consume_qty
-    order.balance_consume_qty = state.consume_qty
+    order.credited_qty = state.consume_money
+    order.balance_consume_qty = state.consume_money
     order.balance_completion_qty = state.completion_qty
-    order.last_tid = state.tid
+    if state.tid is not None:
+        order.last_tid = state.tid
     order.balance_refreshed_at = timezone.now()
     order.save(update_fields=["credited_qty", "balance_consume_qty", "balance_completion_qty", "last_tid",
                               "balance_refreshed_at"])
     return "applied"
 
 
-def _order_for_key(object_key: str) -> BalanceOrder | None:
-    service_id, _, service_order_id = object_key.partition(":")
-    if not service_order_id.isdigit() or not service_id.isdigit():
+@transaction.atomic
+def order_note_balance_state(*, order_id: int, consume_money: Decimal, completion_qty: Decimal,
+                             tid: int | None) -> str:
+    """A child order's figures from Balance, kept for support and reconciliation. Never wallet money: on a
+    grouped child, ConsumeAmount is what covers it, not new money."""
+    order = BalanceOrder.objects.select_for_update().get(pk=order_id)
+    if tid is not None and tid <= order.last_tid:
+        return "stale"
+    order.balance_consume_qty = consume_money
+    order.balance_completion_qty = completion_qty
+    if tid is not None:
+        order.last_tid = tid
+    order.balance_refreshed_at = timezone.now()
+    order.save(update_fields=["balance_consume_qty", "balance_completion_qty", "last_tid", "balance_refreshed_at"])
+    return "applied"
+
+
+def _order_for_key(service_id: int, service_order_id: str) -> BalanceOrder | None:
+    if not service_order_id.isdigit():
         return None
-    return BalanceOrder.objects.filter(pk=int(service_order_id), service__balance_service_id=int(service_id)).first()
+    return BalanceOrder.objects.filter(pk=int(service_order_id), service__balance_service_id=service_id).first()
+
+
+def wallet_money_from_notification(notification: OrderNotification, order: BalanceOrder) -> Decimal | None:
+    """The wallet's money in a NotifyOrder2 of a wallet order, by the service's group reporting type: "parent":
+    ConsumeSum (the group's money); "enqueue": TotalConsumeQty (the wallet product is priced one unit per rouble),
+    or ConsumeSum while no child order exists (all the group's money is still on the wallet order). None when the
+    notification cannot say (enqueue without TotalConsumeQty: the pull reads the children's money instead)."""
+    if settings.BALANCE_GROUP_REPORTING != "enqueue":
+        return notification.consume_sum
+    if notification.total_consume_qty is not None:
+        return notification.total_consume_qty.quantize(CENT)
+    if not BalanceOrder.objects.filter(parent=order).exists():
+        return notification.consume_sum
+    return None
 
 
 @notification_applier("order")
 class OrderNotifications:
-    """NotifyOrder2: the order's totals; applied through `order_apply_balance_state`."""
+    """NotifyOrder2: a wallet order's money through `order_apply_balance_state`; a child's figures are noted."""
 
     @staticmethod
-    def exists(object_key: str) -> bool:
-        return _order_for_key(object_key) is not None
+    def exists(notification: OrderNotification) -> bool:
+        order = _order_for_key(notification.service_id, notification.service_order_id)
+        # While legacy money is being moved onto a wallet order, Balance is told "not found" and re-sends later.
+        return order is not None and not adoption_in_flight(order.pk)
 
     @staticmethod
-    def apply(object_key: str, tid: int, payload: dict[str, Any]) -> str:
-        order = _order_for_key(object_key)
+    def apply(notification: OrderNotification) -> str:
+        order = _order_for_key(notification.service_id, notification.service_order_id)
         assert order is not None
-        state = OrderState(consume_qty=from_balance(payload.get("ConsumeQty")),
-                           completion_qty=from_balance(payload.get("CompletionQty")), tid=tid)
-        return order_apply_balance_state(order_id=order.pk, state=state)
+        money = (wallet_money_from_notification(notification, order) if order.kind == BalanceOrder.Kind.WALLET
+                 else None)
+        if money is None:
+            return order_note_balance_state(order_id=order.pk, consume_money=notification.consume_amount,
+                                            completion_qty=notification.completion_qty, tid=notification.tid)
+        return order_apply_balance_state(order_id=order.pk, state=OrderState(
+            consume_money=money, completion_qty=notification.completion_qty, tid=notification.tid))
+
+
+def wallet_money_from_info(wallet: OrderInfo, children: list[OrderInfo]) -> Decimal:
+    """The wallet's money from GetOrdersInfo: the wallet order's consume_amount ("parent" reporting), plus what
+    Balance moved onto its children ("enqueue")."""
+    if settings.BALANCE_GROUP_REPORTING == "enqueue":
+        return wallet.consume_amount + sum((c.consume_amount for c in children), ZERO)
+    return wallet.consume_amount
 
 
 def orders_pull(*, orders: list[BalanceOrder] | None = None, client: BalanceClient | None = None) -> dict[str, int]:
-    """Read orders with top-ups still waiting from Balance (GetOrdersInfo, batched) and apply them, so that a lost
-    notification delays nothing for long."""
+    """Read wallet orders with top-ups still waiting from Balance (GetOrdersInfo, batched) and credit money that
+    came in, so that a lost notification delays nothing for long. Money is read from the money fields."""
     if orders is None:
         waiting = TopUp.objects.filter(status__in=[TopUp.Status.AWAITING_PAYMENT]).values("order_id")
         orders = list(BalanceOrder.objects.filter(pk__in=waiting, sync_status=BalanceOrder.SyncStatus.SYNCED)
@@ -146,16 +201,26 @@ def orders_pull(*, orders: list[BalanceOrder] | None = None, client: BalanceClie
     client = client or BalanceClient()
     outcomes = {"orders": len(orders), "applied": 0, "stale": 0, "missing": 0}
     batch = settings.ORDERS_PULL_BATCH
+    enqueue = settings.BALANCE_GROUP_REPORTING == "enqueue"
     for start in range(0, len(orders), batch):
-        chunk = orders[start:start + batch]
-        infos = client.get_orders_info([(o.service.balance_service_id, o.pk) for o in chunk])
+        chunk = [o for o in orders[start:start + batch] if o.kind == BalanceOrder.Kind.WALLET]
+        outcomes["missing"] += len(orders[start:start + batch]) - len(chunk)
+        children: dict[int, list[BalanceOrder]] = {}
+        if enqueue:
+            for child in BalanceOrder.objects.filter(parent__in=chunk, sync_status=BalanceOrder.SyncStatus.SYNCED):
+                children.setdefault(child.parent_id, []).append(child)  # type: ignore[arg-type]
+        keys = [(o.service.balance_service_id, o.pk) for o in chunk]
+        keys += [(o.service.balance_service_id, c.pk) for o in chunk for c in children.get(o.pk, [])]
+        infos = client.get_orders_info(keys)
         by_id = {int(info.service_order_id): info for info in infos}
         for order in chunk:
             info = by_id.get(order.pk)
             if info is None:
                 outcomes["missing"] += 1
                 continue
+            child_infos = [by_id[c.pk] for c in children.get(order.pk, []) if c.pk in by_id]
             outcome = order_apply_balance_state(order_id=order.pk, state=OrderState(
-                consume_qty=info.consume_qty, completion_qty=info.completion_qty, tid=info.tid))
+                consume_money=wallet_money_from_info(info, child_infos), completion_qty=info.completion_qty,
+                tid=None))
             outcomes[outcome] += 1
     return outcomes

@@ -8,7 +8,7 @@ from collections import defaultdict
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from agencies.models import Agency
+from agencies.models import Agency, Contract
 from balance_gateway.client import BalanceClient, OrderSpec
 from customers.models import Customer
 from customers.services import on_payer_change
@@ -20,13 +20,18 @@ from wallets.services import owner_key
 ORDERS_SYNC = "orders.sync"
 
 
+def child_order_key(*, customer_id: int, payer_id: int | None, product_code: str) -> str:
+    """The unique key of a product's child order of (customer, payer): `child:c<customer>:p<payer>|pself:<code>`."""
+    return f"child:{owner_key(customer_id=customer_id, payer_agency_id=payer_id, product_code=product_code)}"
+
+
 def _order_get_or_create(*, customer: Customer, payer: Agency | None, kind: str, product: Product | None,
                          parent: BalanceOrder | None) -> tuple[BalanceOrder, bool]:
     payer_id = payer.pk if payer else None
     key = f"wallet:{owner_key(customer_id=customer.pk, payer_agency_id=payer_id)}"
     if kind == BalanceOrder.Kind.CHILD:
-        code = product.code  # type: ignore[union-attr]
-        key = f"child:{owner_key(customer_id=customer.pk, payer_agency_id=payer_id, product_code=code)}"
+        key = child_order_key(customer_id=customer.pk, payer_id=payer_id,
+                              product_code=product.code)  # type: ignore[union-attr]
     order = BalanceOrder.objects.filter(key=key).first()
     if order is not None:
         return order, False
@@ -62,7 +67,18 @@ def enqueue_orders_sync(customer: Customer) -> OutboxOperation:
                           service=customer.service, dedup_key=f"{ORDERS_SYNC}:{customer.pk}")
 
 
-def _order_spec(order: BalanceOrder) -> OrderSpec:
+def _order_contract_id(payer: Agency | None) -> int | None:
+    """The agency's active contract for the order (Balance unlinks the contract of an order sent without it)."""
+    if payer is None:
+        return None
+    contract = (Contract.objects.filter(agency=payer, active=True).order_by("payment_type", "-valid_from", "pk")
+                .only("balance_contract_id").first())
+    return contract.balance_contract_id if contract is not None else None
+
+
+def order_spec(order: BalanceOrder) -> OrderSpec:
+    """The whole order as billing wants it in Balance: an update replaces the order there, so owner, payer,
+    contract and group are sent every time."""
     customer = order.customer
     if customer.balance_client_id is None:
         raise OutboxRetry(f"customer {customer.external_id} is not registered in Balance yet")
@@ -74,8 +90,9 @@ def _order_spec(order: BalanceOrder) -> OrderSpec:
     product_id = order.product.balance_product_id if order.product else settings.BALANCE_WALLET_PRODUCT_ID
     return OrderSpec(
         service_id=order.service.balance_service_id, service_order_id=order.pk, product_id=product_id,
-        client_id=customer.balance_client_id, agency_id=agency_id,
-        group_service_order_id=order.parent_id, text=order.key,
+        client_id=customer.balance_client_id, agency_id=agency_id, contract_id=_order_contract_id(order.payer_agency),
+        group_service_order_id=order.parent_id, group_without_transfer=settings.BALANCE_GROUP_WITHOUT_TRANSFER,
+        text=order.key,
     )
 
 
@@ -91,7 +108,7 @@ def orders_sync_to_balance(operation: OutboxOperation) -> dict:
     orders.sort(key=lambda o: (o.kind != BalanceOrder.Kind.WALLET, o.pk))  # a child's wallet order goes first
     if not orders:
         return {"orders": 0}
-    specs = [_order_spec(order) for order in orders]
+    specs = [order_spec(order) for order in orders]
     with BalanceClient() as client:
         results = client.create_or_update_orders_batch(specs)
     failed = []

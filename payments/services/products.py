@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 
 from django.db import transaction
 
@@ -18,11 +19,13 @@ class ProductCreateResult:
 
 
 @transaction.atomic
-def product_create(*, service: ConsumerService, code: str, name: str, kind: str,
-                   balance_product_id: int) -> ProductCreateResult:
-    """Create a product of the service's catalog, or bring it up to date (idempotent by code)."""
+def product_create(*, service: ConsumerService, code: str, name: str, kind: str, balance_product_id: int,
+                   balance_unit: str = "Money", balance_price: Decimal = Decimal("1")) -> ProductCreateResult:
+    """Create a product of the service's catalog, or bring it up to date (idempotent by code). `balance_unit` and
+    `balance_price` are the product's unit and price in Balance (completions are reported in that unit)."""
     product = Product.objects.select_for_update().filter(service=service, code=code).first()
-    wanted = {"name": name, "kind": kind, "balance_product_id": balance_product_id}
+    wanted = {"name": name, "kind": kind, "balance_product_id": balance_product_id, "balance_unit": balance_unit,
+              "balance_price": Decimal(balance_price)}
     if product is None:
         product = Product(service=service, code=code, **wanted)
         product.full_clean()

@@ -12,10 +12,11 @@ from django.utils import timezone
 from balance_gateway.client import BalanceClient, RequestItem
 from customers.locks import lock_customer
 from customers.models import Customer
+from disbalance.events import event_emit
+from disbalance.idempotency import atomic_service
 from disbalance.models import OutboxOperation
 from disbalance.money import format_amount
 from disbalance.outbox import OutboxFinalError, OutboxRetry, outbox_enqueue, outbox_handler, outbox_on_failure
-from disbalance.webhooks import webhook_emit
 from payments.models import BalanceOrder, TopUp
 from payments.services.orders import orders_ensure
 from payments.services.rules import _require_active
@@ -23,7 +24,7 @@ from payments.services.rules import _require_active
 TOPUP_REQUEST = "topup.request"
 
 
-@transaction.atomic
+@atomic_service
 def topup_create(*, customer: Customer, amount: Decimal, return_url: str = "") -> TopUp:
     """A payment request in Balance for the customer's wallet, payer = its agency if any (sent via the outbox)."""
     customer = lock_customer(customer.pk)
@@ -59,7 +60,7 @@ def topup_request_in_balance(operation: OutboxOperation) -> dict:
         request = client.create_request2(
             payer_client_id=payer_client_id,
             items=[RequestItem(service_id=topup.service.balance_service_id, service_order_id=order.pk,
-                               qty=topup.amount)],
+                               amount=topup.amount)],
             return_path=topup.return_url or None,
         )
     TopUp.objects.filter(pk=topup.pk, status=TopUp.Status.PENDING).update(
@@ -81,8 +82,8 @@ def _topup_request_failed(operation: OutboxOperation, error: str, final: bool) -
         topup.status_reason = error[:500]
         topup.updated_at = timezone.now()
         topup.save(update_fields=["status", "status_reason", "updated_at"])
-        webhook_emit(service=topup.service, type="topup.failed", data=_topup_event(topup),
-                     dedup_key=f"topup.failed:{topup.id}")
+        event_emit(service=topup.service, type="topup.failed", data=_topup_event(topup), customer=topup.customer,
+                   dedup_key=f"topup.failed:{topup.id}")
 
 
 def _topup_event(topup: TopUp) -> dict:
@@ -103,7 +104,7 @@ def topups_expire(*, now: datetime | None = None) -> int:
                 topup.status = TopUp.Status.EXPIRED
                 topup.updated_at = now
                 topup.save(update_fields=["status", "updated_at"])
-                webhook_emit(service=topup.service, type="topup.failed", data=_topup_event(topup),
-                             dedup_key=f"topup.failed:{topup.id}")
+                event_emit(service=topup.service, type="topup.expired", data=_topup_event(topup),
+                           customer=topup.customer, dedup_key=f"topup.expired:{topup.id}")
                 expired += 1
     return expired

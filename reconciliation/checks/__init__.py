@@ -13,6 +13,7 @@ BUILT_IN = (
     "unpaid",
     "party_data",
     "stale_operations",
+    "adopted_orders",
 )
 
 for _name in BUILT_IN:

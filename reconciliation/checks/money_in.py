@@ -1,5 +1,6 @@
-"""`money_in`: the order's ConsumeQty in Balance differs from billing's `credited_qty` (usually a lost
-notification). Fix: re-pull the order, which credits (or mirrors) the difference."""
+"""`money_in`: a wallet order's money in Balance (its money fields: consume_amount, plus the children's with
+"enqueue" group reporting) differs from billing's `credited_qty` (usually a lost notification). Fix: re-pull the
+order, which credits money that came in; less money in Balance is for support (a pull never takes money back)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 from balance_gateway.client import BalanceClient, OrderInfo
 from payments.models import BalanceOrder
-from payments.services import OrderState, order_apply_balance_state, orders_pull
+from payments.services import OrderState, order_apply_balance_state, orders_pull, wallet_money_from_info
 from reconciliation.findings import Checks, Finding, Severity, money, order_key
 from reconciliation.models import Mismatch
 from reconciliation.registry import NO_FIX, STAGE_CUSTOMERS, Check, FixContext, FixNotes, register
@@ -17,38 +18,46 @@ MONEY_IN = "money_in"
 FIX_PULL = "pull"  # re-read the order from Balance and apply it (credits lost money in)
 
 
-def _check_money_in(checks: Checks, order: BalanceOrder, info: OrderInfo) -> None:
+def _check_money_in(checks: Checks, order: BalanceOrder, info: OrderInfo, children: list[OrderInfo]) -> None:
+    """A wallet order's money in Balance (its money fields, never a *Qty) against what billing credited. A
+    child's consume is what covers it, not wallet money: not compared."""
     key = order_key(MONEY_IN, order.pk)
-    if info.consume_qty == order.credited_qty:
+    if order.kind != BalanceOrder.Kind.WALLET:
         checks.equal(key)
         return
-    more_in_balance = info.consume_qty > order.credited_qty
-    if info.tid > order.last_tid:
+    balance_money = wallet_money_from_info(info, children)
+    if balance_money == order.credited_qty:
+        checks.equal(key)
+        return
+    more_in_balance = balance_money > order.credited_qty
+    if more_in_balance:
         fix: str | None = FIX_PULL
         note = ("Balance has money billing has not credited (a lost notification?): re-pulling the order credits "
-                "the difference." if more_in_balance else
-                "Balance took money off the order: re-pulling the order mirrors it in the wallet.")
+                "the difference.")
     else:
         fix = None
-        note = (f"Balance's Tid {info.tid} is not newer than the one billing applied ({order.last_tid}), so a "
-                "re-pull changes nothing: support must check the order in Balance.")
+        note = ("Balance shows less money on the order than billing credited (taken off in Balance, or a "
+                "notification billing has not received yet): a pull never takes money back, so support must check "
+                "the order in Balance.")
     checks.differ(Finding(
         kind=MONEY_IN, key=key, severity=Severity.WARNING if more_in_balance else Severity.CRITICAL,
-        summary=f"Order {order.pk} ({order.key}): ConsumeQty in Balance {money(info.consume_qty)}, billing "
+        summary=f"Order {order.pk} ({order.key}): money in Balance {money(balance_money)}, billing "
                 f"credited {money(order.credited_qty)}",
-        rows=[["ConsumeQty", money(order.credited_qty), money(info.consume_qty)],
-              ["Tid", str(order.last_tid), str(info.tid)]],
+        rows=[["money on the order (consume_amount)", money(order.credited_qty), money(balance_money)]],
         note=note, fix=fix, service_id=order.service_id, customer_id=order.customer_id, order_id=order.pk,
-        data={"consume_qty": money(info.consume_qty), "completion_qty": money(info.completion_qty),
-              "tid": info.tid},
+        data={"consume_amount": money(balance_money), "completion_qty": str(info.completion_qty)},
     ))
+
+
+def _children_infos(batch: CustomerBatch, wallet: BalanceOrder) -> list[OrderInfo]:
+    return [info for child in batch.children.get(wallet.pk, []) if (info := batch.info(child)) is not None]
 
 
 def compare(run: Any, batch: CustomerBatch, checks: Checks) -> None:
     for order in batch.orders:
         info = batch.info(order)
         if info is not None:
-            _check_money_in(checks, order, info)
+            _check_money_in(checks, order, info, _children_infos(batch, order))
 
 
 def _fix_pull(client: BalanceClient, mismatches: list[Mismatch],
@@ -64,8 +73,13 @@ def _fix_pull(client: BalanceClient, mismatches: list[Mismatch],
         if info is None or mismatch.pk in notes:
             continue
         # The figures were read from Balance moments ago: applying them is what orders_pull would do.
-        outcome = order_apply_balance_state(order_id=mismatch.order_id, state=OrderState(  # type: ignore[arg-type]
-            consume_qty=info.consume_qty, completion_qty=info.completion_qty, tid=info.tid))
+        order = mismatch.order
+        if order is None or order.kind != BalanceOrder.Kind.WALLET:
+            notes[mismatch.pk] = (False, "only a wallet order's money is pulled")
+            continue
+        children = [i for c in BalanceOrder.objects.filter(parent=order) if (i := infos.get(c.pk)) is not None]
+        outcome = order_apply_balance_state(order_id=order.pk, state=OrderState(
+            consume_money=wallet_money_from_info(info, children), completion_qty=info.completion_qty, tid=None))
         notes[mismatch.pk] = (outcome == "applied", f"re-pulled from Balance: {outcome}")
     return notes
 

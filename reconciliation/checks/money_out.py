@@ -1,5 +1,7 @@
-"""`money_out`: the order's CompletionQty in Balance differs from billing's cumulative spend (the spend account;
-0 for wallet orders). Spend newer than the last accepted report is the reporting job's lag, not a mismatch,
+"""`money_out`: the order's completion in Balance (in the product's unit) differs from billing's cumulative spend
+(the spend account / the product's price; 0 for wallet orders), or Balance refused the last completion report
+(UpdateCampaigns answered 0: shown with the reason, never autofixed). Spend newer than the last accepted report
+is the reporting job's lag, not a mismatch,
 unless it has waited longer than RECONCILE_REPORT_LAG_MINUTES. Fix: re-report the cumulative spend."""
 
 from __future__ import annotations
@@ -24,13 +26,34 @@ MONEY_OUT = "money_out"
 FIX_REPORT = "report"  # re-send the cumulative completion (UpdateCampaigns)
 
 
+def _expected_completion(order: BalanceOrder, money: Decimal) -> Decimal:
+    """Billing's spend as Balance counts it: in the child's product unit (the wallet order completes nothing)."""
+    if order.product is None:
+        return Decimal(0)
+    return order.product.units_for(money)
+
+
 def _check_money_out(checks: Checks, order: BalanceOrder, info: OrderInfo, spend: Decimal,
                      spend_changed_at: Callable[[], datetime | None], now: datetime) -> None:
     key = order_key(MONEY_OUT, order.pk)
-    if info.completion_qty == spend:
+    expected = _expected_completion(order, spend)
+    if order.report_refused_at is not None:
+        checks.differ(Finding(
+            kind=MONEY_OUT, key=key, severity=Severity.CRITICAL,
+            summary=f"Order {order.pk} ({order.key}): Balance refused its completion report "
+                    f"({order.report_refused_at:%Y-%m-%d %H:%M} UTC)",
+            rows=[["completion (cumulative)", str(expected), str(info.completion_qty)],
+                  ["last accepted report (money)", money(order.reported_qty), ""]],
+            note=(f"{order.report_error or 'UpdateCampaigns answered 0.'} Check the order in Balance (blocked or "
+                  "stopped?), then re-report (the Fix button): it sends the cumulative spend again and clears "
+                  "the refusal. Never re-sent automatically."),
+            fix=None, service_id=order.service_id, customer_id=order.customer_id, order_id=order.pk,
+        ))
+        return
+    if info.completion_qty == expected:
         checks.equal(key)
         return
-    if order.kind == BalanceOrder.Kind.CHILD and info.completion_qty == order.reported_qty:
+    if order.kind == BalanceOrder.Kind.CHILD and info.completion_qty == _expected_completion(order, order.reported_qty):
         # Balance has what billing last reported; newer spend waits for the reporting job (every minute).
         changed_at = spend_changed_at()
         lag = timedelta(minutes=setting("RECONCILE_REPORT_LAG_MINUTES", 30))
@@ -40,16 +63,17 @@ def _check_money_out(checks: Checks, order: BalanceOrder, info: OrderInfo, spend
         note = (f"Spend changed at {changed_at:%Y-%m-%d %H:%M} UTC and is still not reported: is the spend_report "
                 "job running? Re-reporting sends the cumulative spend now.")
     elif order.kind == BalanceOrder.Kind.WALLET:
-        note = "Billing never reports completions on a wallet order: re-reporting sets it back to 0.00."
+        note = "Billing never reports completions on a wallet order: re-reporting sets it back to 0."
     else:
         note = ("Balance's completion differs from what billing reported (changed in Balance, or a report was "
-                "lost): re-reporting sends billing's cumulative spend, which Balance applies as a correction.")
+                "lost, or Balance has not processed it yet): re-reporting sends billing's cumulative spend, which "
+                "Balance applies as a correction.")
     checks.differ(Finding(
         kind=MONEY_OUT, key=key, severity=Severity.CRITICAL,
-        summary=f"Order {order.pk} ({order.key}): CompletionQty in Balance {money(info.completion_qty)}, "
-                f"billing's spend {money(spend)}",
-        rows=[["CompletionQty (cumulative spend)", money(spend), money(info.completion_qty)],
-              ["last accepted report", money(order.reported_qty), ""]],
+        summary=f"Order {order.pk} ({order.key}): completion in Balance {info.completion_qty}, "
+                f"billing's spend {expected} ({money(spend)})",
+        rows=[["completion (cumulative, product units)", str(expected), str(info.completion_qty)],
+              ["last accepted report (money)", money(order.reported_qty), ""]],
         note=note, fix=FIX_REPORT, service_id=order.service_id, customer_id=order.customer_id, order_id=order.pk,
     ))
 

@@ -1,5 +1,7 @@
-"""`order_ownership`: an order's ClientID / AgencyID (also ProductID, GroupServiceOrderID) in Balance differ from
-what billing sends for it (the customer's client, the order's payer agency or 0), or a synced order is missing.
+"""`order_ownership`: an order's ProductID or GroupServiceOrderID in Balance differ from what billing sends for it,
+or a synced order is missing. Balance does not return an order's ClientID or AgencyID (GetOrdersInfo, version 2),
+so every run re-asserts owner and payer by sending each synced order whole (CreateOrUpdateOrdersBatch, batched):
+a change made behind billing's back is put right, and a refusal (`-1`, Balance's message) becomes a mismatch.
 Fix: re-send the order (except an order with money in Balance: Balance refuses to change its owner)."""
 
 from __future__ import annotations
@@ -8,10 +10,11 @@ from typing import Any
 
 from django.conf import settings
 
-from balance_gateway.client import BalanceClient, OrderInfo
+from balance_gateway.client import BalanceClient, OrderInfo, OrderResult
 from customers.models import Customer
+from disbalance.outbox import OutboxRetry
 from payments.models import BalanceOrder
-from payments.services import orders_resend
+from payments.services import order_spec, orders_resend
 from reconciliation.findings import Checks, Finding, Severity, id_text, money, order_key
 from reconciliation.models import Mismatch
 from reconciliation.registry import NO_FIX, STAGE_CUSTOMERS, Check, FixContext, FixNotes, register
@@ -25,7 +28,40 @@ def _expected_product_id(order: BalanceOrder) -> int:
     return order.product.balance_product_id if order.product_id else int(settings.BALANCE_WALLET_PRODUCT_ID)
 
 
-def check_ownership(checks: Checks, order: BalanceOrder, customer: Customer, info: OrderInfo | None) -> None:
+def reassert(client: BalanceClient, orders: list[BalanceOrder], batch_size: int) -> dict[int, OrderResult]:
+    """Send each synced order whole again (CreateOrUpdateOrdersBatch: owner, payer, contract, group), in batches.
+    An order's owner and payer cannot be read back from Balance, so billing re-asserts them: what was changed
+    behind billing's back is put right, and what Balance refuses (`-1` with its message) is returned."""
+    specs = []
+    for order in orders:
+        try:
+            specs.append((order, order_spec(order)))
+        except OutboxRetry:
+            continue  # its customer or agency is not in Balance yet: the outbox's business
+    results: dict[int, OrderResult] = {}
+    for start in range(0, len(specs), batch_size):
+        chunk = specs[start:start + batch_size]
+        answers = client.create_or_update_orders_batch([spec for _, spec in chunk])
+        results.update({order.pk: answer for (order, _), answer in zip(chunk, answers, strict=True)})
+    return results
+
+
+def _refused(checks: Checks, order: BalanceOrder, customer: Customer, result: OrderResult, base: dict) -> None:
+    payer = order.payer_agency
+    wanted = f"client {customer.balance_client_id}" + (f", agency {payer.balance_client_id}" if payer else "")
+    checks.differ(Finding(
+        kind=ORDER_OWNERSHIP, key=order_key(ORDER_OWNERSHIP, order.pk), severity=Severity.CRITICAL, fix=None,
+        summary=f"Order {order.pk} ({order.key}): Balance refuses billing's owner and payer ({wanted})",
+        rows=[["owner and payer", wanted, f"refused: {result.message}"[:300]]],
+        note=("Balance refused the order as billing sends it (an order with money keeps its owner in Balance). "
+              "Support: move the money in Balance (a transfer to an order of the right payer) or correct the "
+              "order there, then Fix (sends the order again) or resolve with a comment."),
+        **base,
+    ))
+
+
+def check_ownership(checks: Checks, order: BalanceOrder, customer: Customer, info: OrderInfo | None,
+                    reasserted: OrderResult | None = None) -> None:
     key = order_key(ORDER_OWNERSHIP, order.pk)
     base: dict[str, Any] = {"service_id": customer.service_id, "customer_id": customer.pk, "order_id": order.pk,
                             "data": {"sync_status": order.sync_status},
@@ -43,15 +79,16 @@ def check_ownership(checks: Checks, order: BalanceOrder, customer: Customer, inf
     payer = order.payer_agency
     if payer is not None and payer.balance_client_id is None:
         return  # the agency is not in Balance yet: nothing to compare with
+    if reasserted is not None and not reasserted.ok:
+        _refused(checks, order, customer, reasserted, base)
+        return
+    # GetOrdersInfo has no ClientID or AgencyID: an order's owner and payer cannot be read back, only its
+    # product and group; re-sending the whole order (CreateOrUpdateOrdersBatch) re-asserts them all.
     expected = {
-        "ClientID": id_text(customer.balance_client_id),
-        "AgencyID": id_text(payer.balance_client_id if payer else None),
         "ProductID": id_text(_expected_product_id(order)),
         "GroupServiceOrderID": id_text(order.parent_id),
     }
     actual = {
-        "ClientID": id_text(info.client_id),
-        "AgencyID": id_text(info.agency_id),
         "ProductID": id_text(info.product_id),
         "GroupServiceOrderID": id_text(info.group_service_order_id),
     }
@@ -60,15 +97,15 @@ def check_ownership(checks: Checks, order: BalanceOrder, customer: Customer, inf
         checks.equal(key)
         return
     rows = [[name, expected[name], actual[name]] for name in differing]
-    owner_changed = bool({"ClientID", "AgencyID", "ProductID"} & set(differing))
+    owner_changed = "ProductID" in differing
     fix: str | None = FIX_RESEND
     note = "Re-sending the order to Balance restores billing's values."
-    if owner_changed and info.consume_qty > 0:
+    if owner_changed and info.consume_amount > 0:
         fix = None
-        note = (f"Balance does not change ClientID, AgencyID or ProductID of an order that has money (ConsumeQty "
-                f"{money(info.consume_qty)}), so re-sending cannot fix this. Support: move the money in Balance "
+        note = (f"Balance does not change the ProductID of an order that has money (consume_amount "
+                f"{money(info.consume_amount)}), so re-sending cannot fix this. Support: move the money in Balance "
                 "(transfer to an order of the right payer) or correct the order there, then resolve with a comment.")
-        rows.append(["ConsumeQty", money(order.credited_qty), money(info.consume_qty)])
+        rows.append(["money on the order", money(order.credited_qty), money(info.consume_amount)])
     what = ", ".join(f"{name} {actual[name]} (billing {expected[name]})" for name in differing)
     checks.differ(Finding(
         kind=ORDER_OWNERSHIP, key=key, severity=Severity.CRITICAL if owner_changed else Severity.WARNING,
@@ -77,8 +114,10 @@ def check_ownership(checks: Checks, order: BalanceOrder, customer: Customer, inf
 
 
 def compare(run: Any, batch: CustomerBatch, checks: Checks) -> None:
+    synced = [o for o in batch.orders if o.sync_status == BalanceOrder.SyncStatus.SYNCED and batch.info(o) is not None]
+    results = reassert(run.client, synced, run.batch_size)
     for order in batch.orders:
-        check_ownership(checks, order, batch.by_id[order.customer_id], batch.info(order))
+        check_ownership(checks, order, batch.by_id[order.customer_id], batch.info(order), results.get(order.pk))
 
 
 def _fix_resend(mismatches: list[Mismatch]) -> dict[int, tuple[bool, str]]:
@@ -92,10 +131,15 @@ def _fix_resend(mismatches: list[Mismatch]) -> dict[int, tuple[bool, str]]:
 
 
 def _resend_refusal(order: BalanceOrder) -> str:
-    """Why re-sending cannot fix the order's owner (read fresh from Balance), or "" when it can."""
+    """Why re-sending cannot fix the order (Balance refuses it as billing sends it, or its product differs while
+    it holds money), or "" when it can. The order is sent whole once, directly: that is the attempt."""
     order = BalanceOrder.objects.select_related("customer", "payer_agency", "product", "service").get(pk=order.pk)
     with BalanceClient() as client:
+        results = reassert(client, [order], 1)
         infos = client.get_orders_info([(order.service.balance_service_id, order.pk)])
+    result = results.get(order.pk)
+    if result is not None and not result.ok:
+        return f"Balance refuses the order as billing sends it: {result.message}"
     checks = Checks()
     check_ownership(checks, order, order.customer, infos[0] if infos else None)
     finding = checks.findings.get(order_key(ORDER_OWNERSHIP, order.pk))

@@ -16,6 +16,7 @@ from agencies.services import enqueue_sync as agency_sync
 from balance_gateway.client import ClientInfo, PersonInfo
 from balance_gateway.exceptions import BalanceError
 from balance_gateway.models import BalanceParty
+from balance_gateway.services import client_name
 from customers.services import enqueue_sync as customer_sync
 from reconciliation.findings import Checks, Finding, Severity, setting
 from reconciliation.models import Mismatch
@@ -45,8 +46,8 @@ def _check_client(checks: Checks, party: BalanceParty, info: ClientInfo | None) 
         ))
         return True
     rows = []
-    if info.name != party.name:
-        rows.append(["name", party.name, info.name])
+    if info.name not in (client_name(party), party.name):  # billing's marked name, or an adopted client's own
+        rows.append(["name", client_name(party), info.name])
     if info.is_agency != party.IS_AGENCY:
         rows.append(["agency flag", "yes" if party.IS_AGENCY else "no", "yes" if info.is_agency else "no"])
     if not rows:

@@ -1,5 +1,5 @@
 """`unpaid_completion`: per (customer, payer) pot, i.e. the wallet order and its children. Balance's view:
-sum(CompletionQty) - sum(ConsumeQty) beyond the payer's overdraft/credit limit; billing's view: the payer's
+sum(completion_amount) - sum(consume_amount) beyond the payer's overdraft/credit limit; billing's view: the payer's
 wallet account below minus that limit. The limit is billing's, computed from GetOrdersInfo figures, so it works
 against a real Balance too; the emulator's `UnpaidQty` is the same figure when billing's limit equals Balance's.
 Support's fix (never automatic): re-pull the wallet order and re-report its children."""
@@ -7,6 +7,8 @@ Support's fix (never automatic): re-pull the wallet order and re-report its chil
 from __future__ import annotations
 
 from decimal import Decimal
+
+from django.conf import settings
 
 from agencies.models import Agency
 from balance_gateway.client import OrderInfo
@@ -53,8 +55,9 @@ def _check_unpaid(run: Run, checks: Checks, customer: Customer, wallet: BalanceO
                   billing_spend: Decimal) -> None:
     key = unpaid_key(customer.pk, wallet.payer_agency_id)
     known = [(order, info) for order, info in members if info is not None]
-    balance_money = sum((info.consume_qty for _, info in known), ZERO)
-    balance_spent = sum((info.completion_qty for _, info in known), ZERO)
+    balance_money = sum((info.consume_amount for order, info in known if order.kind == BalanceOrder.Kind.WALLET
+                         or settings.BALANCE_GROUP_REPORTING == "enqueue"), ZERO)
+    balance_spent = sum((info.completion_amount for _, info in known), ZERO)
     balance_excess = max(ZERO, balance_spent - balance_money)
     billing_excess = max(ZERO, -wallet_balance) if wallet_balance is not None else ZERO
     if not known and wallet_balance is None:
@@ -76,8 +79,8 @@ def _check_unpaid(run: Run, checks: Checks, customer: Customer, wallet: BalanceO
         kind=UNPAID_COMPLETION, key=key, severity=Severity.CRITICAL,
         summary=f"{customer.external_id} (payer {payer}): {money(worst)} spent beyond money and overdraft "
                 f"({where})",
-        rows=[["money in (ConsumeQty)", money(credited), money(balance_money)],
-              ["spent (CompletionQty)", money(billing_spend), money(balance_spent)],
+        rows=[["money in (consume_amount)", money(credited), money(balance_money)],
+              ["spent (completion_amount)", money(billing_spend), money(balance_spent)],
               ["wallet", money(wallet_balance), money(balance_money - balance_spent)],
               ["overdraft / credit limit (billing's)", money(limit), ""],
               ["unpaid completion", money(billing_unpaid), money(balance_unpaid)]],

@@ -18,7 +18,8 @@ CUSTOMER = "/api/v1/customers/dealer:20101"
 
 def agency_body(external_id, inn):
     return {"external_id": external_id, "name": f"Agency {external_id}",
-            "legal": {"inn": inn, "legal_address": "Moscow"}}
+            "legal": {"inn": inn, "legal_address": "Moscow", "kpp": "770101001",
+                      "long_name": "Limited Liability Company", "postal_address": "Moscow", "postcode": "101000"}}
 
 
 def make_agency_with_contract(api, emulator, run_outbox, external_id, inn):

@@ -78,7 +78,8 @@ def test_readme_walkthrough_through_a_generated_client(generated, token, product
     # Register a customer: 201, then 200 for the same body.
     body = models.CustomerCreateRequest.from_dict({
         "external_id": "dealer:777", "kind": "company", "name": "Fast Cars LLC", "email": "cars@example.com",
-        "legal": {"inn": "7712345678", "kpp": "771201001", "legal_address": "Moscow, Arbat 10"},
+        "legal": {"inn": "7712345678", "kpp": "771201001", "long_name": "Fast Cars Limited Liability Company",
+                  "legal_address": "Moscow, Arbat 10", "postal_address": "Moscow, Arbat 10", "postcode": "119002"},
         "user_uids": [4001],
     })
     created = op("customers.customers_register").sync_detailed(client=client, body=body)
@@ -102,7 +103,9 @@ def test_readme_walkthrough_through_a_generated_client(generated, token, product
 
     # An agency, with a contract in Balance (in the README: the demo agency).
     agency_body = models.AgencyCreateRequest.from_dict({
-        "external_id": "agency:9", "name": "Ad Agency LLC", "legal": {"inn": "7700000009", "legal_address": "Moscow"}})
+        "external_id": "agency:9", "name": "Ad Agency LLC", "legal": {
+            "inn": "7700000009", "kpp": "770001001", "long_name": "Ad Agency Limited Liability Company",
+            "legal_address": "Moscow", "postal_address": "Moscow", "postcode": "101000"}})
     assert op("agencies.agencies_register").sync_detailed(client=client, body=agency_body).status_code == 201
     run_outbox()
     agency = Agency.objects.get(external_id="agency:9")

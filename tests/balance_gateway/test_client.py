@@ -1,5 +1,6 @@
-"""The Balance gateway client against the real emulator over HTTP, plus the client's own parsing defences
-against a tiny hostile server (billion laughs, external entities, huge bodies, odd faults and statuses)."""
+"""The Balance gateway client against the version-2 emulator over HTTP, plus the client's own parsing defences
+against a tiny hostile server (billion laughs, external entities, huge bodies, odd faults and statuses).
+The exact request and answer of every method are pinned by test_conformance.py against recorded replies."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import threading
 import time
 import xmlrpc.client
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -18,18 +19,16 @@ from django.conf import settings
 
 from balance_gateway.client import (
     BalanceClient,
-    ClientInfo,
     CompletionReport,
-    ContractInfo,
-    CreditLimit,
-    EmulatorControl,
     OrderSpec,
+    PersonSpec,
     RequestItem,
     TransferDestination,
     TransferSource,
     current_operation_id,
     operation_context,
 )
+from balance_gateway.emulator.remote import EmulatorControl
 from balance_gateway.exceptions import (
     BalanceError,
     BalanceFinalError,
@@ -44,17 +43,24 @@ pytestmark = pytest.mark.django_db
 
 SERVICE_ID = 7
 PRODUCT_ID = 503162
+COMPANY = PersonSpec(person_type="ur", name="Motors LLC", email="m@example.com", phone="+7 495 000-00-00",
+                     inn="7701234567", kpp="770101001", long_name="LLC Motors", legal_address="Moscow, Tverskaya 1",
+                     postal_address="Moscow, Tverskaya 1", postcode="125009")
 
 
 @pytest.fixture
-def gateway(balance_emulator) -> Iterator[BalanceClient]:
+def gateway(balance_emulator, settings) -> Iterator[BalanceClient]:
+    settings.BALANCE_RETRY_BACKOFF_SECONDS = 0
+    if balance_emulator.options.required_ticket:
+        settings.BALANCE_TVM_PROVIDER = "tests.tvm_tickets.StaticTickets"
+        settings.TEST_SERVICE_TICKET = balance_emulator.options.required_ticket
     with BalanceClient(url=balance_emulator.url, connect_timeout=1.0, read_timeout=5.0) as balance:
         yield balance
 
 
 @pytest.fixture
 def control(balance_emulator) -> Iterator[EmulatorControl]:
-    emulator_control = EmulatorControl(balance_emulator.url)
+    emulator_control = EmulatorControl(balance_emulator.url, ticket=balance_emulator.options.required_ticket)
     yield emulator_control
     emulator_control.close()
 
@@ -64,23 +70,26 @@ def calls(method: str | None = None) -> list[BalanceCall]:
     return list(queryset.filter(method=method) if method else queryset)
 
 
-def new_customer(gateway: BalanceClient, key: str = "customer:1", *, name: str = "Motors LLC") -> int:
-    return gateway.create_client(service_id=SERVICE_ID, name=name, email="m@example.com", service_client_id=key)
+def new_customer(gateway: BalanceClient, *, name: str = "Motors LLC [disbalance:customer:1]") -> int:
+    return gateway.create_client(name=name, email="m@example.com", phone="+7 495 000-00-00", currency="RUB")
 
 
 def new_agency(gateway: BalanceClient, control: EmulatorControl, *, payment_type: str = "prepaid",
-               credit_limit: Decimal = Decimal(0)) -> int:
-    agency_id = gateway.create_client(service_id=SERVICE_ID, name="Ad Agency", is_agency=True,
-                                     service_client_id="agency:1")
-    control.create_contract(agency_id, payment_type=payment_type, credit_limit=credit_limit, services=[SERVICE_ID])
-    return agency_id
+               credit_limit: Decimal = Decimal(0)) -> tuple[int, int]:
+    agency_id = gateway.create_client(name="Ad Agency", is_agency=True, email="a@example.com", phone="+7")
+    gateway.create_person(client_id=agency_id, person=COMPANY)
+    contract_id = control.create_contract(agency_id, payment_type=payment_type, credit_limit=credit_limit,
+                                          services=[SERVICE_ID])
+    return agency_id, contract_id
 
 
 def wallet_with_child(gateway: BalanceClient, client_id: int, *, agency_id: int | None = None,
-                      wallet: int = 1001, child: int = 1002) -> None:
+                      contract_id: int | None = None, wallet: int = 1001, child: int = 1002) -> None:
     results = gateway.create_or_update_orders_batch([
-        OrderSpec(SERVICE_ID, wallet, PRODUCT_ID, client_id, agency_id=agency_id, text="wallet"),
-        OrderSpec(SERVICE_ID, child, PRODUCT_ID, client_id, agency_id=agency_id, group_service_order_id=wallet),
+        OrderSpec(SERVICE_ID, wallet, PRODUCT_ID, client_id, agency_id=agency_id, contract_id=contract_id,
+                  text="wallet"),
+        OrderSpec(SERVICE_ID, child, PRODUCT_ID, client_id, agency_id=agency_id, contract_id=contract_id,
+                  group_service_order_id=wallet),
     ])
     assert all(r.ok for r in results), results
 
@@ -88,36 +97,30 @@ def wallet_with_child(gateway: BalanceClient, client_id: int, *, agency_id: int 
 # --- clients, persons, users ----------------------------------------------------------------------------------
 
 
-def test_create_client_is_safe_to_repeat_and_edits_with_client_id(gateway):
+def test_create_client_is_not_idempotent_and_is_found_by_name(gateway):
     client_id = new_customer(gateway)
     assert isinstance(client_id, int)
-    assert new_customer(gateway) == client_id  # same SERVICE_CLIENT_ID: the same client
-    assert gateway.create_client(service_id=SERVICE_ID, name="Motors 2", email="new@example.com",
-                                phone="+7 900", client_id=client_id) == client_id
-
+    assert new_customer(gateway) != client_id  # no SERVICE_CLIENT_ID: a repeat makes a duplicate
+    assert gateway.create_client(name="Motors 2", email="new@example.com", phone="+7 900",
+                                 client_id=client_id) == client_id
     [info] = gateway.get_client_by_id_batch([client_id])
-    assert info == ClientInfo(client_id, "Motors 2", "new@example.com", "+7 900", is_agency=False, agency_id=None)
-    assert gateway.find_client(service_id=SERVICE_ID, service_client_id="customer:1") == [info]
-    assert gateway.find_client(name="motors 2", email="NEW@example.com") == [info]
-    assert gateway.find_client(client_id=client_id + 1000) == []
+    assert (info.client_id, info.name, info.email, info.phone, info.is_agency, info.agency_id) == (
+        client_id, "Motors 2", "new@example.com", "+7 900", False, None)
+    assert [c.client_id for c in gateway.find_client(name="Motors 2")] == [client_id]
     assert gateway.get_client_by_id_batch([]) == []  # no call for nothing
 
     recorded = calls("CreateClient")
     assert [c.outcome for c in recorded] == ["ok", "ok", "ok"]
-    assert recorded[0].arguments == {"service_id": SERVICE_ID, "service_client_id": "customer:1",
-                                     "client_id": None, "name": "Motors LLC", "is_agency": False, "agency_id": None}
+    assert recorded[0].arguments == {"client_id": None, "name": "Motors LLC [disbalance:customer:1]",
+                                     "is_agency": False, "agency_id": None}
     assert "m@example.com" not in str(recorded[0].arguments)  # key arguments only
     assert recorded[0].operation_id is None and recorded[0].duration_ms >= 0
-    assert len(calls()) == 7
 
 
-def test_agency_edit_keeps_is_agency_and_customer_links_to_agency(gateway):
-    agency_id = gateway.create_client(service_id=SERVICE_ID, name="Agency", is_agency=True,
-                                     service_client_id="agency:1")
-    # An edit does not send IS_AGENCY (it cannot change), so the default is_agency=False is harmless.
-    assert gateway.create_client(service_id=SERVICE_ID, name="Agency 2", client_id=agency_id) == agency_id
-    customer_id = gateway.create_client(service_id=SERVICE_ID, name="Customer", agency_id=agency_id,
-                                       service_client_id="customer:2", city="Moscow", currency="RUB")
+def test_agency_and_customer_linked_to_it(gateway):
+    agency_id = gateway.create_client(name="Agency", is_agency=True)
+    assert gateway.create_client(name="Agency 2", client_id=agency_id, is_agency=True) == agency_id
+    customer_id = gateway.create_client(name="Customer", agency_id=agency_id, city="Moscow", currency="RUB")
     agency, customer = gateway.get_client_by_id_batch([agency_id, customer_id])
     assert agency.is_agency and agency.name == "Agency 2" and agency.agency_id is None
     assert not customer.is_agency and customer.agency_id == agency_id
@@ -125,77 +128,62 @@ def test_agency_edit_keeps_is_agency_and_customer_links_to_agency(gateway):
 
 def test_create_client_refused_is_final_and_recorded(gateway):
     with pytest.raises(BalanceFinalError) as caught:
-        gateway.create_client(service_id=SERVICE_ID, name="")
+        gateway.create_client(name="")
     error = caught.value
-    assert (error.method, error.code, error.outcome) == ("CreateClient", "INVALID_PARAM", "fault")
-    assert not error.retryable and "NAME" in error.message
-    assert "CreateClient INVALID_PARAM" in str(error)
+    assert (error.method, error.outcome) == ("CreateClient", "fault") and not error.retryable
     [record] = calls()
-    assert (record.outcome, record.error_code) == ("fault", "INVALID_PARAM") and record.error_message
-
-    with pytest.raises(BalanceFinalError) as caught:
-        gateway.find_client()  # no criteria
-    assert caught.value.code == "INVALID_PARAM"
-    with pytest.raises(BalanceFinalError) as caught:
-        gateway.get_client_persons(999999)
-    assert caught.value.code == "NOT_FOUND"
+    assert record.outcome == "fault" and record.error_code == error.code and record.error_message
 
 
 def test_persons_create_edit_and_look_up(gateway):
     client_id = new_customer(gateway)
-    company = gateway.create_person(client_id=client_id, person_type="ur", name="Motors LLC", email="m@example.com",
-                                   inn="7701234567", kpp="770101001", legal_address="Moscow, Tverskaya 1")
-    individual = gateway.create_person(client_id=client_id, person_type="ph", name="Ivan Petrov", lname="Petrov",
-                                      fname="Ivan")
-    assert gateway.create_person(client_id=client_id, person_id=company, person_type="ur", name="Motors",
-                                email="m@example.com", inn="7701234567",
-                                legal_address="Moscow, Tverskaya 2") == company
-    ur, ph = gateway.get_client_persons(client_id)
-    assert (ur.person_id, ur.type, ur.name, ur.inn, ur.hidden) == (company, "ur", "Motors", "7701234567", False)
-    assert ur.kpp == "770101001" and ur.legal_address == "Moscow, Tverskaya 2"
-    assert (ph.person_id, ph.type, ph.inn, ph.lname, ph.fname, ph.mname) == (individual, "ph", None, "Petrov",
-                                                                              "Ivan", None)
+    company = gateway.create_person(client_id=client_id, person=COMPANY)
+    individual = gateway.create_person(client_id=client_id, person=PersonSpec(
+        person_type="ph", name="Ivan Petrov", email="i@example.com", phone="+7", lname="Petrov", fname="Ivan"))
+    edited = PersonSpec(**{**{f: getattr(COMPANY, f) for f in COMPANY.__slots__}, "legal_address": "Moscow, 2"})
+    assert gateway.create_person(client_id=client_id, person=edited, person_id=company) == company
+    by_id = {p.person_id: p for p in gateway.get_client_persons(client_id)}
+    ur, ph = by_id[company], by_id[individual]
+    assert (ur.type, ur.inn, ur.kpp, ur.hidden) == ("ur", "7701234567", "770101001", False)
+    assert (ph.type, ph.lname, ph.fname) == ("ph", "Petrov", "Ivan")
     assert calls("CreatePerson")[0].arguments == {"client_id": client_id, "person_id": None, "type": "ur",
                                                   "name": "Motors LLC", "inn": "7701234567"}
 
+
+def test_company_person_without_postcode_is_refused(gateway):
+    client_id = new_customer(gateway)
+    incomplete = PersonSpec(**{**{f: getattr(COMPANY, f) for f in COMPANY.__slots__}, "postcode": None})
     with pytest.raises(BalanceFinalError) as caught:
-        gateway.create_person(client_id=client_id, person_type="xx", name="X")
-    assert caught.value.code == "INVALID_PERSON_TYPE"
-    with pytest.raises(BalanceFinalError) as caught:
-        gateway.create_person(client_id=client_id, person_type="ur", name="No INN", legal_address="Somewhere")
-    assert caught.value.code == "INVALID_PARAM"
-    assert len(gateway.get_client_persons(client_id)) == 2  # refusals created nothing
+        gateway.create_person(client_id=client_id, person=incomplete)
+    assert caught.value.code == "MISSING_MANDATORY_PERSON_FIELD"
+    assert gateway.get_client_persons(client_id) == []  # the refusal created nothing
 
 
-def test_user_association_already_linked_is_an_answer(gateway):
-    first, second = new_customer(gateway, "c:1"), new_customer(gateway, "c:2")
+def test_user_association_linked_elsewhere_is_an_answer(gateway):
+    first, second = new_customer(gateway), new_customer(gateway, name="Other")
     user_uid = 4_000_000_000_123  # a Passport uid: beyond int32, goes as a digit string
     linked = gateway.create_user_client_association(client_id=first, user_uid=user_uid)
-    assert linked.linked and not linked.already_linked
-    again = gateway.create_user_client_association(client_id=second, user_uid=user_uid)
-    assert again.already_linked and not again.linked and "already linked" in again.message
-    ok, already = calls("CreateUserClientAssociation")
-    assert (ok.outcome, ok.error_code) == ("ok", "")
-    assert (already.outcome, already.error_code) == ("ok", "4006")
-    assert already.arguments == {"client_id": second, "user_uid": str(user_uid)}
+    assert linked.linked and not linked.linked_elsewhere
+    assert gateway.create_user_client_association(client_id=first, user_uid=user_uid).linked  # again: fine
+    elsewhere = gateway.create_user_client_association(client_id=second, user_uid=user_uid)
+    assert elsewhere.linked_elsewhere and not elsewhere.linked
+    assert calls("CreateUserClientAssociation")[-1].error_code == "4008"
     with pytest.raises(BalanceFinalError) as caught:
         gateway.create_user_client_association(client_id=999999, user_uid=5)
-    assert caught.value.code == "NOT_FOUND"
+    assert caught.value.code == "1003"
 
 
-def test_operator_uid_beyond_int32_goes_as_a_digit_string(balance_emulator):
+def test_operator_uid_goes_as_a_digit_string(balance_emulator, gateway):
     assert settings.BALANCE_OPERATOR_UID > 2**31 - 1
-    body = dumps_call("Balance2.CreateClient", (settings.BALANCE_OPERATOR_UID, {"SERVICE_ID": 7}))
+    body = dumps_call("Balance2.CreateClient", (str(settings.BALANCE_OPERATOR_UID), {"REGION_ID": 225}))
     assert f"<string>{settings.BALANCE_OPERATOR_UID}</string>".encode() in body
-    assert b"<int>7</int>" in body
     assert wire_value(2**31 - 1) == 2**31 - 1 and wire_value(2**31) == str(2**31)
-    assert wire_value(-(2**31)) == -(2**31) and wire_value(-(2**31) - 1) == str(-(2**31) - 1)
     assert wire_value({"A": Decimal("5"), "B": None, "C": [Decimal("0.005")]}) == {"A": "5.00", "C": ["0.01"]}
     with pytest.raises(TypeError):
         wire_value(1.5)  # money is never a float
     with BalanceClient(url=balance_emulator.url) as balance:  # operator uid from settings
-        assert balance.operator_uid == settings.BALANCE_OPERATOR_UID
-        assert balance.create_client(service_id=SERVICE_ID, name="Uid test", service_client_id="uid:1") > 0
+        assert balance.operator_uid == str(settings.BALANCE_OPERATOR_UID)
+        assert balance.create_client(name="Uid test") > 0
         with pytest.raises(TypeError):  # a float amount is a bug of the caller: refused before sending
             balance.create_request2(payer_client_id=1, items=[RequestItem(SERVICE_ID, 1, 1.5)])  # type: ignore[arg-type]
     assert [c.method for c in calls()] == ["CreateClient"]
@@ -205,19 +193,15 @@ def test_operator_uid_beyond_int32_goes_as_a_digit_string(balance_emulator):
 
 
 def test_contracts_and_credit_limits(gateway, control):
-    agency_id = new_agency(gateway, control, payment_type="postpaid", credit_limit=Decimal("1000"))
+    agency_id, contract_id = new_agency(gateway, control, payment_type="postpaid", credit_limit=Decimal("1000"))
     [contract] = gateway.get_client_contracts(agency_id)
-    assert isinstance(contract, ContractInfo)
+    assert contract.contract_id == contract_id
     assert contract.is_active and contract.payment_type == "postpaid" and contract.services == [SERVICE_ID]
-    assert contract.credit_limit == Decimal("1000.00") and contract.dt == date.today() and contract.finish_dt is None
-    assert contract.external_id
-    [before] = gateway.get_client_contracts(agency_id, dt=date.today() - timedelta(days=1))
-    assert not before.is_active  # the contract starts today
+    assert contract.external_id and contract.finish_dt is None
     limits = gateway.get_client_credit_limits(client_id=agency_id, product_id=PRODUCT_ID)
     assert limits.currency == "RUB"
-    assert limits.limits == [CreditLimit(contract.contract_id, Decimal("1000.00"), Decimal("0.00"))]
-    assert calls("GetClientContracts")[1].arguments == {
-        "client_id": agency_id, "dt": (date.today() - timedelta(days=1)).isoformat()}
+    assert [(x.contract_id, x.limit_total, x.limit_spent) for x in limits.limits] == [
+        (contract_id, Decimal("1000.00"), Decimal("0.00"))]
 
 
 # --- orders, requests, completions, transfers ------------------------------------------------------------
@@ -228,23 +212,33 @@ def test_orders_batch_results_in_order_and_orders_info(gateway):
     big_order_id = 9_000_000_001  # billing's own key, beyond int32
     results = gateway.create_or_update_orders_batch([
         OrderSpec(SERVICE_ID, big_order_id, PRODUCT_ID, client_id, text="wallet"),
-        OrderSpec(SERVICE_ID, 1002, PRODUCT_ID, 999999),  # unknown gateway: refused, the others still go
+        OrderSpec(SERVICE_ID, 1002, PRODUCT_ID, 999999),  # unknown client: refused, the others still go
         OrderSpec(SERVICE_ID, 1003, PRODUCT_ID, client_id, group_service_order_id=big_order_id),
     ])
     assert [r.ok for r in results] == [True, False, True]
-    assert "999999" in results[1].message
+    assert results[1].message
     [record] = calls("CreateOrUpdateOrdersBatch")
     assert (record.outcome, record.error_code) == ("ok", "-1")
     assert record.arguments == {"count": 3, "first": [[SERVICE_ID, big_order_id], [SERVICE_ID, 1002],
                                                       [SERVICE_ID, 1003]]}
 
     wallet, child = gateway.get_orders_info([(SERVICE_ID, big_order_id), (SERVICE_ID, "1002"), (SERVICE_ID, 1003)])
-    assert (wallet.service_order_id, wallet.client_id, wallet.agency_id, wallet.product_id) == (
-        str(big_order_id), client_id, None, PRODUCT_ID)
+    assert (wallet.service_order_id, wallet.product_id) == (str(big_order_id), PRODUCT_ID)
     assert wallet.group_service_order_id is None and child.group_service_order_id == str(big_order_id)
-    assert wallet.consume_qty == wallet.consume_sum == wallet.completion_qty == Decimal("0.00")
-    assert isinstance(wallet.tid, int) and wallet.tid > 2**31  # Tid arrives as a digit string
+    assert wallet.consume_amount == wallet.completion_amount == Decimal("0.00")
     assert gateway.get_orders_info([]) == []
+
+
+def test_an_update_replaces_the_order(gateway, control):
+    agency_id, contract_id = new_agency(gateway, control)
+    client_id = gateway.create_client(name="Customer", agency_id=agency_id)
+    wallet_with_child(gateway, client_id, agency_id=agency_id, contract_id=contract_id)
+    # The child sent again without its group leaves the group: billing always sends the whole order.
+    gateway.create_or_update_orders_batch([OrderSpec(SERVICE_ID, 1002, PRODUCT_ID, client_id, agency_id=agency_id)])
+    [child] = gateway.get_orders_info([(SERVICE_ID, 1002)])
+    assert child.group_service_order_id is None
+    state = {o["ServiceOrderID"]: o for o in control.state()["orders"]}
+    assert str(state["1002"].get("ContractID") or "") in ("", "0")
 
 
 def test_batch_arguments_stay_small(gateway):
@@ -256,73 +250,64 @@ def test_batch_arguments_stay_small(gateway):
 
 def test_request_payment_completions_and_transfer(gateway, control):
     client_id = new_customer(gateway)
+    gateway.create_person(client_id=client_id, person=COMPANY)
     wallet_with_child(gateway, client_id)
     gateway.create_or_update_orders_batch([OrderSpec(SERVICE_ID, 2001, PRODUCT_ID, client_id)])
     request = gateway.create_request2(payer_client_id=client_id,
-                                     items=[RequestItem(SERVICE_ID, 1001, Decimal("1500"))],
-                                     return_path="https://example.com/back")
-    assert request.request_id > 0 and request.user_path.endswith(f"/paystep/{request.request_id}")
-    assert request.admin_path
+                                      items=[RequestItem(SERVICE_ID, 1001, Decimal("1500"))],
+                                      return_path="https://example.com/back")
+    assert request.request_id > 0 and request.user_path
     assert calls("CreateRequest2")[0].arguments == {"payer_client_id": client_id, "count": 1,
-                                                    "first": [[SERVICE_ID, 1001, "1500.00"]]}
+                                                    "first": [[SERVICE_ID, 1001, "1500"]]}
     control.pay_request(request.request_id)
+    [wallet] = gateway.get_orders_info([(SERVICE_ID, 1001)])
+    assert wallet.consume_amount == Decimal("1500.00")
 
-    report_time = datetime(2025, 3, 1, 12, 30, tzinfo=UTC)
+    now = datetime.now(UTC)
     accepted = gateway.update_campaigns([
-        CompletionReport(SERVICE_ID, 1002, Decimal("300.50"), report_time),
-        CompletionReport(SERVICE_ID, 7777, Decimal("1"), report_time),  # unknown order
+        CompletionReport(SERVICE_ID, 1002, "Money", Decimal("300.5"), now),
+        CompletionReport(SERVICE_ID, 1002, "Money", Decimal("300.5"), now + timedelta(hours=2)),  # never future
     ])
-    assert accepted == [True, False]
-    assert gateway.update_campaigns([CompletionReport(SERVICE_ID, 1002, Decimal("300.50"), report_time)]) == [True]
-    wallet, child = gateway.get_orders_info([(SERVICE_ID, 1001), (SERVICE_ID, 1002)])
-    assert wallet.consume_qty == Decimal("1500.00") and child.completion_qty == Decimal("300.50")
+    assert accepted == [True, True]
+    control.apply_pending()
+    [child] = gateway.get_orders_info([(SERVICE_ID, 1002)])
+    assert child.completion_qty == Decimal("300.5")
 
-    # Move 400 of the wallet's free money to another root order of the same client and payer.
+    # Move 400 of the free money to another root order of the same client.
+    [wallet] = gateway.get_orders_info([(SERVICE_ID, 1001)])
     gateway.create_transfer_multiple(
-        sources=[TransferSource(SERVICE_ID, 1001, Decimal("1500"), Decimal("1100"))],
-        destinations=[TransferDestination(SERVICE_ID, 2001, Decimal("400"))],
+        sources=[TransferSource(SERVICE_ID, 1001, wallet.consume_qty, wallet.consume_qty - Decimal("400"))],
+        destinations=[TransferDestination(SERVICE_ID, 2001, Decimal("1"))],
     )
-    wallet, other = gateway.get_orders_info([(SERVICE_ID, 1001), (SERVICE_ID, 2001)])
-    assert (wallet.consume_qty, other.consume_qty) == (Decimal("1100.00"), Decimal("400.00"))
+    [other] = gateway.get_orders_info([(SERVICE_ID, 2001)])
+    assert other.consume_amount == Decimal("400.00")
     with pytest.raises(BalanceFinalError) as caught:  # the same transfer again: QtyOld is stale now
         gateway.create_transfer_multiple(
-            sources=[TransferSource(SERVICE_ID, 1001, Decimal("1500"), Decimal("1100"))],
-            destinations=[TransferDestination(SERVICE_ID, 2001, Decimal("400"))],
+            sources=[TransferSource(SERVICE_ID, 1001, wallet.consume_qty, wallet.consume_qty - Decimal("400"))],
+            destinations=[TransferDestination(SERVICE_ID, 2001, Decimal("1"))],
         )
     assert caught.value.code == "ORDERS_NOT_SYNCHRONIZED"
 
 
-def test_agency_orders_and_payer_rule(gateway, control):
-    agency_id = new_agency(gateway, control)
-    customer_id = new_customer(gateway)
-    wallet_with_child(gateway, customer_id, agency_id=agency_id)
-    [wallet] = gateway.get_orders_info([(SERVICE_ID, 1001)])
-    assert wallet.agency_id == agency_id
-    with pytest.raises(BalanceFinalError) as caught:  # the agency pays, not the customer
-        gateway.create_request2(payer_client_id=customer_id, items=[RequestItem(SERVICE_ID, 1001, Decimal("10"))])
-    assert caught.value.code == "PERMISSION_DENIED"
-    assert gateway.create_request2(payer_client_id=agency_id,
-                                  items=[RequestItem(SERVICE_ID, 1001, Decimal("10"))]).request_id > 0
+def test_completion_for_a_stopped_order_is_refused_per_item(gateway, control):
+    client_id = new_customer(gateway)
+    wallet_with_child(gateway, client_id)
+    control.update_order(SERVICE_ID, 1002, {"Blocked": 1})
+    now = datetime.now(UTC)
+    assert gateway.update_campaigns([CompletionReport(SERVICE_ID, 1002, "Money", Decimal("10"), now)]) == [False]
+    assert calls("UpdateCampaigns")[-1].error_code == "0"
 
 
 def test_overdraft_params(gateway, control):
     client_id = new_customer(gateway)
-    assert gateway.get_overdraft_params(service_id=SERVICE_ID, client_id=client_id) is None
-    [record] = calls("GetOverdraftParams")
-    assert (record.outcome, record.error_code) == ("ok", "NOT_FOUND")  # an answer, not a failure
-
-    control.grant_overdraft(client_id, Decimal("500"), 10)
+    before = gateway.get_overdraft_params(service_id=SERVICE_ID, client_id=client_id)
+    assert before is None or before.client_limit == 0  # no auto-overdraft (NOT_FOUND, or an empty setting)
+    person_id = gateway.create_person(client_id=client_id, person=COMPANY)
+    control.grant_overdraft(client_id, Decimal("5000"), 10)
+    gateway.set_overdraft_params(service_id=SERVICE_ID, person_id=person_id, payment_method="bank",
+                                 currency="RUB", client_limit=Decimal("3000"))
     params = gateway.get_overdraft_params(service_id=SERVICE_ID, client_id=client_id)
-    assert params is not None
-    assert (params.client_limit, params.overdraft_limit, params.overdraft_spent) == (
-        Decimal("500.00"), Decimal("500.00"), Decimal("0.00"))
-    assert params.min_payment_term is None and params.currency == "RUB"
-
-    wallet_with_child(gateway, client_id)
-    gateway.update_campaigns([CompletionReport(SERVICE_ID, 1002, Decimal("200"), datetime(2025, 3, 1, 12, 0))])
-    params = gateway.get_overdraft_params(service_id=SERVICE_ID, client_id=client_id)
-    assert params.overdraft_spent == Decimal("200.00")
-    assert params.min_payment_term == date.today() + timedelta(days=10)
+    assert (params.person_id, params.client_limit, params.currency) == (person_id, Decimal("3000.00"), "RUB")
 
 
 # --- failures: retryable, unknown outcome, records -----------------------------------------------------------
@@ -330,21 +315,14 @@ def test_overdraft_params(gateway, control):
 
 def test_injected_errors_are_retryable_and_nothing_is_applied(gateway, control):
     control.set_faults({"CreateClient": {"error_rate": 1.0}})
-    with pytest.raises(BalanceRetryableError) as fault:  # the emulator alternates: a fault first...
+    with pytest.raises(BalanceRetryableError) as fault:
         new_customer(gateway)
-    assert not isinstance(fault.value, BalanceUnknownOutcome)
-    assert (fault.value.code, fault.value.outcome) == ("INTERNAL_ERROR", "fault") and fault.value.retryable
-    with pytest.raises(BalanceRetryableError) as http:  # ... then an HTTP 503
-        new_customer(gateway)
-    assert not isinstance(http.value, BalanceUnknownOutcome)
-    assert (http.value.code, http.value.outcome) == ("HTTP_503", "http_error")
-    assert [(c.outcome, c.error_code) for c in calls("CreateClient")] == [("fault", "INTERNAL_ERROR"),
-                                                                         ("http_error", "HTTP_503")]
+    assert fault.value.retryable
     control.set_faults({})
-    assert gateway.find_client(service_id=SERVICE_ID, service_client_id="customer:1") == []
+    assert gateway.find_client(name="Motors LLC [disbalance:customer:1]") == []
 
 
-def test_read_timeout_is_an_unknown_outcome_and_repeating_is_safe(balance_emulator, gateway, control):
+def test_read_timeout_is_an_unknown_outcome_and_the_client_is_found(balance_emulator, gateway, control):
     control.set_faults({"CreateClient": {"timeout_rate": 1.0}})
     with BalanceClient(url=balance_emulator.url, read_timeout=0.5) as impatient:
         started = time.monotonic()
@@ -355,26 +333,24 @@ def test_read_timeout_is_an_unknown_outcome_and_repeating_is_safe(balance_emulat
     [record] = calls("CreateClient")
     assert record.outcome == "timeout" and 400 <= record.duration_ms < 1400
     control.set_faults({})
-    # It was applied: the repeat with the same SERVICE_CLIENT_ID returns the client made by the lost call.
-    [found] = gateway.find_client(service_id=SERVICE_ID, service_client_id="customer:1")
-    assert new_customer(gateway) == found.client_id
+    # It was applied: billing finds it by its marked name instead of creating it again.
+    [found] = gateway.find_client(name="Motors LLC [disbalance:customer:1]")
+    assert found.client_id > 0
 
 
 def test_lost_response_is_an_unknown_outcome(gateway, control):
     client_id = new_customer(gateway)
-    control.set_faults({"CreatePerson": {"lost_response_rate": 1.0}, "*": {"lost_response_rate": 1.0}})
+    control.set_faults({"CreatePerson": {"lost_response_rate": 1.0}})
     with pytest.raises(BalanceUnknownOutcome) as caught:
-        gateway.create_person(client_id=client_id, person_type="ph", name="Ivan", lname="Petrov", fname="Ivan")
+        gateway.create_person(client_id=client_id, person=COMPANY)
     assert (caught.value.code, caught.value.outcome) == ("LOST_RESPONSE", "lost_response")
-    with pytest.raises(BalanceUnknownOutcome):  # reads too (through "*")
-        gateway.get_client_persons(client_id)
     control.set_faults({})
     [person] = gateway.get_client_persons(client_id)  # the lost CreatePerson was applied: look up, don't repeat
-    assert person.lname == "Petrov"
-    assert [c.outcome for c in calls()][-3:] == ["lost_response", "lost_response", "ok"]
+    assert person.inn == "7701234567"
 
 
-def test_connection_refused_is_retryable_not_unknown():
+def test_connection_refused_is_retryable_not_unknown(settings):
+    settings.BALANCE_RETRY_BACKOFF_SECONDS = 0
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -383,20 +359,21 @@ def test_connection_refused_is_retryable_not_unknown():
             nowhere.get_client_persons(1)
     assert not isinstance(caught.value, BalanceUnknownOutcome)
     assert (caught.value.code, caught.value.outcome) == ("CONNECTION_ERROR", "connection_error")
-    [record] = calls()
-    assert (record.method, record.outcome) == ("GetClientPersons", "connection_error")
+    records = calls()
+    assert {(r.method, r.outcome) for r in records} == {("GetClientPersons", "connection_error")}
+    assert len(records) == 1 + settings.BALANCE_TRANSIENT_RETRIES  # a read is retried quickly
 
 
 def test_calls_carry_the_operation_id_of_the_context(gateway, caplog):
     operation = OutboxOperation.objects.create(kind="customer.sync", subject="customer:1")
-    new_customer(gateway, "c:1")
+    new_customer(gateway)
     with operation_context(operation.pk):
         assert current_operation_id.get() == operation.pk
-        client_id = new_customer(gateway, "c:2")
+        client_id = new_customer(gateway)
         with pytest.raises(BalanceFinalError):
-            gateway.create_person(client_id=client_id, person_type="xx", name="X")
+            gateway.create_person(client_id=client_id, person=PersonSpec(person_type="xx", name="X"))
     assert current_operation_id.get() is None
-    new_customer(gateway, "c:3")
+    new_customer(gateway)
     assert [c.operation_id for c in calls()] == [None, operation.pk, operation.pk, None]
     assert list(operation.calls.values_list("method", flat=True).order_by("id")) == ["CreateClient", "CreatePerson"]
     lines = [r for r in caplog.records if r.name == "balance_gateway.client"]
@@ -412,22 +389,22 @@ def test_a_failing_call_log_changes_nothing(gateway, monkeypatch, caplog):
     monkeypatch.setattr(BalanceCall.objects, "create", broken)
     assert new_customer(gateway) > 0
     with pytest.raises(BalanceFinalError):
-        gateway.create_client(service_id=SERVICE_ID, name="")
+        gateway.create_client(name="")
     assert any(r.getMessage() == "BalanceCall not recorded" for r in caplog.records)
 
 
 def test_emulator_control_helpers(gateway, control):
     client_id = new_customer(gateway)
     wallet_with_child(gateway, client_id)
-    control.update_order(SERVICE_ID, 1001, {"ConsumeQty": Decimal("50")})
-    assert gateway.get_orders_info([(SERVICE_ID, 1001)])[0].consume_qty == Decimal("50.00")
+    control.update_order(SERVICE_ID, 1001, {"ConsumeSum": "50.00", "ConsumeQty": "50"})
+    assert gateway.get_orders_info([(SERVICE_ID, 1001)])[0].consume_amount == Decimal("50.00")
     state = control.state()
     assert [c["CLIENT_ID"] for c in state["clients"]] == [client_id] and len(state["orders"]) == 2
     control.drop_next_notifications(1)
     control.reset()
     assert control.state()["clients"] == []
     assert not calls("State") and not calls("Reset")  # control calls are not recorded
-    with pytest.raises(BalanceFinalError):
+    with pytest.raises(xmlrpc.client.Fault):
         control.pay_request(123)
 
 
@@ -518,7 +495,7 @@ def _call_hostile(base_url: str, path: str) -> BalanceError:
     with BalanceClient(url=base_url + path, read_timeout=2.0) as hostile:
         started = time.monotonic()
         with pytest.raises(BalanceError) as caught:
-            hostile.create_client(service_id=SERVICE_ID, name="X")
+            hostile.create_client(name="X")
         assert time.monotonic() - started < 2.0, f"{path} took too long"
     return caught.value
 
@@ -542,8 +519,8 @@ def test_huge_answers_are_refused(hostile_url, path):
 
 @pytest.mark.parametrize(("path", "error_class", "code", "outcome"), [
     ("/locked", BalanceRetryableError, "REQUEST_IS_LOCKED", "fault"),
-    ("/plain-fault", BalanceFinalError, "UNKNOWN_FAULT", "fault"),
-    ("/hostile-fault", BalanceFinalError, "UNKNOWN_FAULT", "fault"),
+    ("/plain-fault", BalanceUnknownOutcome, "TRANSIENT_FAULT", "fault"),  # not Balance's <error>: transient
+    ("/hostile-fault", BalanceUnknownOutcome, "TRANSIENT_FAULT", "fault"),
     ("/http-500", BalanceUnknownOutcome, "HTTP_500", "http_error"),
     ("/http-503", BalanceRetryableError, "HTTP_503", "http_error"),
     ("/http-404", BalanceFinalError, "HTTP_404", "http_error"),
@@ -553,3 +530,15 @@ def test_fault_and_status_mapping(hostile_url, path, error_class, code, outcome)
     assert type(error) is error_class
     assert (error.code, error.outcome, error.method) == (code, outcome, "CreateClient")
     assert "lollol" not in error.message
+
+
+def test_a_ticket_required_by_balance_comes_from_the_provider(emulator_factory, settings):
+    protected = emulator_factory(required_ticket="3:serv:BILLING")
+    with BalanceClient(url=protected.url) as without:
+        with pytest.raises(BalanceError) as caught:
+            without.create_client(name="No ticket")
+    assert caught.value.code in ("HTTP_403", "TVM_TICKET_INVALID")
+    settings.BALANCE_TVM_PROVIDER = "tests.tvm_tickets.StaticTickets"
+    settings.TEST_SERVICE_TICKET = "3:serv:BILLING"
+    with BalanceClient(url=protected.url) as with_ticket:
+        assert with_ticket.create_client(name="With ticket") > 0

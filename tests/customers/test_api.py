@@ -14,7 +14,8 @@ COMPANY = {
     "kind": "company",
     "name": "Motors LLC",
     "email": "m@example.com",
-    "legal": {"inn": "7701234567", "legal_address": "Moscow, Tverskaya 1", "kpp": "770101001"},
+    "legal": {"inn": "7701234567", "kpp": "770101001", "long_name": "Limited Liability Company Motors",
+              "legal_address": "Moscow, Tverskaya 1", "postal_address": "Moscow, Tverskaya 1", "postcode": "125009"},
     "user_uids": [5001],
 }
 PERSON = {"external_id": "user:1", "kind": "individual", "name": "Ivan Petrov",
@@ -124,6 +125,21 @@ BAD_BODIES = [
     ([COMPANY], None),
     ("just a string", None),
 ]
+
+
+def test_a_company_needs_what_balance_needs_for_its_person(api):
+    """CreatePerson (`ur`) refuses a company without KPP, full name, postal address or postcode: a 400 names
+    every missing field, and nothing is created."""
+    body = {**COMPANY, "legal": {"inn": "7701234567", "legal_address": "Moscow"}}
+    data = problem(api.post("/api/v1/customers", body, format="json"), 400, "validation_error")
+    assert {"legal.kpp", "legal.long_name", "legal.postal_address", "legal.postcode"} <= set(data["errors"]), data
+    assert not Customer.objects.exists()
+
+
+def test_an_agency_needs_what_balance_needs_for_its_person(api):
+    body = {"external_id": "agency:1", "name": "Agency", "legal": {"inn": "7701234567", "legal_address": "Moscow"}}
+    data = problem(api.post("/api/v1/agencies", body, format="json"), 400, "validation_error")
+    assert {"legal.kpp", "legal.long_name", "legal.postal_address", "legal.postcode"} <= set(data["errors"]), data
 
 
 @pytest.mark.parametrize(("body", "field"), BAD_BODIES)

@@ -39,9 +39,11 @@ def make_client(emu, name, *, is_agency=False, person=None):
 
 
 def make_person(emu, client_id, person_type, name="Payer"):
-    fields = {"client_id": client_id, "type": person_type, "name": name, "email": "", "phone": ""}
+    fields = {"client_id": client_id, "type": person_type, "name": name, "email": "payer@example.com",
+              "phone": "+7 495 000-00-00"}
     if person_type == "ur":
-        fields.update(inn="7701234567", legaladdress="Moscow")
+        fields.update(inn="7701234567", kpp="770101001", longname=f"LLC {name}", legaladdress="Moscow",
+                      postaddress="Moscow", postcode="101000")
     else:
         fields.update(lname="Petrov", fname="Ivan")
     return emu.call("Balance2.CreatePerson", (settings.BALANCE_OPERATOR_UID, fields))
@@ -261,7 +263,9 @@ def test_links_already_made_or_taken_are_reported(service, balance, emulator, tm
     run_import(write_csv(tmp_path / "first.csv", [row("dealer:1", "company", a)]))
     # Registered through the API and not yet in Balance (the outbox has not run).
     api.post("/api/v1/customers", {"external_id": "dealer:3", "kind": "company", "name": "Three",
-                                   "legal": {"inn": "7701234567", "legal_address": "Moscow"}}, format="json")
+                                   "legal": {"inn": "7701234567", "legal_address": "Moscow", "kpp": "770101001",
+                                             "long_name": "Limited Liability Company", "postal_address": "Moscow",
+                                             "postcode": "101000"}}, format="json")
     path = write_csv(tmp_path / "second.csv", [
         row("dealer:1", "company", a),  # same link: unchanged
         row("dealer:1", "company", b),  # repeated in the file
@@ -390,6 +394,7 @@ def test_balance_unreachable_exits_1_with_a_message_and_writes_nothing(service, 
     path = write_csv(tmp_path / "f.csv", [row("dealer:1", "company", client_id)])
     balance.stop()
     monkeypatch.setattr(importing, "READ_RETRY_DELAYS", (0.01,))
+    settings.BALANCE_TRANSIENT_RETRIES = 0  # the gateway's own quick retries are pinned elsewhere
 
     with pytest.raises(CommandError) as caught:
         run_import(path)

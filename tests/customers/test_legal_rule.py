@@ -10,10 +10,13 @@ from disbalance.models import OutboxOperation
 
 pytestmark = pytest.mark.django_db
 
+COMPANY_LEGAL = {"inn": "7700000011", "kpp": "770001001", "long_name": "Motors Limited Liability Company",
+                 "legal_address": "Moscow", "postal_address": "Moscow", "postcode": "101000"}
+
 
 def test_a_direct_update_cannot_blank_what_balance_needs(service):
     customer = customer_register(service=service, external_id="dealer:1", data=CustomerData(
-        kind="company", name="Motors", legal={"inn": "7700000011", "legal_address": "Moscow"})).customer
+        kind="company", name="Motors", legal=COMPANY_LEGAL)).customer
     operations = OutboxOperation.objects.count()
     with pytest.raises(ValidationFailed) as refused:
         customer_update(customer=customer, changes={"legal": {"inn": ""}})
@@ -24,10 +27,18 @@ def test_a_direct_update_cannot_blank_what_balance_needs(service):
 
 def test_a_partial_legal_change_is_merged_into_the_stored_details(service):
     customer = customer_register(service=service, external_id="dealer:2", data=CustomerData(
-        kind="company", name="Motors", legal={"inn": "7700000011", "legal_address": "Moscow"})).customer
-    customer_update(customer=customer, changes={"legal": {"kpp": "770001001"}})
+        kind="company", name="Motors", legal=COMPANY_LEGAL)).customer
+    customer_update(customer=customer, changes={"legal": {"kpp": "770002002"}})
     customer.refresh_from_db()
-    assert (customer.inn, customer.legal_address, customer.kpp) == ("7700000011", "Moscow", "770001001")
+    assert (customer.inn, customer.legal_address, customer.kpp) == ("7700000011", "Moscow", "770002002")
+
+
+def test_a_direct_registration_of_a_company_needs_what_balance_needs_for_its_person(service):
+    with pytest.raises(ValidationFailed) as refused:
+        customer_register(service=service, external_id="dealer:4", data=CustomerData(
+            kind="company", name="Motors", legal={"inn": "7700000011", "legal_address": "Moscow"}))
+    assert set(refused.value.extra["errors"]) == {"legal.kpp", "legal.long_name", "legal.postal_address",
+                                                  "legal.postcode"}
 
 
 def test_a_direct_registration_needs_what_balance_needs(service):

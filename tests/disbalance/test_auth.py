@@ -2,6 +2,7 @@ import io
 
 import pytest
 from django.core.management import call_command
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from disbalance.models import ConsumerService, ServiceToken, hash_token
@@ -100,6 +101,9 @@ def test_webhook_secret_can_be_shown_and_rotated(service):
     call_command("service_webhook_secret", service.slug, stdout=out, stderr=io.StringIO())
     assert out.getvalue().strip() == service.webhook_secret and service.webhook_secret
     out = io.StringIO()
+    old = service.webhook_secret
     call_command("service_webhook_secret", service.slug, "--rotate", stdout=out, stderr=io.StringIO())
     service.refresh_from_db()
-    assert out.getvalue().strip() == service.webhook_secret
+    assert out.getvalue().strip() == service.webhook_secret != old
+    assert service.webhook_secret_previous == old  # still signing during the overlap period
+    assert service.webhook_secret_previous_until > timezone.now()

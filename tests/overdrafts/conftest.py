@@ -92,7 +92,8 @@ def pay_topup(api, emulator, run_outbox, balance_live, amount, customer=CUSTOMER
 def agency_with_contract(api, emulator, run_outbox, external_id="agency:1", inn="7700000001",
                          payment_type="postpaid", credit_limit="10000.00"):
     body = {"external_id": external_id, "name": f"Agency {external_id}",
-            "legal": {"inn": inn, "legal_address": "Moscow"}}
+            "legal": {"inn": inn, "legal_address": "Moscow", "kpp": "770101001",
+                      "long_name": "Limited Liability Company", "postal_address": "Moscow", "postcode": "101000"}}
     assert api.post("/api/v1/agencies", body, format="json").status_code == 201
     run_outbox()
     agency = Agency.objects.get(external_id=external_id)
@@ -105,7 +106,9 @@ def agency_with_contract(api, emulator, run_outbox, external_id="agency:1", inn=
 
 def register(api, run_outbox, external_id, agency=None, inn="7701234567"):
     body = {"external_id": external_id, "kind": "company", "name": f"Dealer {external_id}",
-            "legal": {"inn": inn, "legal_address": "Moscow, Tverskaya 1"}}
+            "legal": {"inn": inn, "legal_address": "Moscow, Tverskaya 1", "kpp": "770101001",
+                      "long_name": "Limited Liability Company", "postal_address": "Moscow, Tverskaya 1",
+                      "postcode": "101000"}}
     if agency:
         body["agency"] = agency
     response = api.post("/api/v1/customers", body, format="json")

@@ -5,7 +5,6 @@ import xmlrpc.client
 from decimal import Decimal
 
 import pytest
-from django.core.management import call_command
 from django.test import Client
 
 from balance_gateway.models import BalanceNotification
@@ -128,29 +127,25 @@ def test_agency_customer_over_http_with_the_emulator(api, emulator, run_outbox, 
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_pull_reads_limits_and_not_found_means_none(api, emulator, run_outbox, balance, active_customer):
-    emulator.grant_overdraft(active_customer.balance_client_id, Decimal("5000.00"), 15)  # no notify URL: lost
-    assert not Overdraft.objects.exists()
-    call_command("run_periodic", "overdrafts_pull")
-    overdraft = Overdraft.objects.get(customer=active_customer)
-    assert (overdraft.in_balance, overdraft.granted_limit, overdraft.last_tid) == (True, Decimal("5000.00"), 0)
-    assert api.get(f"{CUSTOMER}/overdraft").json()["limit"] == "5000.00"
-    assert charge(api, "4999.99").status_code == 201
-    assert charge(api, "0.02").status_code == 402
-    history = overdraft.history.count()
-    assert overdrafts_pull() == {"customers": 1, "applied": 0, "unchanged": 1, "failed": 0, "skipped": 0}
-    assert Overdraft.objects.get(pk=overdraft.pk).history.count() == history  # no noise when nothing changed
+def test_the_pull_never_takes_auto_overdraft_settings_for_the_limit(api, emulator, run_outbox, balance, settings,
+                                                                   active_customer):
+    """GetOverdraftParams answers the client's auto-overdraft settings (ClientLimit), not its overdraft limit:
+    the pull counts who has auto-overdraft on and changes no limit (version 1 overwrote real limits with it)."""
+    ok(notify(settings, client_payload(active_customer.balance_client_id, "5000.00", 7)))
+    assert limit_of(active_customer) == Decimal("5000.00")
+    emulator.grant_overdraft(active_customer.balance_client_id, Decimal("5000.00"), 15)
+    from balance_gateway.client import BalanceClient
+
+    with BalanceClient() as client:
+        client.set_overdraft_params(service_id=7, person_id=active_customer.balance_person_id,
+                                    payment_method="bank", currency="RUB", client_limit=Decimal("3000.00"))
+    history = Overdraft.objects.get(customer=active_customer).history.count()
+    assert overdrafts_pull() == {"customers": 1, "auto_overdraft": 1, "none": 0, "failed": 0, "skipped": 0}
+    assert limit_of(active_customer) == Decimal("5000.00")
+    assert Overdraft.objects.get(customer=active_customer).history.count() == history
 
     other = register(api, run_outbox, "dealer:2", inn="7707654321")
-    outcome = overdrafts_pull()
-    assert outcome["customers"] == 2 and not Overdraft.objects.filter(customer=other).exists()  # NOT_FOUND
-
-    # Balance withdraws the overdraft (limit 0): the pull brings it; the debt stays and keeps its due date.
-    emulator.grant_overdraft(active_customer.balance_client_id, Decimal("0.00"), 15)
-    overdrafts_pull()
-    assert limit_of(active_customer) == Decimal("0.00")
-    assert selectors.debt_status(customer=active_customer).debt == Decimal("4999.99")
-    verify_ledger_clean()
+    assert overdrafts_pull()["none"] == 1 and not Overdraft.objects.filter(customer=other).exists()
 
 
 @pytest.mark.django_db

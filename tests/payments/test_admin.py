@@ -177,12 +177,13 @@ def test_money_rows_have_no_add_change_delete_even_for_superusers(admin_client, 
 
 def test_product_add_and_change_go_through_product_create(admin_client, admin_user, service):
     form = {"service": service.pk, "code": "premium", "name": "Premium slot", "kind": "vas",
-            "balance_product_id": "503170", "is_active": "on"}
+            "balance_product_id": "503170", "balance_unit": "Days", "balance_price": "30", "is_active": "on"}
     response = admin_client.post(url(Product, "add"), form)
     assert response.status_code == 302, response.content[:2000]
     product = Product.objects.get(service=service, code="premium")
     assert (product.name, product.kind, product.balance_product_id, product.is_active) == (
         "Premium slot", "vas", 503170, True)
+    assert (product.balance_unit, product.balance_price) == ("Days", Decimal("30"))
     assert product.history.first().history_user == admin_user
 
     # The same code again is refused by the form (one code per service), not duplicated.
@@ -194,7 +195,7 @@ def test_product_add_and_change_go_through_product_create(admin_client, admin_us
     html = admin_client.get(change).content.decode()
     assert 'name="code"' not in html and 'name="service"' not in html and 'name="name"' in html
     response = admin_client.post(change, {"name": "Premium slot+", "kind": "vas", "balance_product_id": "503171",
-                                          "code": "hacked"})
+                                          "balance_unit": "Days", "balance_price": "30", "code": "hacked"})
     assert response.status_code == 302
     product.refresh_from_db()
     assert (product.code, product.name, product.balance_product_id, product.is_active) == (
@@ -203,7 +204,8 @@ def test_product_add_and_change_go_through_product_create(admin_client, admin_us
 
 
 def test_product_add_inactive_and_never_delete(admin_client, admin_user, rf, service, products):
-    form = {"service": service.pk, "code": "old", "name": "Old", "kind": "placement", "balance_product_id": "1"}
+    form = {"service": service.pk, "code": "old", "name": "Old", "kind": "placement", "balance_product_id": "1",
+            "balance_unit": "Money", "balance_price": "1"}
     assert admin_client.post(url(Product, "add"), form).status_code == 302
     assert Product.objects.get(code="old").is_active is False
     model_admin = admin.site._registry[Product]

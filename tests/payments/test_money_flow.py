@@ -76,7 +76,8 @@ def test_register_topup_charge_hold_capture_refund_report(api, emulator, run_out
     assert completion[str(placement.pk)] == Decimal("250.00")
     assert completion[str(boost.pk)] == Decimal("150.00")
     wallet_order = next(o for o in state["orders"] if o["ServiceOrderID"] == str(placement.parent_id))
-    assert Decimal(wallet_order["ConsumeQty"]) == Decimal("1000.00")
+    # The group's money: on the wallet order ("parent" reporting), or its TotalConsumeQty ("enqueue").
+    assert Decimal(wallet_order.get("TotalConsumeQty", wallet_order["ConsumeQty"])) == Decimal("1000.00")
     assert all(Decimal(o.get("UnpaidQty", "0")) == 0 for o in state["orders"])
     verify_ledger_clean()
     assert TopUp.objects.get().status == "succeeded"

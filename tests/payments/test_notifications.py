@@ -28,7 +28,8 @@ def notify(client, settings, method, payload, secret=None):
 
 def order_payload(order, consume, tid, completion="0.00"):
     return {"ServiceID": str(order.service.balance_service_id), "ServiceOrderID": str(order.pk),
-            "ConsumeQty": consume, "ConsumeSum": consume, "CompletionQty": completion, "ConsumeCurrency": "RUB",
+            "ConsumeQty": consume, "ConsumeSum": consume, "ConsumeAmount": consume, "TotalConsumeQty": consume,
+            "CompletionQty": completion, "ConsumeCurrency": "RUB",
             "Tid": str(tid), "Signal": 1, "SignalDescription": "order"}
 
 

@@ -122,12 +122,16 @@ def nonexistent_ids() -> dict[tuple[str, str], str]:
 
 def company(external_id: str, name: str) -> dict[str, Any]:
     return {"external_id": external_id, "kind": "company", "name": name, "email": "billing@example.com",
-            "legal": {"inn": "7701234567", "legal_address": "Moscow, Tverskaya 1", "kpp": "770101001"}}
+            "legal": {"inn": "7701234567", "legal_address": "Moscow, Tverskaya 1", "kpp": "770101001",
+                      "long_name": "Limited Liability Company", "postal_address": "Moscow, Tverskaya 1",
+                      "postcode": "101000"}}
 
 
 def agency_body(external_id: str, name: str) -> dict[str, Any]:
     return {"external_id": external_id, "name": name,
-            "legal": {"inn": "7709876543", "legal_address": "Moscow, Arbat 5"}}
+            "legal": {"inn": "7709876543", "legal_address": "Moscow, Arbat 5", "kpp": "770101001",
+                      "long_name": "Limited Liability Company", "postal_address": "Moscow, Arbat 5",
+                      "postcode": "101000"}}
 
 
 def post(client: APIClient, path: str, body: Any = None, key: str | None = None, **extra: Any):

@@ -75,7 +75,8 @@ def _repaired(body: dict) -> dict:
     if "product" in body:
         body["product"] = "placement"
     if body.get("kind") in ("company", "individual") and isinstance(body.get("legal", {}), dict):
-        body["legal"] = {**body.get("legal", {}), "inn": "7701234567", "legal_address": "Moscow", "lname": "Petrov",
+        body["legal"] = {**body.get("legal", {}), "inn": "7701234567", "legal_address": "Moscow", "kpp": "770101001",
+                         "long_name": "LLC", "postal_address": "Moscow", "postcode": "101000", "lname": "Petrov",
                          "fname": "Ivan"}
         body.pop("agency", None)
     return body

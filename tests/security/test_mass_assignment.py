@@ -125,6 +125,12 @@ def _released(t: Tenant, response: Any, before: dict) -> None:
     assert _wallet(t) == ("910.00", "0.00")
 
 
+def _alerts_set(t: Tenant, response: Any, before: dict) -> None:
+    _customer_untouched(t, response, before)
+    assert Customer.objects.get(pk=t.customer.pk).low_balance_threshold == Decimal("100.00")
+    assert response.json() == {"low_balance": "100.00", "effective": "100.00"}
+
+
 # (URL name, method) -> the case. The tenant has 910.00 in the wallet, 50.00 held, a charge of 100.00 with 10.00
 # refunded, and no agency (so any payer in a row is a forged one).
 WRITES: dict[tuple[str, str], Write] = {
@@ -141,6 +147,7 @@ WRITES: dict[tuple[str, str], Write] = {
     ("customer-holds", "POST"): Write(lambda t: {"product": "boost", "amount": "20.00"}, "captured", _new_hold),
     ("hold-capture", "POST"): Write(lambda t: {"amount": "10.00"}, "released", _captured),
     ("hold-release", "POST"): Write(lambda t: {}, "captured", _released),
+    ("customer-wallet-alerts", "PUT"): Write(lambda t: {"low_balance": "100.00"}, "failed", _alerts_set),
 }
 
 

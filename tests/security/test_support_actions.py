@@ -74,6 +74,9 @@ WITHOUT_REASON = {
                                                       "customer action; the customer page's retry asks a reason)",
     ("disbalance.webhookevent", "resend"): "re-delivers an event to the consumer (at-least-once anyway)",
     ("disbalance.consumerservice", "issue_token"): "service administration, not a customer action",
+    ("disbalance.consumerservice", "webhooks_enable"): "service administration: resumes deliveries to the consumer's"
+                                                       " endpoint (audited in the admin log)",
+    ("disbalance.consumerservice", "webhook_secret_rotate"): "service administration, not a customer action",
     ("disbalance.servicetoken", "revoke"): "service administration, not a customer action",
     ("customers.customer", "timeline"): "a page that only reads (the customer's timeline)",
     ("customers.customer", "statement"): "a page that only reads (the reconciliation statement and its CSV)",

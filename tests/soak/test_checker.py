@@ -9,6 +9,7 @@ from soak.checker import (
     Report,
     analyze_ops,
     check_charges,
+    check_events,
     check_holds,
     check_refunds,
     in_windows,
@@ -145,3 +146,18 @@ def test_check_refunds_sums_per_charge(service, products, funded):
     assert check_refunds(expected, service, Ledger(service)) == []
     expected, _ = analyze([])
     assert check_refunds(expected, service, Ledger(service)) == [f"refund {refund.id} exists without a 2xx answer"]
+
+
+@pytest.mark.django_db
+def test_check_events_finds_a_wallet_the_events_do_not_explain(service, products, funded):
+    from django.db import transaction
+
+    from payments.services import charge_create
+    from wallets.models import Account
+
+    charge_create(customer=funded, product=products["placement"], amount=Decimal("10.00"))
+    assert check_events(service) == []
+    with transaction.atomic():  # a movement that bypassed the services (no event)
+        Account.objects.filter(customer=funded, kind="wallet").update(balance=Decimal("1.00"))
+    problems = check_events(service)
+    assert len(problems) == 1 and "events say" in problems[0]

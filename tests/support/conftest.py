@@ -92,7 +92,7 @@ def customer(service, agency_a):
 
 @pytest.fixture
 def mismatched(service, balance, emulator, run_outbox):
-    """A customer registered in the emulator whose wallet order was moved to another agency behind billing's back,
+    """A customer registered in the emulator whose wallet order got another product behind billing's back,
     and the reconciliation run (autofix off) that recorded it: returns (customer, order, mismatch)."""
     from agencies.services import AgencyData, agency_register
     from customers.services import CustomerData, customer_register
@@ -101,9 +101,13 @@ def mismatched(service, balance, emulator, run_outbox):
     from reconciliation.run import reconcile
 
     other = agency_register(service=service, external_id="agency:other", data=AgencyData(
-        name="Other Agency LLC", legal={"inn": "7700000009", "legal_address": "Moscow"})).agency
+        name="Other Agency LLC", legal={"inn": "7700000009", "legal_address": "Moscow", "kpp": "770101001",
+                                        "long_name": "Limited Liability Company", "postal_address": "Moscow",
+                                        "postcode": "101000"})).agency
     customer = customer_register(service=service, external_id="dealer:20101", data=CustomerData(
-        kind="company", name="Demo Motors LLC", legal={"inn": "7709876543", "legal_address": "Moscow, Lenina 2"},
+        kind="company", name="Demo Motors LLC", legal={"inn": "7709876543", "legal_address": "Moscow, Lenina 2",
+                                                       "kpp": "770101001", "long_name": "Limited Liability Company",
+                                                       "postal_address": "Moscow, Lenina 2", "postcode": "101000"},
     )).customer
     run_outbox()
     with transaction.atomic():
@@ -113,7 +117,8 @@ def mismatched(service, balance, emulator, run_outbox):
     customer.refresh_from_db()
     order.refresh_from_db()
     assert customer.status == "active" and order.sync_status == "synced", (customer.status_reason, order.sync_error)
-    emulator.update_order(service.balance_service_id, order.pk, {"AgencyID": other.balance_client_id})
+    # A change Balance lets billing read back (an order's owner cannot be: each run re-asserts it instead).
+    emulator.update_order(service.balance_service_id, order.pk, {"ProductID": 503999})
     reconcile(customer=customer, autofix=False)
     mismatch = Mismatch.objects.get(status="open", order=order)
     assert mismatch.kind == "order_ownership" and mismatch.details.get("fix"), mismatch.details

@@ -99,7 +99,7 @@ def test_support_finds_a_customer_fixes_its_mismatch_and_cannot_edit_ledger_or_t
     mismatches.get_by_role("link", name="Open").click()
     page.wait_for_url(f"**/admin/reconciliation/mismatch/{mismatch.pk}/change/")
     content = page.locator("#content").inner_text().lower()
-    assert "agencyid" in content and "status:\nopen" in content
+    assert "productid" in content and "status:\nopen" in content
     page.go_back()
     page.wait_for_url(f"**/admin/customers/customer/{customer.pk}/change/")
 

@@ -8,6 +8,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Group, Permission
@@ -386,7 +387,9 @@ def test_retry_a_failed_operation(support_client, support_user, service, balance
     from customers.services import CustomerData, customer_register
 
     customer = customer_register(service=service, external_id="dealer:1", data=CustomerData(
-        kind="company", name="Retry Motors", legal={"inn": "7700000011", "legal_address": "Moscow"})).customer
+        kind="company", name="Retry Motors", legal={"inn": "7700000011", "legal_address": "Moscow", "kpp": "770101001",
+                                                    "long_name": "Limited Liability Company",
+                                                    "postal_address": "Moscow", "postcode": "101000"})).customer
     operation = OutboxOperation.objects.get(subject=f"customer:{customer.pk}")
     OutboxOperation.objects.filter(pk=operation.pk).update(status="failed", attempts=12, last_error="boom")
     assert customer.status == "registering"
@@ -428,7 +431,7 @@ def test_fix_a_mismatch_from_the_customer_page(support_client, support_user, mis
     row.refresh_from_db()
     assert row.status == "resolved" and row.last_fix_by == support_user and row.fix_attempts == 1
     state = {int(o["ServiceOrderID"]): o for o in emulator.state()["orders"]}
-    assert int(state[order.pk]["AgencyID"] or 0) == 0  # billing's values are back in Balance
+    assert int(state[order.pk]["ProductID"]) == settings.BALANCE_WALLET_PRODUCT_ID  # billing's values are back
     assert LogEntry.objects.filter(user=support_user, object_id=str(row.pk)).exists()
     assert LogEntry.objects.filter(user=support_user, object_id=str(customer.pk)).exists()
     assert response.context["open_mismatches"] == []

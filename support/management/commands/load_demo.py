@@ -5,6 +5,8 @@ Users: `admin`/`admin` (superuser) and `support`/`support` (staff, in the `suppo
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -13,7 +15,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from agencies.models import Agency
 from agencies.services import AgencyData, agency_contracts_refresh, agency_register
-from balance_gateway.client import EmulatorControl
+from balance_gateway.emulator.remote import EmulatorControl
 from balance_gateway.exceptions import BalanceError
 from customers.services import CustomerData, customer_register
 from disbalance.models import ServiceToken, hash_token
@@ -42,12 +44,16 @@ class Command(BaseCommand):
         agency = agency_register(
             service=service, external_id="agency:1",
             data=AgencyData(name="Demo Agency LLC", email="agency@example.com",
-                            legal={"inn": "7701234567", "legal_address": "Moscow, Tverskaya 1"}),
+                            legal={"inn": "7701234567", "legal_address": "Moscow, Tverskaya 1", "kpp": "770101001",
+                                   "long_name": "Limited Liability Company", "postal_address": "Moscow, Tverskaya 1",
+                                   "postcode": "101000"}),
         ).agency
         customer_register(
             service=service, external_id="dealer:20101",
             data=CustomerData(kind="company", name="Demo Motors LLC", email="dealer@example.com",
-                              legal={"inn": "7709876543", "legal_address": "Moscow, Lenina 2"}),
+                              legal={"inn": "7709876543", "legal_address": "Moscow, Lenina 2", "kpp": "770101001",
+                                     "long_name": "Limited Liability Company", "postal_address": "Moscow, Lenina 2",
+                                     "postcode": "101000"}),
         )
         customer_register(
             service=service, external_id="user:501",
@@ -56,6 +62,7 @@ class Command(BaseCommand):
         )
         outbox_drain(max_rounds=3)
         self._demo_contract(Agency.objects.get(pk=agency.pk))
+        self._adopt_legacy(service)
         self.stdout.write(DEMO_TOKEN)
 
     def _support_user(self, user_model) -> None:
@@ -71,6 +78,20 @@ class Command(BaseCommand):
                        balance_product_id=503162)
         product_create(service=service, code="boost", name="Boost to the top", kind="vas", balance_product_id=503163)
         product_create(service=service, code="highlight", name="Highlighting", kind="vas", balance_product_id=503164)
+
+    def _adopt_legacy(self, service) -> None:
+        """A consumer's legacy Balance state (scripts/demo-legacy/, seeded into the emulator by scripts/run.sh):
+        its customers linked and its orders' money adopted, as docs/migrating.md describes. Idempotent."""
+        from django.core.management import call_command
+
+        folder = Path(settings.BASE_DIR) / "scripts" / "demo-legacy"
+        try:
+            call_command("import_customers", str(folder / "customers.csv"), "--service", service.slug,
+                         "--no-progress", stdout=self.stderr, stderr=self.stderr)
+            call_command("adopt_orders", str(folder / "orders.csv"), "--service", service.slug, "--no-progress",
+                         stdout=self.stderr, stderr=self.stderr)
+        except CommandError as exc:
+            self.stderr.write(f"legacy orders not adopted (is Balance the emulator seeded with {folder}?): {exc}")
 
     def _demo_contract(self, agency: Agency) -> None:
         if agency.balance_client_id is None or agency.contracts.filter(active=True).exists():

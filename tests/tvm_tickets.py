@@ -1,0 +1,15 @@
+"""A ticket provider for tests: the ticket the emulator requires (`required_ticket`), set by the `balance` fixture.
+
+Production uses `balance_gateway.tvm.TvmToolProvider`; this one only hands out `settings.TEST_SERVICE_TICKET`."""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+
+class StaticTickets:
+    def service_ticket(self) -> str | None:
+        return getattr(settings, "TEST_SERVICE_TICKET", "") or None
+
+    def check_service_ticket(self, ticket: str) -> int | None:
+        return None

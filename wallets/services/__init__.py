@@ -1,0 +1,51 @@
+"""Every write to the ledger: `ledger` (locks, accounts, `ledger_post`) and `operations` (the wallet operations)."""
+
+from wallets.services.ledger import (
+    account_get_or_create,
+    account_key,
+    adjustments_account_get_or_create,
+    clearing_account_get_or_create,
+    holds_account_get_or_create,
+    ledger_post,
+    lock_accounts,
+    lock_accounts_by_key,
+    owner_key,
+    spend_account_get_or_create,
+    wallet_account_get_or_create,
+)
+from wallets.services.operations import (
+    wallet_adjust,
+    wallet_alerts_set,
+    wallet_capture,
+    wallet_charge,
+    wallet_credit_opening_balance,
+    wallet_credit_topup,
+    wallet_hold,
+    wallet_refund,
+    wallet_release,
+    wallet_transfer,
+)
+
+__all__ = [
+    "account_get_or_create",
+    "account_key",
+    "adjustments_account_get_or_create",
+    "clearing_account_get_or_create",
+    "holds_account_get_or_create",
+    "ledger_post",
+    "lock_accounts",
+    "lock_accounts_by_key",
+    "owner_key",
+    "spend_account_get_or_create",
+    "wallet_account_get_or_create",
+    "wallet_adjust",
+    "wallet_alerts_set",
+    "wallet_capture",
+    "wallet_charge",
+    "wallet_credit_opening_balance",
+    "wallet_credit_topup",
+    "wallet_hold",
+    "wallet_refund",
+    "wallet_release",
+    "wallet_transfer",
+]
