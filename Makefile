@@ -6,7 +6,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 
-.PHONY: run test venv lint check soak soak-ci clean
+.PHONY: run test venv lint check messages soak soak-ci clean
 
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,13 @@ lint: venv
 check: venv lint
 	$(PY) manage.py makemigrations --check --dry-run
 	$(PY) manage.py spectacular --validate --fail-on-warn --file /dev/null
+
+# The console's Russian catalog (locale/ru): collect new strings, translate them in django.po, then compile the .mo
+# that is committed with it. tests/support/test_i18n.py fails while a message is untranslated or fuzzy.
+MESSAGES_IGNORE := --ignore=.venv --ignore=tests --ignore=soak --ignore=bench --ignore=scripts
+messages: venv
+	$(PY) manage.py makemessages -l ru --no-obsolete $(MESSAGES_IGNORE)
+	$(PY) manage.py compilemessages -l ru $(MESSAGES_IGNORE)
 
 # The fault-injection soak (soak/run.py; docs/reliability.md): `SEED=42 DURATION=300 make soak`. Without SEED a new
 # seed is drawn and printed; a failing run prints the command that replays it. `soak-ci` is the short CI form.

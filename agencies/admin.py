@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.translation import gettext_lazy as _
 from simple_history.admin import SimpleHistoryAdmin
 
 from agencies.models import Agency, Contract
@@ -32,7 +33,7 @@ class AgencyAdmin(SimpleHistoryAdmin):
     inlines = [ContractInline]
     actions = ["resync_with_balance"]
 
-    @admin.action(description="Sync with Balance again (client, person, contracts)", permissions=["view"])
+    @admin.action(description=_("Sync with Balance again (client, person, contracts)"), permissions=["view"])
     def resync_with_balance(self, request: HttpRequest, queryset: QuerySet[Agency]) -> None:
         for agency in queryset:
             enqueue_sync(agency, update=agency.balance_client_id is not None)

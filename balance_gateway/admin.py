@@ -5,9 +5,10 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.translation import gettext_lazy as _
 
 from balance_gateway.models import BalanceCall, BalanceNotification
-from disbalance.admin_kit import ReadOnlyAdminMixin
+from disbalance.admin_kit import CsvExportMixin, ReadOnlyAdminMixin
 from disbalance.models import OutboxOperation
 from disbalance.outbox import outbox_retry
 
@@ -29,7 +30,7 @@ class BalanceCallInline(admin.TabularInline):
 
 
 @admin.register(OutboxOperation)
-class OutboxOperationAdmin(ReadOnlyAdmin):
+class OutboxOperationAdmin(CsvExportMixin, ReadOnlyAdmin):
     list_display = ("id", "kind", "subject", "status", "attempts", "next_attempt_at", "failure_kind", "short_error",
                     "updated_at")
     list_filter = ("status", "failure_kind", "kind", "service")
@@ -42,11 +43,11 @@ class OutboxOperationAdmin(ReadOnlyAdmin):
     actions = ["retry_now"]
     date_hierarchy = "created_at"
 
-    @admin.display(description="last error")
+    @admin.display(description=_("last error"))
     def short_error(self, obj: OutboxOperation) -> str:
         return (obj.last_error[:80] + "…") if len(obj.last_error) > 80 else obj.last_error
 
-    @admin.action(description="Retry now", permissions=["retry"])
+    @admin.action(description=_("Retry now"), permissions=["retry"])
     def retry_now(self, request: HttpRequest, queryset: QuerySet[OutboxOperation]) -> None:
         retried = 0
         for operation in queryset.exclude(status__in=[OutboxOperation.Status.DONE]):

@@ -1,9 +1,10 @@
 from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
 
 
 class BalanceGatewayConfig(AppConfig):
     name = "balance_gateway"
-    verbose_name = "Balance gateway"
+    verbose_name = _("Balance gateway")
 
     def ready(self) -> None:
         # Imported here, not at the top: an app's modules that touch models load only once the registry is ready.

@@ -11,8 +11,10 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
 from simple_history.admin import SimpleHistoryAdmin
 
+from disbalance.admin_kit import CsvExportMixin
 from disbalance.models import ConsumerService, IdempotencyRecord, ServiceToken, WebhookAttempt, WebhookEvent
 from disbalance.services import service_token_issue, service_token_revoke
 from disbalance.webhooks import (
@@ -23,9 +25,9 @@ from disbalance.webhooks import (
     webhook_secret_rotate,
 )
 
-admin.site.site_header = "Disbalance support"
+admin.site.site_header = _("Disbalance support")
 admin.site.site_title = "Disbalance"
-admin.site.index_title = "Billing support console"
+admin.site.index_title = _("Billing support console")
 
 
 class ServiceTokenInline(admin.TabularInline):
@@ -155,7 +157,7 @@ class WebhookAttemptInline(admin.TabularInline):
 
 
 @admin.register(WebhookEvent)
-class WebhookEventAdmin(admin.ModelAdmin):
+class WebhookEventAdmin(CsvExportMixin, admin.ModelAdmin):
     """Events and their webhook delivery; read-only except for the "Re-send" action (needs `change`)."""
 
     list_display = ("created_at", "service", "type", "customer_external_id", "sequence", "status", "attempts",

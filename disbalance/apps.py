@@ -1,9 +1,10 @@
 from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
 
 
 class DisbalanceConfig(AppConfig):
     name = "disbalance"
-    verbose_name = "Consumer services"
+    verbose_name = _("Consumer services")
 
     def ready(self) -> None:
         from django.db.models.signals import post_delete, post_save

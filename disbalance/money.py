@@ -10,6 +10,7 @@ import re
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.db import models
+from django.utils import formats
 
 CENT = Decimal("0.01")
 ZERO = Decimal("0.00")
@@ -89,3 +90,16 @@ def from_balance(value: object) -> Decimal:
 
 def format_amount(amount: Decimal) -> str:
     return f"{quantize(amount):.2f}"
+
+
+CURRENCY_SIGNS = {"RUB": "₽", "USD": "$", "EUR": "€"}
+
+
+def format_money(amount: Decimal, currency: str = "RUB") -> str:
+    """An amount for people, in the active language: `1 500,00 ₽` in Russian, `1,500.00 ₽` in English.
+
+    Grouping and separators come from the active locale's formats; the sign follows the number. Machine-readable
+    output (the API, CSV files) uses `format_amount`.
+    """
+    number = formats.number_format(quantize(amount), 2, use_l10n=True, force_grouping=True)
+    return f"{number}\N{NO-BREAK SPACE}{CURRENCY_SIGNS.get(currency, currency)}"

@@ -82,3 +82,21 @@ def page(results: list, next_url: str | None = None) -> dict:
 def ok(name: str, value: dict, status: int = 200) -> OpenApiExample:
     """A success example. For a plain-array response give one item: drf-spectacular shows it as a list."""
     return OpenApiExample(name, value=value, response_only=True, status_codes=[str(status)])
+
+RECONCILIATION_STATEMENT = {
+    "payer": "self", "from": "2026-12-01", "to": "2026-12-31", "currency": "RUB", "opening_balance": "0.00",
+    "money_in": "1500.00", "spend": [{"product": "placement", "amount": "300.00"}],
+    "refunds": "50.00", "corrections": "0.00", "closing_balance": "1250.00",
+    "lines": [
+        {"id": "a3f1c2b9-8d43-4a5e-9b1a-3c2d4e5f6a70", "date": "2026-12-02T07:39:24.878484Z", "type": "topup",
+         "product": "", "amount": "1500.00", "balance_after": "1500.00",
+         "reference": {"kind": "topup", "id": "c6b66df3-77a5-498b-a45c-c13b3ef94558"}, "description": ""},
+        {"id": "b1e2d3c4-8d43-4a5e-9b1a-3c2d4e5f6a71", "date": "2026-12-02T07:39:25.100000Z", "type": "charge",
+         "product": "placement", "amount": "-300.00", "balance_after": "1200.00",
+         "reference": {"kind": "charge", "id": "79eef50c-e1d0-4b4e-a8b8-cbe79fa5597e"}, "description": ""},
+        {"id": "c77ec0e3-8d43-4a5e-9b1a-3c2d4e5f6a72", "date": "2026-12-02T07:39:27.931441Z", "type": "refund",
+         "product": "placement", "amount": "50.00", "balance_after": "1250.00",
+         "reference": {"kind": "refund", "id": "0d18acf4-b0cb-41ae-8ef0-3f8e1ea5308b"},
+         "description": "Refund of charge 79eef50c-e1d0-4b4e-a8b8-cbe79fa5597e: bad photo"},
+    ],
+}

@@ -16,6 +16,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 from simple_history.admin import SimpleHistoryAdmin
 
 from balance_gateway.exceptions import BalanceError
@@ -135,15 +136,15 @@ class OverdraftAdmin(NoDeleteMixin, SimpleHistoryAdmin):
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 
-    @admin.display(description="customer", ordering="customer__external_id")
+    @admin.display(description=_("customer"), ordering="customer__external_id")
     def customer_link(self, obj: Overdraft) -> str:
         return admin_link(obj.customer, obj.customer.external_id)
 
-    @admin.display(description="effective limit")
+    @admin.display(description=_("effective limit"))
     def effective_limit(self, obj: Overdraft) -> str:
         return format_amount(selectors.overdraft_limit(customer=obj.customer))
 
-    @admin.display(description="override")
+    @admin.display(description=_("override"))
     def active_override(self, obj: Overdraft) -> str:
         override = selectors.active_override(customer=obj.customer)
         if override is None:
@@ -151,19 +152,19 @@ class OverdraftAdmin(NoDeleteMixin, SimpleHistoryAdmin):
         until = f" until {override.expires_at:%Y-%m-%d %H:%M}" if override.expires_at else ""
         return f"{format_amount(override.limit)}{until} by {override.created_by}: {override.reason}"
 
-    @admin.display(description="debt (ledger)")
+    @admin.display(description=_("debt (ledger)"))
     def debt(self, obj: Overdraft) -> str:
         return format_amount(selectors.own_debt(customer_id=obj.customer_id))
 
-    @admin.display(description="overdue", boolean=True)
+    @admin.display(description=_("overdue"), boolean=True)
     def overdue(self, obj: Overdraft) -> bool:
         return selectors.debt_status(customer=obj.customer).overdue
 
-    @admin.display(description="blocked", boolean=True, ordering="customer__blocked")
+    @admin.display(description=_("blocked"), boolean=True, ordering="customer__blocked")
     def blocked(self, obj: Overdraft) -> bool:
         return obj.customer.blocked
 
-    @admin.display(description="open blocks")
+    @admin.display(description=_("open blocks"))
     def open_blocks(self, obj: Overdraft) -> str:
         blocks = selectors.open_blocks(customer=obj.customer)
         return "; ".join(f"{b.kind}: {b.reason} (by {b.created_by or 'system'})" for b in blocks) or "-"
@@ -177,7 +178,7 @@ class OverdraftAdmin(NoDeleteMixin, SimpleHistoryAdmin):
     def has_unblock_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("overdrafts.change_block")
 
-    @admin.action(description="Refresh from Balance (GetOverdraftParams)", permissions=["refresh"])
+    @admin.action(description=_("Refresh from Balance (GetOverdraftParams)"), permissions=["refresh"])
     def refresh_from_balance(self, request: HttpRequest, queryset: QuerySet[Overdraft]) -> None:
         customers = [o.customer for o in queryset.select_related("customer__service")]
         try:
@@ -191,7 +192,7 @@ class OverdraftAdmin(NoDeleteMixin, SimpleHistoryAdmin):
                                    f"{outcome['failed']} failed, {outcome['skipped']} skipped (served by an agency). "
                                    "Limits come from Balance's NotifyClient2.", level)
 
-    @admin.action(description="Block by hand…", permissions=["block"])
+    @admin.action(description=_("Block by hand…"), permissions=["block"])
     def block(self, request: HttpRequest, queryset: QuerySet[Overdraft]) -> HttpResponse | None:
         result = reason_form(self, request, queryset, action="block", title="Block customers by hand",
                              intro="Charges and holds of these customers will be refused (409 customer_blocked) "
@@ -201,7 +202,7 @@ class OverdraftAdmin(NoDeleteMixin, SimpleHistoryAdmin):
         block_customers(self, request, [o.customer for o in queryset.select_related("customer")], result["reason"])
         return None
 
-    @admin.action(description="Unblock…", permissions=["unblock"])
+    @admin.action(description=_("Unblock…"), permissions=["unblock"])
     def unblock(self, request: HttpRequest, queryset: QuerySet[Overdraft]) -> HttpResponse | None:
         result = reason_form(self, request, queryset, action="unblock", title="Unblock customers",
                              intro="Lifts manual blocks. An overdue block lifts itself when the debt is repaid; "
@@ -272,11 +273,11 @@ class LimitOverrideAdmin(NoDeleteMixin, admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 
-    @admin.display(description="customer", ordering="customer__external_id")
+    @admin.display(description=_("customer"), ordering="customer__external_id")
     def customer_link(self, obj: LimitOverride) -> str:
         return admin_link(obj.customer, obj.customer.external_id)
 
-    @admin.display(description="active", boolean=True)
+    @admin.display(description=_("active"), boolean=True)
     def active(self, obj: LimitOverride) -> bool:
         return obj.active_at(timezone.now())
 
@@ -294,7 +295,7 @@ class LimitOverrideAdmin(NoDeleteMixin, admin.ModelAdmin):
     def has_end_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("overdrafts.change_limitoverride")
 
-    @admin.action(description="End…", permissions=["end"])
+    @admin.action(description=_("End…"), permissions=["end"])
     def end(self, request: HttpRequest, queryset: QuerySet[LimitOverride]) -> HttpResponse | None:
         open_ones = queryset.filter(ended_at__isnull=True).select_related("customer")
         result = reason_form(self, request, open_ones, action="end", title="End overdraft overrides",
@@ -343,11 +344,11 @@ class BlockAdmin(NoDeleteMixin, admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 
-    @admin.display(description="customer", ordering="customer__external_id")
+    @admin.display(description=_("customer"), ordering="customer__external_id")
     def customer_link(self, obj: Block) -> str:
         return admin_link(obj.customer, obj.customer.external_id)
 
-    @admin.display(description="open", boolean=True)
+    @admin.display(description=_("open"), boolean=True)
     def open(self, obj: Block) -> bool:
         return obj.lifted_at is None
 
@@ -363,7 +364,7 @@ class BlockAdmin(NoDeleteMixin, admin.ModelAdmin):
     def has_unblock_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("overdrafts.change_block")
 
-    @admin.action(description="Unblock…", permissions=["unblock"])
+    @admin.action(description=_("Unblock…"), permissions=["unblock"])
     def unblock(self, request: HttpRequest, queryset: QuerySet[Block]) -> HttpResponse | None:
         open_ones = queryset.filter(lifted_at__isnull=True).select_related("customer")
         result = reason_form(self, request, open_ones, action="unblock", title="Unblock customers",
@@ -402,7 +403,7 @@ class AgencyCreditAdmin(NoDeleteMixin, admin.ModelAdmin):
     def has_refresh_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("overdrafts.view_agencycredit")
 
-    @admin.action(description="Refresh from Balance (GetClientCreditLimits)", permissions=["refresh"])
+    @admin.action(description=_("Refresh from Balance (GetClientCreditLimits)"), permissions=["refresh"])
     def refresh_from_balance(self, request: HttpRequest, queryset: QuerySet[AgencyCredit]) -> None:
         agencies = [c.agency for c in queryset.select_related("agency__service")]
         outcome = services.agency_credits_pull(agencies=agencies)

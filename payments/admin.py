@@ -23,6 +23,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext_lazy as _
 from simple_history.admin import SimpleHistoryAdmin
 
 from balance_gateway.exceptions import BalanceError
@@ -156,15 +157,15 @@ class ReadOnlyMoneyAdmin(ReadOnlyAdminMixin, ExactSearchMixin, admin.ModelAdmin)
     show_full_result_count = False
     date_hierarchy = "created_at"
 
-    @admin.display(description="customer", ordering="customer__external_id")
+    @admin.display(description=_("customer"), ordering="customer__external_id")
     def customer_link(self, obj: Any) -> str:
         return admin_link(obj.customer, obj.customer.external_id)
 
-    @admin.display(description="payer", ordering="payer_agency__external_id")
+    @admin.display(description=_("payer"), ordering="payer_agency__external_id")
     def payer(self, obj: Any) -> str:
         return payer_label(obj.payer_agency)
 
-    @admin.display(description="metadata")
+    @admin.display(description=_("metadata"))
     def metadata_table(self, obj: Any) -> str:
         return metadata_table(obj.metadata)
 
@@ -237,7 +238,7 @@ class TopUpOfOrderInline(admin.TabularInline):
     ordering = ("-created_at",)
     verbose_name_plural = "top-ups paid on this order"
 
-    @admin.display(description="top-up")
+    @admin.display(description=_("top-up"))
     def link(self, obj: TopUp) -> str:
         return admin_link(obj, obj.pk)
 
@@ -270,24 +271,24 @@ class BalanceOrderAdmin(ReadOnlyMoneyAdmin):
     inlines = [TopUpOfOrderInline]
     actions = ["refresh_from_balance", "sync_to_balance"]
 
-    @admin.display(description="ServiceOrderID", ordering="id")
+    @admin.display(description=_("ServiceOrderID"), ordering="id")
     def service_order_id(self, obj: BalanceOrder) -> int:
         return obj.pk
 
-    @admin.display(description="Balance key (ServiceID:ServiceOrderID)")
+    @admin.display(description=_("Balance key (ServiceID:ServiceOrderID)"))
     def balance_key(self, obj: BalanceOrder) -> str:
         return f"{obj.service.balance_service_id}:{obj.pk}"
 
-    @admin.display(description="wallet order (GroupServiceOrderID)")
+    @admin.display(description=_("wallet order (GroupServiceOrderID)"))
     def parent_link(self, obj: BalanceOrder) -> str:
         return admin_link(obj.parent)
 
-    @admin.action(description="Refresh from Balance", permissions=["view"])
+    @admin.action(description=_("Refresh from Balance"), permissions=["view"])
     def refresh_from_balance(self, request: HttpRequest, queryset: QuerySet[BalanceOrder]) -> None:
         synced = list(queryset.filter(sync_status=BalanceOrder.SyncStatus.SYNCED).select_related("service"))
         orders_refresh(self, request, synced, skipped=queryset.count() - len(synced))
 
-    @admin.action(description="Sync to Balance (queue the customers' unsynced orders)", permissions=["view"])
+    @admin.action(description=_("Sync to Balance (queue the customers' unsynced orders)"), permissions=["view"])
     def sync_to_balance(self, request: HttpRequest, queryset: QuerySet[BalanceOrder]) -> None:
         customers = {order.customer_id: order.customer for order in queryset.select_related("customer__service")}
         orders_sync(self, request, customers.values())
@@ -329,7 +330,7 @@ class TopUpAdmin(ReadOnlyMoneyAdmin):
     readonly_fields = fields
     actions = None
 
-    @admin.display(description="Balance order")
+    @admin.display(description=_("Balance order"))
     def order_link(self, obj: TopUp) -> str:
         return admin_link(obj.order)
 
@@ -342,7 +343,7 @@ class RefundInline(admin.TabularInline):
     max_num = 0
     can_delete = False
 
-    @admin.display(description="refund")
+    @admin.display(description=_("refund"))
     def link(self, obj: Refund) -> str:
         return admin_link(obj, obj.pk)
 
@@ -370,7 +371,7 @@ class ChargeAdmin(ReadOnlyMoneyAdmin):
     inlines = [RefundInline]
     actions = None
 
-    @admin.display(description="captured from hold")
+    @admin.display(description=_("captured from hold"))
     def hold_link(self, obj: Charge) -> str:
         return admin_link(obj.hold, obj.hold_id) if obj.hold_id else "-"
 
@@ -390,7 +391,7 @@ class HoldAdmin(ReadOnlyMoneyAdmin):
     readonly_fields = fields
     actions = ["release_now"]
 
-    @admin.display(description="charge (capture)")
+    @admin.display(description=_("charge (capture)"))
     def charge_link(self, obj: Hold) -> str:
         charge = Charge.objects.filter(hold=obj).first()
         return admin_link(charge, charge.pk) if charge else "-"
@@ -398,7 +399,7 @@ class HoldAdmin(ReadOnlyMoneyAdmin):
     def has_release_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("payments.change_hold")
 
-    @admin.action(description="Release now (give the held money back)", permissions=["release"])
+    @admin.action(description=_("Release now (give the held money back)"), permissions=["release"])
     def release_now(self, request: HttpRequest, queryset: QuerySet[Hold]) -> HttpResponse | None:
         """Asks for confirmation and a reason first; then releases each hold still held, in its own transaction."""
         held = queryset.filter(status=Hold.Status.HELD).select_related("customer", "product", "payer_agency")
@@ -452,14 +453,14 @@ class RefundAdmin(ReadOnlyMoneyAdmin):
     readonly_fields = fields
     actions = None
 
-    @admin.display(description="charge")
+    @admin.display(description=_("charge"))
     def charge_link(self, obj: Refund) -> str:
         return admin_link(obj.charge, f"{obj.charge_id} ({format_amount(obj.charge.amount)})")
 
-    @admin.display(description="customer", ordering="charge__customer__external_id")
+    @admin.display(description=_("customer"), ordering="charge__customer__external_id")
     def customer_link(self, obj: Refund) -> str:
         return admin_link(obj.charge.customer, obj.charge.customer.external_id)
 
-    @admin.display(description="product", ordering="charge__product__code")
+    @admin.display(description=_("product"), ordering="charge__product__code")
     def product(self, obj: Refund) -> str:
         return str(obj.charge.product)

@@ -12,10 +12,11 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext_lazy as _
 from simple_history.admin import SimpleHistoryAdmin
 
 from balance_gateway.exceptions import BalanceError
-from disbalance.admin_kit import admin_link
+from disbalance.admin_kit import CsvExportMixin, admin_link
 from disbalance.exceptions import ApplicationError
 from reconciliation.actions import mismatch_fix, mismatch_resolve
 from reconciliation.models import Mismatch
@@ -27,7 +28,7 @@ _SEVERITY_COLORS = {"critical": "#ba2121", "warning": "#b36b00", "info": "#41769
 
 
 @admin.register(Mismatch)
-class MismatchAdmin(SimpleHistoryAdmin):
+class MismatchAdmin(CsvExportMixin, SimpleHistoryAdmin):
     """The queue of differences between billing and Balance found by reconciliation.
 
     Read-only; two actions (also buttons on a mismatch's page), each recorded with the user in the history and the
@@ -92,12 +93,12 @@ class MismatchAdmin(SimpleHistoryAdmin):
 
     # --- columns and fields ---
 
-    @admin.display(description="severity", ordering="severity")
+    @admin.display(description=_("severity"), ordering="severity")
     def severity_badge(self, obj: Mismatch) -> str:
         return format_html('<strong style="color:{}">{}</strong>', _SEVERITY_COLORS.get(obj.severity, "inherit"),
                            obj.severity)
 
-    @admin.display(description="customer", ordering="customer__external_id")
+    @admin.display(description=_("customer"), ordering="customer__external_id")
     def customer_link(self, obj: Mismatch) -> str:
         if obj.customer is not None:
             return admin_link(obj.customer, obj.customer.external_id)
@@ -105,7 +106,7 @@ class MismatchAdmin(SimpleHistoryAdmin):
             return admin_link(obj.agency, f"agency {obj.agency.external_id}")
         return "-"
 
-    @admin.display(description="fix")
+    @admin.display(description=_("fix"))
     def fix_state(self, obj: Mismatch) -> str:
         if obj.status == Mismatch.Status.RESOLVED:
             by = obj.resolved_by.get_username() if obj.resolved_by else "system"
@@ -115,7 +116,7 @@ class MismatchAdmin(SimpleHistoryAdmin):
         by = obj.last_fix_by.get_username() if obj.last_fix_by else "autofix"
         return format_html("{} fix(es), last by {}: {}", obj.fix_attempts, by, obj.last_fix_note[:60])
 
-    @admin.display(description="links")
+    @admin.display(description=_("links"))
     def links(self, obj: Mismatch) -> str:
         items = []
         if obj.customer is not None:
@@ -135,7 +136,7 @@ class MismatchAdmin(SimpleHistoryAdmin):
         rows = format_html_join("", "<tr><th scope='row'>{}</th><td>{}</td></tr>", items)
         return format_html("<table><tbody>{}</tbody></table>", rows)
 
-    @admin.display(description="what differs")
+    @admin.display(description=_("what differs"))
     def details_table(self, obj: Mismatch) -> str:
         rows = obj.details.get("rows") or []
         if not rows:
@@ -146,13 +147,13 @@ class MismatchAdmin(SimpleHistoryAdmin):
         return format_html("<table><thead><tr><th></th><th>billing</th><th>Balance</th></tr></thead>"
                            "<tbody>{}</tbody></table>", body)
 
-    @admin.display(description="note for support")
+    @admin.display(description=_("note for support"))
     def note(self, obj: Mismatch) -> str:
         return obj.details.get("note") or "-"
 
     # --- actions (list) and buttons (page) ---
 
-    @admin.action(description="Fix (re-sync with Balance)", permissions=["fix"])
+    @admin.action(description=_("Fix (re-sync with Balance)"), permissions=["fix"])
     def fix_selected(self, request: HttpRequest, queryset: QuerySet[Mismatch]) -> None:
         selected = list(queryset.filter(status=Mismatch.Status.OPEN)[:MISMATCH_ACTION_MAX + 1])
         if len(selected) > MISMATCH_ACTION_MAX:
@@ -174,7 +175,7 @@ class MismatchAdmin(SimpleHistoryAdmin):
         level = messages.SUCCESS if result.ok else messages.WARNING
         self.message_user(request, f"Mismatch {mismatch.pk}: {result.note} ({state}).", level)
 
-    @admin.action(description="Resolve with comment…", permissions=["resolve"])
+    @admin.action(description=_("Resolve with comment…"), permissions=["resolve"])
     def resolve_selected(self, request: HttpRequest, queryset: QuerySet[Mismatch]) -> HttpResponse | None:
         selected = list(queryset.filter(status=Mismatch.Status.OPEN).select_related("customer")
                         [:MISMATCH_ACTION_MAX + 1])

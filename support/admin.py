@@ -35,23 +35,32 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllow
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import formats
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from simple_history.admin import SimpleHistoryAdmin
 
 from customers.models import Customer
 from customers.services import agency_change, enqueue_sync
+from disbalance.admin_kit import CsvExportMixin
 from disbalance.exceptions import InsufficientFunds, InvalidState, ValidationFailed
-from disbalance.models import OutboxOperation
-from disbalance.money import format_amount
+from disbalance.models import OutboxOperation, WebhookEvent
+from disbalance.money import format_amount, format_money
 from disbalance.outbox import outbox_retry
+from disbalance.webhooks import webhook_resend
 from overdrafts import services as overdrafts
 from payments.admin import orders_refresh, orders_sync, payer_label
 from payments.models import BalanceOrder
+from payments.services import refund_create, topup_create
 from reconciliation.actions import mismatch_fix
 from reconciliation.models import Mismatch
 from support.customer_page import (
     PERM_ADJUST_WALLET,
     PERM_CHANGE_AGENCY,
+    PERM_CREATE_PAYMENT_LINK,
     PERM_FIX_MISMATCH,
+    PERM_REFUND_CHARGE,
+    PERM_RESEND_WEBHOOKS,
     PERM_RETRY_OPERATION,
     RETRYABLE_STATUSES,
     RETURN_TO_PAGE,
@@ -62,7 +71,21 @@ from support.customer_page import (
     customer_money,
     customer_payers,
 )
-from support.forms import AdjustWalletForm, ChangeAgencyForm, MoveMoneyForm, ReasonForm, RetryOperationForm
+from support.forms import (
+    AdjustWalletForm,
+    ChangeAgencyForm,
+    MoveMoneyForm,
+    PaymentLinkForm,
+    PeriodForm,
+    ReasonForm,
+    RefundForm,
+    ResendWebhooksForm,
+    RetryOperationForm,
+    TimelineForm,
+)
+from support.timeline import KINDS, customer_timeline
+from wallets.exports import statement_csv, statement_csv_filename
+from wallets.selectors import period_bounds, reconciliation_statement
 
 
 def _posted(request: HttpRequest) -> Any:
@@ -71,7 +94,7 @@ def _posted(request: HttpRequest) -> Any:
 
 
 @admin.register(Customer)
-class CustomerAdmin(SimpleHistoryAdmin):
+class CustomerAdmin(CsvExportMixin, SimpleHistoryAdmin):
     list_display = ("external_id", "name", "service", "kind", "status", "agency", "balance_client_id", "blocked",
                     "created_at")
     list_filter = ("service", "status", "kind", "blocked")
@@ -82,11 +105,11 @@ class CustomerAdmin(SimpleHistoryAdmin):
     fieldsets = [
         (None, {"fields": ("external_id", "name", "service", "kind", "agency", "status", "status_reason",
                            "blocked")}),
-        ("Balance", {"fields": ("balance_client_id", "balance_person_id")}),
-        ("Contacts and legal details", {"classes": ["collapse"], "fields": (
+        (gettext_lazy("Balance"), {"fields": ("balance_client_id", "balance_person_id")}),
+        (gettext_lazy("Contacts and legal details"), {"classes": ["collapse"], "fields": (
             "email", "phone", "inn", "kpp", "legal_address", "lname", "fname", "mname", "user_uids",
             "linked_user_uids")}),
-        ("Record", {"classes": ["collapse"], "fields": ("id", "created_at", "updated_at")}),
+        (gettext_lazy("Record"), {"classes": ["collapse"], "fields": ("id", "created_at", "updated_at")}),
     ]
     actions = ["resync_with_balance", "refresh_orders_from_balance", "sync_orders_to_balance"]
     history_list_display = ["status", "status_reason", "agency"]
@@ -110,9 +133,12 @@ class CustomerAdmin(SimpleHistoryAdmin):
         """Agency history, open mismatches, change history, and the support actions this user may take."""
         user = request.user
         actions = [(label, self._url(name, customer)) for perm, name, label in (
-            (PERM_CHANGE_AGENCY, "change_agency", "Change agency…"),
-            (PERM_ADJUST_WALLET, "adjust_wallet", "Adjust wallet…"),
-            (PERM_ADJUST_WALLET, "move_money", "Move money between payers…"),
+            (PERM_CHANGE_AGENCY, "change_agency", _("Change agency…")),
+            (PERM_ADJUST_WALLET, "adjust_wallet", _("Adjust wallet…")),
+            (PERM_ADJUST_WALLET, "move_money", _("Move money between payers…")),
+            (PERM_REFUND_CHARGE, "refund", _("Refund a charge…")),
+            (PERM_CREATE_PAYMENT_LINK, "payment_link", _("Create a payment link…")),
+            (PERM_RESEND_WEBHOOKS, "resend_webhooks", _("Re-send webhooks…")),
         ) if user.has_perm(perm)]
         return {
             "agency_rows": customer_agency_rows(customer),
@@ -126,6 +152,8 @@ class CustomerAdmin(SimpleHistoryAdmin):
             "can_retry_operation": user.has_perm(PERM_RETRY_OPERATION),
             "change_rows": customer_changes(customer),
             "support_actions": actions,
+            "timeline_url": self._url("timeline", customer),
+            "statement_url": self._url("statement", customer),
         }
 
     # --- support actions: a page per action, a required reason, recorded with the user ---------------------
@@ -143,6 +171,12 @@ class CustomerAdmin(SimpleHistoryAdmin):
             path("<path:object_id>/retry-operation/<int:operation_id>/", view(self.retry_operation_view),
                  name=f"{info}_retry_operation"),
             path("<path:object_id>/fix-mismatch/", view(self.fix_mismatch_view), name=f"{info}_fix_mismatch"),
+            path("<path:object_id>/timeline/", view(self.timeline_view), name=f"{info}_timeline"),
+            path("<path:object_id>/statement/", view(self.statement_view), name=f"{info}_statement"),
+            path("<path:object_id>/refund/", view(self.refund_view), name=f"{info}_refund"),
+            path("<path:object_id>/payment-link/", view(self.payment_link_view), name=f"{info}_payment_link"),
+            path("<path:object_id>/resend-webhooks/", view(self.resend_webhooks_view),
+                 name=f"{info}_resend_webhooks"),
             *super().get_urls(),
         ]
 
@@ -171,7 +205,8 @@ class CustomerAdmin(SimpleHistoryAdmin):
                     message = apply(customer, form.cleaned_data)
                     self.log_change(request, customer, message)
             except (InvalidState, InsufficientFunds, ValidationFailed) as exc:
-                self.message_user(request, f"Nothing was changed: {exc.message}", messages.ERROR)
+                self.message_user(request, _("Nothing was changed: %(error)s") % {"error": exc.message},
+                                  messages.ERROR)
                 for field, errors in (exc.extra.get("errors") or {}).items():
                     for error in errors:
                         form.add_error(field if field in form.fields else None, error)
@@ -189,7 +224,7 @@ class CustomerAdmin(SimpleHistoryAdmin):
             "original": customer,
             "customer": customer,
             "customer_url": reverse("admin:customers_customer_change", args=[customer.pk]),
-            "payers": [{"payer": payer_label(agency), "name": agency.name if agency else "the customer itself",
+            "payers": [{"payer": payer_label(agency), "name": agency.name if agency else _("the customer itself"),
                         "free": format_amount(free), "current": (agency.pk if agency else None) == customer.agency_id}
                        for agency, free in customer_payers(customer)],
             "media": self.media + form.media,
@@ -203,15 +238,17 @@ class CustomerAdmin(SimpleHistoryAdmin):
             old = payer_label(customer.agency)
             result = agency_change(customer=customer, agency=data["agency"], reason=data["reason"],
                                    changed_by=f"user:{request.user.get_username()}", user=request.user)
-            return (f"Changed the agency from {old} to {payer_label(result.agency)} "
-                    f"(since {result.since:%Y-%m-%d %H:%M:%S %Z}). Reason: {data['reason']}")
+            return _("Changed the agency from %(old)s to %(new)s (since %(since)s). Reason: %(reason)s") % {
+                "old": old, "new": payer_label(result.agency), "since": f"{result.since:%Y-%m-%d %H:%M:%S %Z}",
+                "reason": data["reason"]}
 
         return self._run_action(
             request, customer, ChangeAgencyForm(_posted(request), customer=customer),
-            title=f"Change the agency of {customer.external_id}", submit="Change agency", apply=apply,
-            intro="Effective at once: from now on every charge is billed and reported under the new payer, and its "
-                  "Balance orders are created through the outbox. Open holds stay with the payer they were made "
-                  "under; the old payer's money stays its own (move it with \"Move money between payers\").",
+            title=_("Change the agency of %(customer)s") % {"customer": customer.external_id},
+            submit=_("Change agency"), apply=apply,
+            intro=_("Effective at once: from now on every charge is billed and reported under the new payer, and its "
+                    "Balance orders are created through the outbox. Open holds stay with the payer they were made "
+                    "under; the old payer's money stays its own (move it with \"Move money between payers\")."),
         )
 
     def adjust_wallet_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
@@ -221,15 +258,16 @@ class CustomerAdmin(SimpleHistoryAdmin):
             payer = form.payer("payer")
             transaction_ = overdrafts.wallet_correct(customer=customer, payer=payer, amount=data["amount"],
                                                      reason=data["reason"], by=request.user)
-            return (f"Adjusted the wallet under {payer_label(payer)} by {format_amount(data['amount'])} "
-                    f"(ledger transaction {transaction_.public_id}). Reason: {data['reason']}")
+            return _("Adjusted the wallet under %(payer)s by %(amount)s (ledger transaction %(transaction)s). "
+                     "Reason: %(reason)s") % {"payer": payer_label(payer), "amount": format_amount(data["amount"]),
+                                              "transaction": transaction_.public_id, "reason": data["reason"]}
 
         form = AdjustWalletForm(_posted(request), customer=customer)
         return self._run_action(
-            request, customer, form, title=f"Adjust the wallet of {customer.external_id}", submit="Post adjustment",
-            apply=apply,
-            intro="A correction is a new ledger transaction (type adjustment) against the service's adjustments "
-                  "account, with your name and reason; nothing is ever edited. Balance is not told.",
+            request, customer, form, title=_("Adjust the wallet of %(customer)s") % {"customer": customer.external_id},
+            submit=_("Post adjustment"), apply=apply,
+            intro=_("A correction is a new ledger transaction (type adjustment) against the service's adjustments "
+                    "account, with your name and reason; nothing is ever edited. Balance is not told."),
         )
 
     def move_money_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
@@ -240,42 +278,46 @@ class CustomerAdmin(SimpleHistoryAdmin):
             transaction_ = overdrafts.wallet_move_between_payers(
                 customer=customer, from_payer=source, to_payer=target, amount=data["amount"], reason=data["reason"],
                 by=request.user)
-            return (f"Moved {format_amount(data['amount'])} from {payer_label(source)} to {payer_label(target)} "
-                    f"(ledger transaction {transaction_.public_id}). Reason: {data['reason']}")
+            return _("Moved %(amount)s from %(source)s to %(target)s (ledger transaction %(transaction)s). "
+                     "Reason: %(reason)s") % {"amount": format_amount(data["amount"]), "source": payer_label(source),
+                                              "target": payer_label(target), "transaction": transaction_.public_id,
+                                              "reason": data["reason"]}
 
         form = MoveMoneyForm(_posted(request), customer=customer)
         return self._run_action(
-            request, customer, form, title=f"Move money between the payers of {customer.external_id}",
-            submit="Move money", apply=apply,
-            intro="Moves free money between two payers' wallets of this customer, e.g. to return an old agency's "
-                  "money when the customer comes back to it. One ledger transaction (type transfer) with your name "
-                  "and reason.",
+            request, customer, form,
+            title=_("Move money between the payers of %(customer)s") % {"customer": customer.external_id},
+            submit=_("Move money"), apply=apply,
+            intro=_("Moves free money between two payers' wallets of this customer, e.g. to return an old agency's "
+                    "money when the customer comes back to it. One ledger transaction (type transfer) with your "
+                    "name and reason."),
         )
 
     def retry_operation_view(self, request: HttpRequest, object_id: str, operation_id: int) -> HttpResponse:
         customer = self._customer_for(request, object_id, PERM_RETRY_OPERATION)
         operation = get_object_or_404(OutboxOperation, pk=operation_id, subject=f"customer:{customer.pk}")
         if operation.status not in RETRYABLE_STATUSES:
-            self.message_user(request, f"Operation #{operation.pk} is {operation.status}: nothing to retry.",
-                              messages.WARNING)
+            self.message_user(request, _("Operation #%(id)s is %(status)s: nothing to retry.") % {
+                "id": operation.pk, "status": operation.status}, messages.WARNING)
             return HttpResponseRedirect(reverse("admin:customers_customer_change", args=[customer.pk]))
 
         def apply(customer: Customer, data: dict[str, Any]) -> str:
             was = operation.status
             retried = outbox_retry(operation=operation)
-            message = (f"Retried Balance operation #{operation.pk} ({operation.kind}, was {was}"
-                       f"{f', now #{retried.pk}' if retried.pk != operation.pk else ''}). Reason: {data['reason']}")
+            now = _(", now #%(id)s") % {"id": retried.pk} if retried.pk != operation.pk else ""
+            message = _("Retried Balance operation #%(id)s (%(kind)s, was %(was)s%(now)s). Reason: %(reason)s") % {
+                "id": operation.pk, "kind": operation.kind, "was": was, "now": now, "reason": data["reason"]}
             self.log_change(request, operation, message)
             return message
 
         return self._run_action(
             request, customer, RetryOperationForm(_posted(request), customer=customer),
-            title=f"Retry Balance operation #{operation.pk}", submit="Retry now", apply=apply,
-            intro="The operation is sent again at once with its attempts reset; it reads the current state when "
-                  "it runs, so repeating it is safe.",
-            details=[("Kind", operation.kind), ("Status", operation.status), ("Attempts", operation.attempts),
-                     ("Last error", operation.last_error or "—"),
-                     ("Updated", operation.updated_at.strftime("%Y-%m-%d %H:%M:%S"))],
+            title=_("Retry Balance operation #%(id)s") % {"id": operation.pk}, submit=_("Retry now"), apply=apply,
+            intro=_("The operation is sent again at once with its attempts reset; it reads the current state when "
+                    "it runs, so repeating it is safe."),
+            details=[(_("Kind"), operation.kind), (_("Status"), operation.status), (_("Attempts"), operation.attempts),
+                     (_("Last error"), operation.last_error or "—"),
+                     (_("Updated"), operation.updated_at.strftime("%Y-%m-%d %H:%M:%S"))],
         )
 
     def fix_mismatch_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
@@ -293,17 +335,122 @@ class CustomerAdmin(SimpleHistoryAdmin):
         except InvalidState as exc:
             self.message_user(request, exc.message, messages.WARNING)
             return HttpResponseRedirect(page)
-        text = f"Fix of mismatch #{mismatch.pk} ({mismatch.get_kind_display()}): {result.note}"
+        text = _("Fix of mismatch #%(id)s (%(kind)s): %(note)s") % {
+            "id": mismatch.pk, "kind": mismatch.get_kind_display(), "note": result.note}
         self.log_change(request, result.mismatch, text)
         self.log_change(request, customer, text)
         if result.mismatch.status == Mismatch.Status.RESOLVED:
-            self.message_user(request, f"{text}. Checked again with Balance: resolved.", messages.SUCCESS)
+            self.message_user(request, _("%(text)s. Checked again with Balance: resolved.") % {"text": text},
+                              messages.SUCCESS)
         elif result.ok:
-            self.message_user(request, f"{text}. It stays open until reconciliation confirms the fix.",
-                              messages.INFO)
+            self.message_user(request, _("%(text)s. It stays open until reconciliation confirms the fix.") % {
+                "text": text}, messages.INFO)
         else:
-            self.message_user(request, f"Mismatch #{mismatch.pk} was not fixed: {result.note}", messages.WARNING)
+            self.message_user(request, _("Mismatch #%(id)s was not fixed: %(note)s") % {
+                "id": mismatch.pk, "note": result.note}, messages.WARNING)
         return HttpResponseRedirect(page)
+
+    # --- the console's pages: the timeline and the reconciliation statement -----------------------------------
+
+    def _page_context(self, request: HttpRequest, customer: Customer, title: str) -> dict[str, Any]:
+        return {
+            **self.admin_site.each_context(request), "title": title, "opts": self.opts, "original": customer,
+            "customer": customer, "customer_url": reverse("admin:customers_customer_change", args=[customer.pk]),
+            "timeline_url": self._url("timeline", customer), "statement_url": self._url("statement", customer),
+        }
+
+    def timeline_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        customer = self._customer_for(request, object_id, f"{self.opts.app_label}.view_{self.opts.model_name}")
+        form = TimelineForm(request.GET, customer=customer)
+        context = self._page_context(request, customer, _("Timeline of %(customer)s") % {
+            "customer": customer.external_id})
+        context["form"] = form
+        if form.is_valid():
+            data = form.cleaned_data
+            context["timeline"] = customer_timeline(
+                customer=customer, payer=data["payer_agency"], date_from=data["date_from"], date_to=data["date_to"],
+                kinds=set(data["kinds"]) if data["kinds"] else None)
+            context["kinds"] = KINDS
+        return TemplateResponse(request, "admin/customers/customer/timeline.html", context)
+
+    def statement_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        customer = self._customer_for(request, object_id, f"{self.opts.app_label}.view_{self.opts.model_name}")
+        form = PeriodForm(request.GET, customer=customer)
+        context = self._page_context(request, customer, _("Reconciliation statement of %(customer)s") % {
+            "customer": customer.external_id})
+        context["form"] = form
+        if form.is_valid():
+            data = form.cleaned_data
+            statement = reconciliation_statement(customer=customer, payer=data["payer_agency"],
+                                                 date_from=data["date_from"], date_to=data["date_to"])
+            if request.GET.get("format") == "csv":
+                response = HttpResponse(statement_csv(statement), content_type="text/csv; charset=utf-8")
+                response["Content-Disposition"] = f'attachment; filename="{statement_csv_filename(statement)}"'
+                return response
+            query = request.GET.copy()
+            query["format"] = "csv"
+            context.update(statement=statement, csv_url=f"{request.path}?{query.urlencode()}")
+        return TemplateResponse(request, "admin/customers/customer/statement.html", context)
+
+    # --- support actions that move money or reach the consumer -------------------------------------------------
+
+    def refund_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        customer = self._customer_for(request, object_id, PERM_REFUND_CHARGE)
+
+        def apply(customer: Customer, data: dict[str, Any]) -> str:
+            charge = data["charge"]
+            refund = refund_create(charge=charge, amount=data["amount"], reason=data["reason"])
+            return _("Refunded %(amount)s of charge %(charge)s (refund %(refund)s). Reason: %(reason)s") % {
+                "amount": format_money(refund.amount), "charge": charge.pk, "refund": refund.pk,
+                "reason": data["reason"]}
+
+        return self._run_action(
+            request, customer, RefundForm(_posted(request), customer=customer),
+            title=_("Refund a charge of %(customer)s") % {"customer": customer.external_id},
+            submit=_("Refund"), apply=apply,
+            intro=_("The money goes back to the wallet of the payer the charge was made under (a ledger "
+                    "transaction of type refund); the product's spend drops by the same amount and the next spend "
+                    "report tells Balance. Refunds never exceed what was charged."),
+        )
+
+    def payment_link_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        customer = self._customer_for(request, object_id, PERM_CREATE_PAYMENT_LINK)
+
+        def apply(customer: Customer, data: dict[str, Any]) -> str:
+            topup = topup_create(customer=customer, amount=data["amount"], return_url=data["return_url"] or "")
+            return _("Created top-up %(topup)s of %(amount)s; its payment page appears on the top-up once Balance "
+                     "answers. Reason: %(reason)s") % {
+                "topup": topup.pk, "amount": format_money(topup.amount), "reason": data["reason"]}
+
+        return self._run_action(
+            request, customer, PaymentLinkForm(_posted(request), customer=customer),
+            title=_("Create a payment link for %(customer)s") % {"customer": customer.external_id},
+            submit=_("Create payment link"), apply=apply,
+            intro=_("A top-up under the customer's current payer: Balance creates the request and its payment "
+                    "page, which you can send to the customer. The money is credited when Balance reports it."),
+        )
+
+    def resend_webhooks_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        customer = self._customer_for(request, object_id, PERM_RESEND_WEBHOOKS)
+
+        def apply(customer: Customer, data: dict[str, Any]) -> str:
+            start, end = period_bounds(data["date_from"], data["date_to"])
+            events = list(WebhookEvent.objects.filter(
+                service_id=customer.service_id, data__customer=customer.external_id, created_at__gte=start,
+                created_at__lt=end).order_by("created_at"))
+            for event in events:
+                webhook_resend(event=event, user=request.user)
+            return _("Re-sent %(count)s webhook(s) from %(from)s to %(to)s. Reason: %(reason)s") % {
+                "count": len(events), "from": formats.date_format(data["date_from"]),
+                "to": formats.date_format(data["date_to"]), "reason": data["reason"]}
+
+        return self._run_action(
+            request, customer, ResendWebhooksForm(_posted(request), customer=customer),
+            title=_("Re-send the webhooks of %(customer)s") % {"customer": customer.external_id},
+            submit=_("Re-send"), apply=apply,
+            intro=_("Every event about this customer in the period is delivered again to its service (the "
+                    "consumer de-duplicates by event id)."),
+        )
 
     def _back_to_page(self, request: HttpRequest, queryset: QuerySet[Customer]) -> HttpResponse | None:
         """After a button on the customer page, go back to that page (the action works on one customer then)."""
@@ -311,20 +458,21 @@ class CustomerAdmin(SimpleHistoryAdmin):
             return HttpResponseRedirect(reverse("admin:customers_customer_change", args=[ids[0]]))
         return None
 
-    @admin.action(description="Sync with Balance again", permissions=["view"])
+    @admin.action(description=gettext_lazy("Sync with Balance again"), permissions=["view"])
     def resync_with_balance(self, request: HttpRequest, queryset: QuerySet[Customer]) -> None:
         for customer in queryset:
             enqueue_sync(customer, update=True)
-        self.message_user(request, f"Queued a Balance sync for {queryset.count()} customer(s).", messages.SUCCESS)
+        self.message_user(request, _("Queued a Balance sync for %(n)s customer(s).") % {"n": queryset.count()},
+                          messages.SUCCESS)
 
-    @admin.action(description="Refresh orders from Balance", permissions=["view"])
+    @admin.action(description=gettext_lazy("Refresh orders from Balance"), permissions=["view"])
     def refresh_orders_from_balance(self, request: HttpRequest, queryset: QuerySet[Customer]) -> HttpResponse | None:
         orders = BalanceOrder.objects.filter(customer__in=queryset)
         synced = list(orders.filter(sync_status=BalanceOrder.SyncStatus.SYNCED).select_related("service"))
         orders_refresh(self, request, synced, skipped=orders.count() - len(synced))
         return self._back_to_page(request, queryset)
 
-    @admin.action(description="Sync orders to Balance", permissions=["view"])
+    @admin.action(description=gettext_lazy("Sync orders to Balance"), permissions=["view"])
     def sync_orders_to_balance(self, request: HttpRequest, queryset: QuerySet[Customer]) -> HttpResponse | None:
         orders_sync(self, request, queryset.select_related("service"))
         return self._back_to_page(request, queryset)

@@ -6,8 +6,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Case, IntegerField, Value, When
+from django.db.models import Case, F, IntegerField, Value, When
 from django.urls import NoReverseMatch, reverse
+from django.utils.translation import gettext as _
 
 from agencies.models import Agency
 from customers.models import AgencyAssignment, Customer
@@ -30,6 +31,7 @@ OUTBOX_ROWS = 20
 AGENCY_HISTORY_ROWS = 50
 MISMATCH_ROWS = 50
 CHANGE_HISTORY_ROWS = 20
+REFUNDABLE_ROWS = 200
 # Return to the customer page after an action started from its buttons (instead of the changelist).
 RETURN_TO_PAGE = "_customer_page"
 
@@ -38,6 +40,9 @@ PERM_CHANGE_AGENCY = "customers.change_agency"
 PERM_ADJUST_WALLET = "customers.adjust_wallet"  # wallet adjustments and moves between payers
 PERM_RETRY_OPERATION = "customers.retry_operation"
 PERM_FIX_MISMATCH = "reconciliation.fix_mismatch"
+PERM_REFUND_CHARGE = "customers.refund_charge"
+PERM_CREATE_PAYMENT_LINK = "customers.create_payment_link"
+PERM_RESEND_WEBHOOKS = "customers.resend_webhooks"
 # Operations support may send again from the customer page (`outbox_retry` ignores done / running ones anyway).
 RETRYABLE_STATUSES = (OutboxOperation.Status.FAILED, OutboxOperation.Status.PENDING)
 
@@ -145,7 +150,7 @@ def customer_agency_rows(customer: Customer) -> list[dict[str, Any]]:
         agency = assignment.agency
         rows.append({
             "payer": payer_label(agency),
-            "name": agency.name if agency else "the customer pays itself",
+            "name": agency.name if agency else _("the customer pays itself"),
             "url": admin_url("admin:agencies_agency_change", agency.pk) if agency else None,
             "since": assignment.since,
             "until": assignment.until,
@@ -200,9 +205,9 @@ def _history_value(field: str, value: Any, agencies: dict[int, str]) -> str:
     if value is None or value == "" or value == []:
         return "—"
     if field == "agency":
-        return agencies.get(value, f"agency #{value}")
+        return agencies.get(value, _("agency #%(id)s") % {"id": value})
     if isinstance(value, bool):
-        return "yes" if value else "no"
+        return _("yes") if value else _("no")
     if isinstance(value, list):
         return ", ".join(str(item) for item in value)
     text = str(value)
@@ -236,7 +241,7 @@ def customer_changes(customer: Customer) -> list[dict[str, Any]]:
         rows.append({
             "date": record.history_date,
             "user": record.history_user.get_username() if record.history_user else "",
-            "what": {"+": "registered", "-": "deleted"}.get(record.history_type, "changed"),
+            "what": {"+": _("registered"), "-": _("deleted")}.get(record.history_type, _("changed")),
             "reason": record.history_change_reason or "",
             "changes": [{"field": Customer._meta.get_field(change.field).verbose_name,
                          "old": _history_value(change.field, change.old, agencies),
@@ -257,3 +262,9 @@ def customer_payers(customer: Customer) -> list[tuple[Agency | None, Decimal]]:
 
 
 # --- the support actions' forms (each has a required reason) ---------------------------------------------------
+
+
+def refundable_charges(customer: Customer) -> list[Charge]:
+    """The customer's charges with something left to refund, newest first."""
+    return list(Charge.objects.filter(customer=customer, refunded_amount__lt=F("amount"))
+                .select_related("product", "payer_agency").order_by("-created_at")[:REFUNDABLE_ROWS])

@@ -24,6 +24,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from agencies.models import Agency
 from balance_gateway.models import RegistrationStatus
@@ -60,12 +61,12 @@ def _exact_matches(term: str) -> Q:
 def _matched(customer: Customer, term: str, exact: bool) -> str:
     lowered = term.lower()
     checks = (
-        ("external id", customer.external_id == term if exact else lowered in customer.external_id.lower()),
-        ("Balance client id", str(customer.balance_client_id or "") == term),
-        ("INN", customer.inn == term if exact else bool(customer.inn) and customer.inn.startswith(term)),
-        ("name", customer.name.lower() == lowered if exact else lowered in customer.name.lower()),
+        (_("external id"), customer.external_id == term if exact else lowered in customer.external_id.lower()),
+        (_("Balance client id"), str(customer.balance_client_id or "") == term),
+        (_("INN"), customer.inn == term if exact else bool(customer.inn) and customer.inn.startswith(term)),
+        (_("name"), customer.name.lower() == lowered if exact else lowered in customer.name.lower()),
     )
-    return ", ".join(label for label, hit in checks if hit) or "name"
+    return ", ".join(label for label, hit in checks if hit) or _("name")
 
 
 def customers_find(term: str, limit: int = SEARCH_LIMIT) -> list[Hit]:
@@ -117,8 +118,10 @@ def attention_counts(now: datetime | None = None) -> dict[str, Any]:
     open_mismatches = Mismatch.objects.filter(status=Mismatch.Status.OPEN)
     by_severity = dict(open_mismatches.values_list("severity").annotate(n=Count("id")).order_by())
     by_kind = dict(open_mismatches.values_list("kind").annotate(n=Count("id")).order_by())
+    severity_labels = {Mismatch.Severity.CRITICAL: _("critical mismatches"),
+                       Mismatch.Severity.WARNING: _("warning mismatches"), Mismatch.Severity.INFO: _("info mismatches")}
     mismatches = [
-        Attention(f"{severity} mismatches", by_severity.get(severity, 0),
+        Attention(severity_labels[severity], by_severity.get(severity, 0),
                _changelist(Mismatch, status__exact="open", severity__exact=severity),
                level={"critical": "critical", "warning": "warning"}.get(severity, "info"))
         for severity in (Mismatch.Severity.CRITICAL, Mismatch.Severity.WARNING, Mismatch.Severity.INFO)
@@ -131,23 +134,23 @@ def attention_counts(now: datetime | None = None) -> dict[str, Any]:
     top_up_since = now - TOPUP_OVERDUE_AFTER
     waiting_statuses = (TopUp.Status.PENDING, TopUp.Status.AWAITING_PAYMENT)
     attention = [
-        Attention("failed Balance operations", operations.filter(status=OutboxOperation.Status.FAILED).count(),
+        Attention(_("failed Balance operations"), operations.filter(status=OutboxOperation.Status.FAILED).count(),
                _changelist(OutboxOperation, status__exact="failed"), "critical"),
-        Attention("operations waiting past their time",
+        Attention(_("operations waiting past their time"),
                operations.filter(status=OutboxOperation.Status.PENDING, next_attempt_at__lt=stuck_since).count(),
                _changelist(OutboxOperation, status__exact="pending", next_attempt_at__lt=stuck_since)),
-        Attention("operations running past their lease",
+        Attention(_("operations running past their lease"),
                operations.filter(status=OutboxOperation.Status.IN_PROGRESS, leased_until__lt=now).count(),
                _changelist(OutboxOperation, status__exact="in_progress", leased_until__lt=now)),
-        Attention("customers whose registration failed",
+        Attention(_("customers whose registration failed"),
                Customer.objects.filter(status=RegistrationStatus.FAILED).count(),
                _changelist(Customer, status__exact="failed"), "critical"),
-        Attention("agencies whose registration failed",
+        Attention(_("agencies whose registration failed"),
                Agency.objects.filter(status=RegistrationStatus.FAILED).count(),
                _changelist(Agency, status__exact="failed")),
-        Attention("blocked customers", Customer.objects.filter(blocked=True).count(),
+        Attention(_("blocked customers"), Customer.objects.filter(blocked=True).count(),
                _changelist(Customer, blocked__exact="1"), "info"),
-        Attention("top-ups awaiting payment for over a day",
+        Attention(_("top-ups awaiting payment for over a day"),
                TopUp.objects.filter(status__in=waiting_statuses, created_at__lt=top_up_since).count(),
                _changelist(TopUp, status__in=",".join(waiting_statuses), created_at__lt=top_up_since), "info"),
     ]
@@ -168,7 +171,7 @@ def recent_actions(limit: int = RECENT_ACTIONS) -> list[dict[str, Any]]:
         rows.append({
             "time": entry.action_time,
             "user": entry.user.get_username(),
-            "action": {ADDITION: "added", CHANGE: "changed", DELETION: "deleted"}.get(entry.action_flag, "?"),
+            "action": {ADDITION: _("added"), CHANGE: _("changed"), DELETION: _("deleted")}.get(entry.action_flag, "?"),
             "what": entry.content_type.name if entry.content_type else "",
             "object": entry.object_repr,
             "url": url if entry.action_flag != DELETION else None,
@@ -188,7 +191,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             return HttpResponseRedirect(reverse("admin:customers_customer_change", args=[customer.pk]))
     context = {
         **admin.site.each_context(request),
-        "title": "Support dashboard",
+        "title": _("Support dashboard"),
         "q": term,
         "hits": hits,
         "hits_exact": sum(1 for hit in hits if hit.exact),

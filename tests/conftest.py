@@ -57,6 +57,17 @@ def _clear_cache():
 
 
 @pytest.fixture
+def admin_client(db, admin_user):
+    """pytest-django's signed-in superuser, with a browser asking for English: admin tests read the console's
+    English texts and figures (the console is Russian by default: tests/support/test_i18n.py)."""
+    from django.test import Client
+
+    client = Client(headers={"Accept-Language": "en"})
+    client.force_login(admin_user)
+    return client
+
+
+@pytest.fixture
 def service(db):
     from disbalance.services import service_create
 

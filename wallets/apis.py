@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import TYPE_CHECKING
 
+from django.utils import timezone
 from django_filters import rest_framework as filters
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -21,6 +25,7 @@ from disbalance.openapi import BODY, filter_parameters, page_of, problems
 from disbalance.pagination import paginated_response, validated_filters
 from overdrafts.selectors import debt_status, effective_overdraft_limit
 from wallets import selectors, services
+from wallets.exports import statement_csv, statement_csv_filename
 from wallets.models import LedgerEntry, LedgerTransaction
 
 if TYPE_CHECKING:
@@ -160,3 +165,128 @@ class WalletTransactionsApi(APIView):
         customer = customer_get(service=current_service(request), external_id=external_id)
         qs = selectors.statement(customer, **validated_filters(StatementFilter, request))
         return paginated_response(request, qs, StatementRowSerializer, view=self)
+
+
+# --- GET /customers/{id}/statement: the reconciliation statement (акт сверки), JSON or CSV -------------------
+
+
+class StatementCsvRenderer(BaseRenderer):
+    """`Accept: text/csv` or `?format=csv`: the statement as CSV (`wallets.exports`, the console's file too)."""
+
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(self, data: object, accepted_media_type: str | None = None,
+               renderer_context: dict | None = None) -> bytes:
+        assert isinstance(data, selectors.ReconciliationStatement)
+        return statement_csv(data).encode("utf-8")
+
+
+class StatementQuerySerializer(serializers.Serializer):
+    payer = serializers.CharField(required=False, allow_blank=True, max_length=64)
+
+    def get_fields(self) -> dict:
+        fields = super().get_fields()
+        # `from` is a Python keyword: declared here rather than as class attributes.
+        fields["from"] = serializers.DateField(required=False, input_formats=["iso-8601"])
+        fields["to"] = serializers.DateField(required=False, input_formats=["iso-8601"])
+        return fields
+
+
+class StatementSpendSerializer(serializers.Serializer):
+    """Money spent on one product in the period: its charges and captured holds (refunds are apart)."""
+
+    product = serializers.CharField(help_text="The product's code (empty for spend without a product)")
+    amount = SignedAmountField(help_text="Charged and captured in the period")
+
+
+class StatementLineSerializer(serializers.Serializer):
+    """One ledger transaction of the period under the statement's payer (holds and releases move 0.00)."""
+
+    id = serializers.UUIDField(source="transaction_id", help_text="The ledger transaction (the wallet statement's id)")
+    date = serializers.DateTimeField(help_text="When the transaction was posted")
+    type = serializers.ChoiceField(choices=LedgerTransaction.Type.choices, help_text="The ledger transaction's type")
+    product = serializers.CharField(help_text="The product of a charge, capture or refund; empty otherwise")
+    amount = SignedAmountField(help_text="Signed change of the balance (wallet + held) under the payer")
+    balance_after = SignedAmountField(help_text="The payer's balance after this line: the opening balance plus "
+                                                "every line up to it")
+    reference = serializers.SerializerMethodField(help_text="The business object: `{kind, id}` (e.g. a charge)")
+    description = serializers.CharField(help_text="The transaction's description, or the reason of a correction")
+
+    @extend_schema_field(ReferenceSerializer)
+    def get_reference(self, line: selectors.ReconciliationLine) -> dict[str, str]:
+        return {"kind": line.reference_kind, "id": line.reference_id}
+
+
+class ReconciliationStatementSerializer(serializers.Serializer):
+    """The reconciliation statement (акт сверки) of one payer for a period of days:
+    `closing_balance = opening_balance + money_in - sum(spend) + refunds + corrections`."""
+
+    payer = serializers.CharField(source="payer_label", help_text="The agency's external id, or `self`")
+    currency = serializers.CharField(help_text="The service's currency")
+    opening_balance = SignedAmountField(help_text="The payer's balance (wallet + held) at the start of `from`")
+    money_in = SignedAmountField(help_text="Top-ups and money Balance reported, in the period")
+    spend = serializers.SerializerMethodField(help_text="Charges and captures per product, in the period")
+    refunds = SignedAmountField(help_text="Refunds of charges, in the period")
+    corrections = SignedAmountField(help_text="Support's adjustments and transfers between payers (signed)")
+    closing_balance = SignedAmountField(help_text="The payer's balance at the end of `to`")
+    lines = StatementLineSerializer(many=True, help_text="Every ledger transaction of the period, oldest first")
+
+    def get_fields(self) -> dict:
+        fields = super().get_fields()
+        fields["from"] = serializers.DateField(source="date_from", help_text="The first day (UTC)")
+        fields["to"] = serializers.DateField(source="date_to", help_text="The last day, included (UTC)")
+        return fields
+
+    @extend_schema_field(StatementSpendSerializer(many=True))
+    def get_spend(self, statement: selectors.ReconciliationStatement) -> list[dict]:
+        return StatementSpendSerializer(
+            [{"product": product, "amount": amount} for product, amount in statement.spend.items()], many=True
+        ).data
+
+
+class CustomerStatementApi(APIView):
+    renderer_classes = [JSONRenderer, StatementCsvRenderer]
+
+    @extend_schema(
+        operation_id="customer_statement",
+        examples=[examples.ok("a month under the customer itself", examples.RECONCILIATION_STATEMENT)],
+        summary="The reconciliation statement (акт сверки) of one payer for a period of days, as JSON or CSV",
+        description="Opening balance, money in, spend by product, refunds, corrections and the closing balance; "
+                    "each line is a ledger transaction. `Accept: text/csv` or `?format=csv` answers the same as "
+                    "CSV (one row per figure and line, told apart by `section`). Days are in UTC, both included.",
+        parameters=[
+            OpenApiParameter("payer", str, OpenApiParameter.QUERY, required=False,
+                             description="An agency's external id, `self` (the customer pays itself), or empty "
+                                         "for the current payer"),
+            OpenApiParameter("from", OpenApiTypes.DATE, OpenApiParameter.QUERY, required=False,
+                             description="First day (default: the first day of the month of `to`)"),
+            OpenApiParameter("to", OpenApiTypes.DATE, OpenApiParameter.QUERY, required=False,
+                             description="Last day, included (default: today)"),
+            OpenApiParameter("format", str, OpenApiParameter.QUERY, required=False, enum=["json", "csv"]),
+        ],
+        responses={200: OpenApiResponse(ReconciliationStatementSerializer,
+                                        description="JSON; `text/csv` with `Accept: text/csv` or `?format=csv`"),
+                   **problems("not_found", missing=("customer", "agency"))},
+    )
+    def get(self, request: Request, external_id: str) -> Response:
+        customer = customer_get(service=current_service(request), external_id=external_id)
+        query = StatementQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        date_to: date = query.validated_data.get("to") or timezone.localdate()
+        date_from: date = query.validated_data.get("from") or date_to.replace(day=1)
+        statement = selectors.reconciliation_statement(
+            customer=customer, payer=selectors.statement_payer(customer, query.validated_data.get("payer")),
+            date_from=date_from, date_to=date_to,
+        )
+        if isinstance(request.accepted_renderer, StatementCsvRenderer):
+            return Response(statement, headers={
+                "Content-Disposition": f'attachment; filename="{statement_csv_filename(statement)}"'})
+        return Response(ReconciliationStatementSerializer(statement).data)
+
+    def handle_exception(self, exc: Exception) -> Response:
+        # Errors are problem+json even when CSV was asked for.
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = JSONRenderer.media_type
+        return super().handle_exception(exc)

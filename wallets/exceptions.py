@@ -6,7 +6,7 @@ with the stable code `ledger_error` and rolls back the whole transaction that tr
 
 from __future__ import annotations
 
-from disbalance.exceptions import ApplicationError, InvalidState
+from disbalance.exceptions import ApplicationError, InvalidState, NotFound
 
 
 class LedgerError(ApplicationError):
@@ -43,3 +43,9 @@ class LedgerDuplicate(InvalidState):
     """The same operation (type + reference) is already in the ledger: callers may treat it as done."""
 
     title = "Already in the ledger"
+
+
+class PayerNotFound(NotFound):
+    """A statement asked for a payer (agency) the customer's service does not have."""
+
+    title = "Payer not found"

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
 from django.db.models import Exists, F, OuterRef, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
+from agencies.models import Agency
 from customers.models import Customer
+from disbalance.exceptions import ValidationFailed
 from disbalance.models import ConsumerService
 from disbalance.money import ZERO, MoneyField
-from wallets.models import Account, LedgerEntry
+from wallets.exceptions import PayerNotFound
+from wallets.models import Account, LedgerEntry, LedgerTransaction
 
 BALANCE_KINDS = (Account.Kind.WALLET, Account.Kind.HOLDS)
 
@@ -182,3 +186,134 @@ def spend_by_order(*, service: ConsumerService | None = None, customer: Customer
     if customer is not None:
         qs = qs.filter(customer=customer)
     return qs.select_related("customer", "payer_agency").order_by("id")
+
+
+# --- The reconciliation statement (акт сверки) ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReconciliationLine:
+    """One ledger transaction's effect on the balance (wallet + held) under the statement's payer.
+
+    `transaction_id` is the ledger transaction's public id (what the wallet statement calls `id`); `product` is
+    the product whose spend account the transaction moved (charges, captures, refunds), "" otherwise.
+    """
+
+    transaction_id: uuid.UUID
+    date: datetime
+    type: str
+    product: str
+    amount: Decimal
+    balance_after: Decimal
+    reference_kind: str
+    reference_id: str
+    description: str
+
+
+@dataclass(frozen=True)
+class ReconciliationStatement:
+    """The reconciliation statement of one customer, one payer and a period of days `[date_from, date_to]`.
+
+    Invariant: `closing_balance == opening_balance + money_in - sum(spend) + refunds + corrections`, and every
+    line's `balance_after` is the running sum from `opening_balance` (holds and releases move 0.00: held money
+    is still the customer's). Money in = top-ups; spend = charges and captures per product; refunds are
+    positive; corrections are adjustments and transfers between payers (signed).
+    """
+
+    customer: Customer
+    payer: Agency | None
+    date_from: date
+    date_to: date
+    currency: str
+    opening_balance: Decimal
+    money_in: Decimal
+    spend: dict[str, Decimal]
+    refunds: Decimal
+    corrections: Decimal
+    closing_balance: Decimal
+    lines: list[ReconciliationLine]
+
+    @property
+    def payer_label(self) -> str:
+        return self.payer.external_id if self.payer is not None else "self"
+
+    @property
+    def spend_total(self) -> Decimal:
+        return sum(self.spend.values(), ZERO)
+
+
+SPEND_TYPES = (LedgerTransaction.Type.CHARGE, LedgerTransaction.Type.CAPTURE)
+CORRECTION_TYPES = (LedgerTransaction.Type.ADJUSTMENT, LedgerTransaction.Type.TRANSFER)
+
+
+def statement_payer(customer: Customer, payer: str | None) -> Agency | None:
+    """The payer a statement is for: an agency's external id, "self" (the customer pays itself), or None / ""
+    for the customer's current payer. Raises `PayerNotFound` for an agency the customer never paid through."""
+    if not payer:
+        return customer.agency
+    if payer == "self":
+        return None
+    agency = Agency.objects.filter(service_id=customer.service_id, external_id=payer).first()
+    if agency is None:
+        raise PayerNotFound(f"No payer {payer!r} for customer {customer.external_id!r}.")
+    return agency
+
+
+def period_bounds(date_from: date, date_to: date) -> tuple[datetime, datetime]:
+    """A period of whole days in the project's time zone: [start of `date_from`, start of the day after `date_to`)."""
+    zone = timezone.get_default_timezone()
+    start = datetime.combine(date_from, time.min, tzinfo=zone)
+    end = datetime.combine(date_to + timedelta(days=1), time.min, tzinfo=zone)
+    return start, end
+
+
+def reconciliation_statement(*, customer: Customer, payer: Agency | None, date_from: date,
+                             date_to: date) -> ReconciliationStatement:
+    """The statement of `customer` under `payer` for the days `date_from`..`date_to` (both included).
+
+    Lines are the ledger transactions of the period in ledger order (by id) whose entries touch the customer's
+    wallet, holds or spend accounts under that payer; the opening balance is the sum of that payer's wallet and
+    holds entries of every transaction before the period.
+    """
+    if date_from > date_to:
+        raise ValidationFailed("`from` must not be after `to`.", errors={"from": ["Must not be after `to`."]})
+    start, end = period_bounds(date_from, date_to)
+    entries = LedgerEntry.objects.filter(
+        account__customer=customer, account__payer_agency=payer,
+        account__kind__in=(*BALANCE_KINDS, Account.Kind.SPEND),
+    )
+    opening = entries.filter(account__kind__in=BALANCE_KINDS, transaction__created_at__lt=start).aggregate(
+        total=Sum("amount"))["total"] or ZERO
+    in_period = (entries.filter(transaction__created_at__gte=start, transaction__created_at__lt=end)
+                 .select_related("transaction", "account").order_by("transaction_id", "id"))
+    grouped: dict[int, list[LedgerEntry]] = {}
+    for entry in in_period:
+        grouped.setdefault(entry.transaction_id, []).append(entry)
+
+    balance, money_in, refunds, corrections = opening, ZERO, ZERO, ZERO
+    spend: dict[str, Decimal] = {}
+    lines = []
+    for legs in grouped.values():
+        txn = legs[0].transaction
+        amount = sum((leg.amount for leg in legs if leg.account.kind in BALANCE_KINDS), ZERO)
+        product = next((leg.account.product_code or "" for leg in legs if leg.account.kind == Account.Kind.SPEND), "")
+        if txn.type == LedgerTransaction.Type.TOPUP:
+            money_in += amount
+        elif txn.type in SPEND_TYPES:
+            spend[product] = spend.get(product, ZERO) - amount
+        elif txn.type == LedgerTransaction.Type.REFUND:
+            refunds += amount
+        elif txn.type in CORRECTION_TYPES:
+            corrections += amount
+        balance += amount
+        lines.append(ReconciliationLine(
+            transaction_id=txn.public_id, date=txn.created_at, type=txn.type, product=product, amount=amount,
+            balance_after=balance, reference_kind=txn.reference_kind, reference_id=txn.reference_id,
+            description=txn.reason or txn.description,
+        ))
+    return ReconciliationStatement(
+        customer=customer, payer=payer, date_from=date_from, date_to=date_to,
+        currency=customer.service.currency,
+        opening_balance=opening, money_in=money_in, spend=dict(sorted(spend.items())), refunds=refunds,
+        corrections=corrections, closing_balance=balance, lines=lines,
+    )

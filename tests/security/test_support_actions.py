@@ -23,6 +23,7 @@ from django.contrib.admin.models import LogEntry
 from django.db import transaction
 from django.test import RequestFactory
 from django.urls import reverse
+from django.utils import timezone
 
 from agencies.models import Contract
 from customers.models import AgencyAssignment, Customer
@@ -43,6 +44,9 @@ REASONED = {
     ("customers.customer", "adjust_wallet"),
     ("customers.customer", "move_money"),
     ("customers.customer", "retry_operation"),
+    ("customers.customer", "refund"),
+    ("customers.customer", "payment_link"),
+    ("customers.customer", "resend_webhooks"),
     ("payments.hold", "release_now"),
     ("overdrafts.overdraft", "block"),
     ("overdrafts.overdraft", "unblock"),
@@ -74,6 +78,12 @@ WITHOUT_REASON = {
                                                        " endpoint (audited in the admin log)",
     ("disbalance.consumerservice", "webhook_secret_rotate"): "service administration, not a customer action",
     ("disbalance.servicetoken", "revoke"): "service administration, not a customer action",
+    ("customers.customer", "timeline"): "a page that only reads (the customer's timeline)",
+    ("customers.customer", "statement"): "a page that only reads (the reconciliation statement and its CSV)",
+    ("customers.customer", "export"): "downloads the list as CSV (reads only)",
+    ("reconciliation.mismatch", "export"): "downloads the list as CSV (reads only)",
+    ("disbalance.outboxoperation", "export"): "downloads the list as CSV (reads only)",
+    ("disbalance.webhookevent", "export"): "downloads the list as CSV (reads only)",
 }
 
 # Admin views that are not actions (Django's own, django-simple-history's).
@@ -124,6 +134,7 @@ class Console:
     operation: Any
     mismatch: Any
     override: Any
+    charge: Any
 
 
 def _with_contract(agency, service):
@@ -135,13 +146,14 @@ def _with_contract(agency, service):
 @pytest.fixture
 def console(service, products, admin_user, settings) -> Console:
     from customers.services import enqueue_sync
+    from disbalance.models import WebhookEvent
     from overdrafts.services import (
         BalanceOverdraft,
         customer_block,
         overdraft_apply_balance_params,
         overdraft_override_set,
     )
-    from payments.services import hold_create
+    from payments.services import charge_create, hold_create
     from wallets.services import wallet_credit_topup
 
     settings.BALANCE_URL = "http://127.0.0.1:9/xmlrpc"  # work an action queues goes nowhere
@@ -155,6 +167,12 @@ def console(service, products, admin_user, settings) -> Console:
         wallet_credit_topup(customer=customer, payer_agency=agency_a, amount=Decimal("500.00"))
         wallet_credit_topup(customer=customer, payer_agency=None, amount=Decimal("100.00"))
     hold = hold_create(customer=customer, product=products["placement"], amount=Decimal("50.00"))
+    charge = charge_create(customer=customer, product=products["placement"], amount=Decimal("40.00"))
+    # A webhook about the customer to re-send (nobody listens at that address: deliveries wait for a retry).
+    service.webhook_url = "http://127.0.0.1:9/hooks"
+    service.save(update_fields=["webhook_url"])
+    WebhookEvent.objects.create(service=service, type="topup.succeeded", status="delivered",
+                                data={"customer": customer.external_id})
     with transaction.atomic():
         operation = enqueue_sync(customer, update=True)
     OutboxOperation.objects.filter(pk=operation.pk).update(status=OutboxOperation.Status.FAILED,
@@ -167,7 +185,8 @@ def console(service, products, admin_user, settings) -> Console:
     override = overdraft_override_set(customer=direct, limit=Decimal("100.00"), reason="initial", by=admin_user)
     customer_block(customer=direct, reason="initial block", by=admin_user)
     return Console(customer=customer, direct=direct, agency_a=agency_a, agency_b=agency_b, hold=hold,
-                   operation=OutboxOperation.objects.get(pk=operation.pk), mismatch=mismatch, override=override)
+                   operation=OutboxOperation.objects.get(pk=operation.pk), mismatch=mismatch, override=override,
+                   charge=charge)
 
 
 # --- the cases ------------------------------------------------------------------------------------------------------
@@ -216,6 +235,14 @@ CASES: dict[tuple[str, str], Case] = {
         lambda c, r: _with_reason({"from_payer": str(c.agency_a.pk), "to_payer": "self", "amount": "30.00"}, r)),
     ("customers.customer", "retry_operation"): Case(
         _customer_view("retry_operation", lambda c: c.operation.pk), lambda c, r: _with_reason({}, r)),
+    ("customers.customer", "refund"): Case(
+        _customer_view("refund"), lambda c, r: _with_reason({"charge": str(c.charge.pk), "amount": "15.00"}, r)),
+    ("customers.customer", "payment_link"): Case(
+        _customer_view("payment_link"), lambda c, r: _with_reason({"amount": "700.00"}, r)),
+    ("customers.customer", "resend_webhooks"): Case(
+        _customer_view("resend_webhooks"),
+        lambda c, r: _with_reason({"date_from": f"{timezone.localdate():%Y-%m-%d}",
+                                   "date_to": f"{timezone.localdate():%Y-%m-%d}"}, r)),
     ("payments.hold", "release_now"): _action("payments_hold", lambda c: c.hold, "release_now"),
     ("overdrafts.overdraft", "block"): Case(
         # the direct customer is blocked by the fixture: the tests lift that block first (`_lift_block`)

@@ -45,16 +45,22 @@ def billing_admin(groups) -> User:
     return make_staff("billing", "billing-admin")
 
 
+def english_client() -> Client:
+    """A browser asking for English: these tests read the console's English texts (the Russian console, the
+    default, is tested in test_i18n.py and test_timeline.py)."""
+    return Client(headers={"Accept-Language": "en"})
+
+
 @pytest.fixture
 def support_client(support_user) -> Client:
-    client = Client()
+    client = english_client()
     client.force_login(support_user)
     return client
 
 
 @pytest.fixture
 def billing_client(billing_admin) -> Client:
-    client = Client()
+    client = english_client()
     client.force_login(billing_admin)
     return client
 

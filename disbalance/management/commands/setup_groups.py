@@ -6,16 +6,18 @@ taken away); permissions of other apps are left alone, so `overdrafts` grants it
 migration `0002_support_groups`). Users are put in the groups by hand (admin → Users) and need `is_staff` to sign in.
 
 - `support`: view everything in billing's apps; fix and resolve mismatches; retry a customer's failed Balance
-  operations; change a customer's agency. No money moves (no adjustments, transfers or hold releases), no catalog,
-  service or token changes.
-- `billing-admin`: everything `support` has, plus wallet adjustments and moves between payers, products (add and
-  change), consumer services and their tokens (add, change, revoke; revoking needs `change`), webhook re-sends.
+  operations; change a customer's agency; create a top-up payment link; re-send a customer's webhooks. No money
+  moves (no adjustments, transfers, refunds or hold releases), no catalog, service or token changes.
+- `billing-admin`: everything `support` has, plus wallet adjustments and moves between payers, refunds of charges,
+  products (add and change), consumer services and their tokens (add, change, revoke; revoking needs `change`),
+  webhook re-sends.
 
 Ledger rows (transactions, entries, accounts) and the money rows of payments are read-only for everyone in their
 admins, superusers included, whatever the permissions say.
 
 The console's own permissions are not tied to a model of their own, so they live on the Customer content type
-(`customers.change_agency`, `customers.adjust_wallet`, `customers.retry_operation`) and are created here;
+(`customers.change_agency`, `customers.adjust_wallet`, `customers.retry_operation`, `customers.refund_charge`,
+`customers.create_payment_link`, `customers.resend_webhooks`) and are created here;
 `reconciliation.fix_mismatch` / `resolve_mismatch` are declared by the Mismatch model.
 """
 
@@ -38,6 +40,9 @@ CUSTOMER_PERMISSIONS = {
     "change_agency": "Can change a customer's agency (with a reason)",
     "adjust_wallet": "Can adjust a customer's wallet or move money between its payers (with a reason)",
     "retry_operation": "Can retry a customer's failed Balance operation (with a reason)",
+    "refund_charge": "Can refund a customer's charge, whole or part (with a reason)",
+    "create_payment_link": "Can create a top-up payment link for a customer (with a reason)",
+    "resend_webhooks": "Can re-send a customer's webhooks for a period (with a reason)",
 }
 
 SUPPORT = "support"
@@ -46,11 +51,14 @@ BILLING_ADMIN = "billing-admin"
 SUPPORT_EXTRA = (
     "customers.change_agency",
     "customers.retry_operation",
+    "customers.create_payment_link",
+    "customers.resend_webhooks",
     "reconciliation.fix_mismatch",
     "reconciliation.resolve_mismatch",
 )
 BILLING_ADMIN_EXTRA = (
     "customers.adjust_wallet",
+    "customers.refund_charge",
     "payments.add_product",
     "payments.change_product",
     "disbalance.add_consumerservice",
