@@ -46,7 +46,7 @@ def paginated_response(request, queryset, serializer_class, *, view=None,
 
 def validated_filters(filterset_class, request) -> dict:
     """Query-parameter filters checked by a django-filter FilterSet; bad values are `400 validation_error`."""
-    from rest_framework.exceptions import ValidationError
+    from rest_framework.exceptions import ValidationError  # DRF's (400), not Django's imported above
 
     filterset = filterset_class(request.query_params, queryset=filterset_class.Meta.model.objects.none())
     if not filterset.is_valid():

@@ -82,8 +82,6 @@ class Command(BaseCommand):
     def _adopt_legacy(self, service) -> None:
         """A consumer's legacy Balance state (scripts/demo-legacy/, seeded into the emulator by scripts/run.sh):
         its customers linked and its orders' money adopted, as docs/migrating.md describes. Idempotent."""
-        from django.core.management import call_command
-
         folder = Path(settings.BASE_DIR) / "scripts" / "demo-legacy"
         try:
             call_command("import_customers", str(folder / "customers.csv"), "--service", service.slug,
