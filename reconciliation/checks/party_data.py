@@ -66,38 +66,6 @@ def _check_client(checks: Checks, party: BalanceParty, info: ClientInfo | None) 
     return True
 
 
-def _check_person(checks: Checks, party: BalanceParty, persons: list[PersonInfo]) -> None:
-    key = party_key(party, "person")
-    ids = _party_ids(party)
-    label = party.external_id  # type: ignore[attr-defined]
-    person = next((p for p in persons if p.person_id == party.balance_person_id), None)
-    if person is None or person.hidden:
-        state = "hidden" if person is not None else "missing"
-        checks.differ(Finding(
-            kind=CUSTOMER_DATA, key=key, severity=Severity.WARNING, fix=None,
-            summary=f"{label}: Balance person {party.balance_person_id} is {state}",
-            rows=[["person", str(party.balance_person_id), state]],
-            note="Invoices need the payer's person: support must link or re-create it.", **ids,
-        ))
-        return
-    rows = []
-    if person.type != party.person_type:
-        rows.append(["person type", party.person_type, person.type])
-    if person.name != party.name:
-        rows.append(["person name", party.name, person.name])
-    if (person.inn or "") != party.inn:
-        rows.append(["INN", party.inn, person.inn or ""])
-    if not rows:
-        checks.equal(key)
-        return
-    checks.differ(Finding(
-        kind=CUSTOMER_DATA, key=key, severity=Severity.WARNING,
-        summary=f"{label}: Balance person {person.person_id} differs ({', '.join(r[0] for r in rows)})",
-        rows=rows, note="Fix sends billing's data to Balance (CreatePerson with person_id).", fix=FIX_PUSH_DATA,
-        **ids,
-    ))
-
-
 def _check_persons(run: Run, checks: Checks, parties: Iterable[BalanceParty], open_keys: set[str],
                    client_differs: set[int]) -> None:
     for party in parties:
