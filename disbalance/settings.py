@@ -340,6 +340,11 @@ OVERDRAFT_RAISE_MAX_DAYS = env_int("OVERDRAFT_RAISE_MAX_DAYS", 90)
 # Customers read per database round trip by the GetOverdraftParams pull.
 OVERDRAFT_PULL_BATCH = env_int("OVERDRAFT_PULL_BATCH", 200)
 
+# Auto-overdraft (SetOverdraftParams) for a direct customer's overdraft: the payment method Balance invoices the
+# covered spend with ("" = Balance's default) and the currency when NotifyClient2 named none.
+BALANCE_OVERDRAFT_PAYMENT_METHOD = os.environ.get("BALANCE_OVERDRAFT_PAYMENT_METHOD", "")
+BALANCE_OVERDRAFT_DEFAULT_CURRENCY = os.environ.get("BALANCE_OVERDRAFT_DEFAULT_CURRENCY", "RUB")
+
 # --- Reconciliation ----------------------------------------------------------------------------------------------
 RECONCILE_BATCH_SIZE = env_int("RECONCILE_BATCH_SIZE", 500)
 RECONCILE_STALE_OPERATION_MINUTES = env_int("RECONCILE_STALE_OPERATION_MINUTES", 60)

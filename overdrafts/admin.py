@@ -125,7 +125,8 @@ class OverdraftAdmin(NoDeleteMixin, SimpleHistoryAdmin):
     search_fields = ("=customer__external_id", "=customer__balance_client_id")
     search_help_text = "Customer id (e.g. dealer:20101) or Balance client id, exact"
     fields = ("customer_link", "in_balance", "granted_limit", "banned", "balance_spent", "balance_min_payment_term",
-              "currency", "last_tid", "balance_refreshed_at", "effective_limit", "active_override", "debt",
+              "currency", "last_tid", "balance_refreshed_at", "auto_limit", "auto_set_at", "auto_error",
+              "auto_refused_at", "effective_limit", "active_override", "debt",
               "debt_since", "due_at", "overdue", "blocked", "open_blocks", "created_at", "updated_at")
     readonly_fields = fields
     actions = ["refresh_from_balance", "block", "unblock"]
@@ -215,12 +216,20 @@ class OverdraftAdmin(NoDeleteMixin, SimpleHistoryAdmin):
 
 # --- overrides --------------------------------------------------------------------------------------------------
 
+UNCOVERED_WARNING = (
+    "The limit {limit} is above the {granted} Balance granted. Balance's auto-overdraft covers at most {granted}: "
+    "spend beyond it is unpaid completion in Balance (reconciliation shows it as unpaid_completion) until the "
+    "customer pays it."
+)
+
+
 class OverrideForm(ServiceModelForm):
     class Meta:
         model = LimitOverride
         fields = ("customer", "limit", "reason", "expires_at")
         help_texts = {
-            "limit": "At most the limit Balance granted; above it needs the 'raise limit' permission and an expiry.",
+            "limit": "At most the limit Balance granted; above it needs the 'raise limit' permission and an expiry, "
+                     "and Balance covers no spend beyond its grant (unpaid completion there until paid).",
             "expires_at": "Optional when lowering; required when raising (UTC).",
         }
 
@@ -286,6 +295,10 @@ class LimitOverrideAdmin(NoDeleteMixin, admin.ModelAdmin):
         created = services.overdraft_override_set(customer=data["customer"], limit=data["limit"],
                                                   reason=data["reason"], by=request.user,
                                                   expires_at=data.get("expires_at"))
+        if created.raises:
+            self.message_user(request, UNCOVERED_WARNING.format(granted=format_amount(created.granted_when_set),
+                                                                limit=format_amount(created.limit)),
+                              messages.WARNING)
         obj.__dict__.update({k: v for k, v in created.__dict__.items() if k != "_state"})
         obj._state.adding, obj._state.db = False, created._state.db
 

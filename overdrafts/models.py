@@ -34,6 +34,10 @@ class Overdraft(models.Model):
     are cleared when that balance is back at zero or above. Invariant: `debt_since` and `due_at` are both set or
     both empty, and set only while the ledger shows a debt (re-established by every money movement of the
     customer and by the periodic check).
+
+    Auto-overdraft (how Balance covers the spend below zero, see `overdrafts.services.auto_overdraft`):
+    `auto_limit` is the ClientLimit Balance last accepted from billing (SetOverdraftParams); `auto_error` and
+    `auto_refused_at` keep Balance's refusal for support (cleared by the next accepted call).
     """
 
     customer = models.OneToOneField("customers.Customer", on_delete=models.PROTECT, related_name="overdraft")
@@ -49,6 +53,12 @@ class Overdraft(models.Model):
     balance_refreshed_at = models.DateTimeField(null=True, blank=True)
     debt_since = models.DateTimeField(null=True, blank=True)
     due_at = models.DateTimeField(null=True, blank=True)
+    auto_limit = MoneyField(null=True, blank=True,
+                            help_text="ClientLimit of the auto-overdraft billing last set in Balance (empty: never)")
+    auto_set_at = models.DateTimeField(null=True, blank=True)
+    auto_error = models.CharField(max_length=500, blank=True, default="",
+                                  help_text="Balance's refusal of the last SetOverdraftParams (empty: accepted)")
+    auto_refused_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(default=timezone.now)
     history = HistoricalRecords(get_user=history_user)
@@ -57,6 +67,8 @@ class Overdraft(models.Model):
         ordering = ["-id"]
         constraints = [
             models.CheckConstraint(condition=Q(granted_limit__gte=0), name="overdraft_granted_not_negative"),
+            models.CheckConstraint(condition=Q(auto_limit__isnull=True) | Q(auto_limit__gte=0),
+                                   name="overdraft_auto_limit_not_negative"),
             models.CheckConstraint(
                 condition=Q(debt_since__isnull=True, due_at__isnull=True)
                 | Q(debt_since__isnull=False, due_at__isnull=False),

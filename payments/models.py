@@ -71,10 +71,11 @@ class BalanceOrder(models.Model):
 
     For each customer and payer there is one `wallet` order (payments land there) and one `child` order per
     product (completions are reported there, `GroupServiceOrderID` = the wallet order). `credited_qty` is the
-    money Balance reports on the order (ConsumeSum / consume_amount, never a *Qty) that billing has credited to
-    the wallet; `reported_qty` the cumulative spend (money) whose completion Balance last accepted. A completion
-    Balance refused (UpdateCampaigns answered 0) sets `report_refused_at` and `report_error`: the order is not
-    reported again until support (or reconciliation) clears it. Invariant: a notification is applied only if its
+    money Balance reports on the order (ConsumeSum / consume_amount, never a *Qty), less the agency credit drawn
+    on it (`CreditDraw`), that billing has credited to the wallet; `reported_qty` the cumulative spend (money)
+    whose completion Balance last accepted. A completion Balance refused (UpdateCampaigns answered 0) sets
+    `report_refused_at` and `report_error`: the order is not reported again until support (or reconciliation)
+    clears it. Invariant: a notification is applied only if its
     Tid is greater than `last_tid`.
     """
 
@@ -308,3 +309,55 @@ class OrderAdoption(models.Model):
 
     def __str__(self) -> str:
         return f"legacy order {self.service_order_id} ({self.status})"
+
+
+class CreditDraw(models.Model):
+    """One draw on an agency's postpaid credit in Balance for a customer's wallet order under that agency: a
+    request (CreateRequest2 by the agency's client, QtyIsAmount=1) and a **credit invoice** on it (CreateInvoice
+    Credit=1, the agency's contract and person), which puts `amount` on the wallet order at once.
+
+    The money a draw puts on the order is the agency's credit, never wallet money: billing's wallet money on the
+    order is Balance's money less the draws that count (`COUNTING`). Sign convention: `amount` is positive.
+
+    pending (row written, no request yet) -> requested (`request_id` known) -> invoicing (CreateInvoice sent, its
+    outcome not yet known: the order's notifications wait) -> invoiced (`invoice_id` known, or the invoice found
+    by its effect on the contract's LIMIT_SPENT) | refused (Balance said no: `error`, for support; nothing drawn)
+    | unknown (after a lost answer the figures could not tell: support decides; counted as drawn, the safe side).
+    Invariant: at most one draw per order is unfinished (pending / requested / invoicing), so a lost answer is
+    resolved before anything is drawn again.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        REQUESTED = "requested"
+        INVOICING = "invoicing"
+        INVOICED = "invoiced"
+        REFUSED = "refused"
+        UNKNOWN = "unknown"
+
+    UNFINISHED = (Status.PENDING, Status.REQUESTED, Status.INVOICING)
+    COUNTING = (Status.INVOICING, Status.INVOICED, Status.UNKNOWN)
+
+    order = models.ForeignKey(BalanceOrder, on_delete=models.PROTECT, related_name="credit_draws")
+    agency = models.ForeignKey("agencies.Agency", on_delete=models.PROTECT, related_name="+")
+    contract_id = models.BigIntegerField(help_text="The agency's postpaid contract in Balance")
+    amount = MoneyField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    request_id = models.BigIntegerField(null=True, blank=True)
+    invoice_id = models.BigIntegerField(null=True, blank=True)
+    limit_spent_before = MoneyField(null=True, blank=True,
+                                    help_text="The contract's LIMIT_SPENT read just before CreateInvoice was sent")
+    error = models.CharField(max_length=500, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="credit_draw_amount_positive"),
+            models.UniqueConstraint(fields=["order"], condition=Q(status__in=["pending", "requested", "invoicing"]),
+                                    name="credit_draw_one_unfinished_per_order"),
+        ]
+
+    def __str__(self) -> str:
+        return f"credit draw {self.pk} of {self.amount} on order {self.order_id} ({self.status})"

@@ -22,12 +22,31 @@ periodic `overdrafts_check`, and by every money movement of the customer) and li
 set and lifted by support only. `customer.blocked` mirrors "has an open block"; each flip emits the
 `customer.blocked` / `customer.unblocked` webhook in the same transaction.
 
+Covered in Balance (issue 11): billing's "spend below zero" must never reach Balance as unpaid completion.
+- A direct customer's overdraft is backed by Balance's **auto-overdraft** (`auto_overdraft`: SetOverdraftParams
+  with ClientLimit = min(granted, max(billing's effective limit, the debt made)), outbox `overdraft.params`), sent
+  whenever that figure may change. Chosen over overdraft invoices: an overdraft invoice puts money on the wallet
+  order, which billing would then have to tell apart from a top-up (NotifyOrder2 carries totals, not their
+  source) and which must be drawn ahead of each spend; auto-overdraft covers completion without moving money.
+  A support override above Balance's grant is allowed (with `raise_limit`) but not covered by Balance: the console
+  warns that spend beyond the grant is unpaid completion there until paid.
+- An agency's customers spend against **credit invoices** on the agency's postpaid contract: after every money
+  movement under an agency, the hooks registered with `on_agency_money_movement` run (payments registers the
+  credit draw: CreateRequest2 + CreateInvoice Credit=1 for the wallet order, `payments.services.credit`).
+
 Limits from Balance: `NotifyClient2` (the `client` notification applier; Tid rule per customer) and the
 periodic `overdrafts_pull` (GetOverdraftParams; NOT_FOUND = no overdraft; no Tid, so it overwrites without
 moving `last_tid`). Credit limits: `agency_credits_pull` (GetClientCreditLimits).
 """
 
 from overdrafts.locks import lock_agency_credit
+from overdrafts.services.auto_overdraft import (
+    OVERDRAFT_PARAMS,
+    auto_overdraft_enqueue,
+    auto_overdraft_enqueue_if_changed,
+    auto_overdraft_sync,
+    auto_overdraft_wanted,
+)
 from overdrafts.services.corrections import wallet_correct, wallet_move_between_payers
 from overdrafts.services.debt import DebtRefresh, overdrafts_check, payment_term
 from overdrafts.services.limits import (
@@ -38,7 +57,7 @@ from overdrafts.services.limits import (
     overdraft_apply_balance_params,
     overdrafts_pull,
 )
-from overdrafts.services.spending import after_money_in, after_spend, spend_limit
+from overdrafts.services.spending import after_money_in, after_spend, on_agency_money_movement, spend_limit
 from overdrafts.services.support import (
     OverrideCheck,
     customer_block,
@@ -49,9 +68,31 @@ from overdrafts.services.support import (
 )
 
 __all__ = [
-    "BalanceOverdraft", "ClientNotifications", "DebtRefresh", "OverrideCheck", "after_money_in", "after_spend",
-    "agency_credits_pull", "balance_overdraft_from_notification", "customer_block", "customer_unblock",
-    "lock_agency_credit", "overdraft_apply_balance_params", "overdraft_override_end", "overdraft_override_set",
-    "overdraft_override_validate", "overdrafts_check", "overdrafts_pull", "payment_term", "spend_limit",
-    "wallet_correct", "wallet_move_between_payers",
+    "OVERDRAFT_PARAMS",
+    "BalanceOverdraft",
+    "ClientNotifications",
+    "DebtRefresh",
+    "OverrideCheck",
+    "after_money_in",
+    "after_spend",
+    "agency_credits_pull",
+    "auto_overdraft_enqueue",
+    "auto_overdraft_enqueue_if_changed",
+    "auto_overdraft_sync",
+    "auto_overdraft_wanted",
+    "balance_overdraft_from_notification",
+    "customer_block",
+    "customer_unblock",
+    "lock_agency_credit",
+    "on_agency_money_movement",
+    "overdraft_apply_balance_params",
+    "overdraft_override_end",
+    "overdraft_override_set",
+    "overdraft_override_validate",
+    "overdrafts_check",
+    "overdrafts_pull",
+    "payment_term",
+    "spend_limit",
+    "wallet_correct",
+    "wallet_move_between_payers",
 ]

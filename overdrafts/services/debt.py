@@ -19,6 +19,7 @@ from disbalance.webhooks import webhook_emit
 from overdrafts import selectors
 from overdrafts.locks import _lock_overdraft
 from overdrafts.models import Block, Overdraft
+from overdrafts.services.auto_overdraft import auto_overdraft_enqueue_if_changed
 from wallets.models import Account
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,9 @@ def _debt_refresh(customer: Customer) -> DebtRefresh:
         open_block.save(update_fields=["lifted_at", "lift_reason"])
         _sync_blocked_flag(customer, cause=open_block)
         unblocked = True
+    if overdraft is not None and overdraft.in_balance:
+        # Balance's auto-overdraft must cover at least the debt made (a lowered limit must not uncover it).
+        auto_overdraft_enqueue_if_changed(customer=customer, overdraft=overdraft, debt=debt, retry_refused=False)
     return DebtRefresh(debt=debt, due_at=due_at, blocked=blocked, unblocked=unblocked)
 
 

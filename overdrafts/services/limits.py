@@ -24,6 +24,11 @@ from disbalance.money import ZERO, format_amount
 from overdrafts import selectors
 from overdrafts.locks import _lock_overdraft, lock_agency_credit
 from overdrafts.models import Overdraft
+from overdrafts.services.auto_overdraft import (
+    auto_overdraft_enqueue,
+    auto_overdraft_enqueue_if_changed,
+    auto_overdraft_wanted,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +90,7 @@ def overdraft_apply_balance_params(*, customer_id: int, params: BalanceOverdraft
     overdraft.balance_refreshed_at = overdraft.updated_at = now
     overdraft.save()
     overdraft_limit_announce(customer=customer, before=limit_before, cause="balance")
+    auto_overdraft_enqueue_if_changed(customer=customer, overdraft=overdraft)
     return "applied"
 
 
@@ -136,8 +142,9 @@ def overdrafts_pull(*, customers: list[Customer] | None = None, client: BalanceC
                     ) -> dict[str, int]:
     """GetOverdraftParams for every direct active customer (or the given ones): the client's auto-overdraft
     settings (ClientLimit), which are not its overdraft limit. The limit comes only from NotifyClient2, so this
-    never changes a stored limit; it counts who has auto-overdraft on, for support. One customer's failure does
-    not stop the others."""
+    never changes a stored limit; it counts who has auto-overdraft on, for support, and re-sends the settings
+    (`overdraft.params`) of a customer whose ClientLimit in Balance differs from what billing wants (unless
+    Balance refused it last time: support sees that refusal). One customer's failure does not stop the others."""
     client = client or BalanceClient()
     if customers is None:
         queryset = (Customer.objects.filter(agency__isnull=True, status=RegistrationStatus.ACTIVE,
@@ -146,7 +153,7 @@ def overdrafts_pull(*, customers: list[Customer] | None = None, client: BalanceC
         customers_iter = queryset.iterator(chunk_size=settings.OVERDRAFT_PULL_BATCH)
     else:
         customers_iter = iter(customers)
-    totals = {"customers": 0, "auto_overdraft": 0, "none": 0, "failed": 0, "skipped": 0}
+    totals = {"customers": 0, "auto_overdraft": 0, "none": 0, "failed": 0, "skipped": 0, "resent": 0}
     for customer in customers_iter:
         totals["customers"] += 1
         if customer.agency_id is not None or customer.balance_client_id is None:
@@ -160,6 +167,14 @@ def overdrafts_pull(*, customers: list[Customer] | None = None, client: BalanceC
             logger.warning("overdraft pull failed", extra={"customer": customer.pk, "error": str(exc)})
             continue
         totals["auto_overdraft" if found is not None and found.client_limit > 0 else "none"] += 1
+        in_balance = found.client_limit if found is not None else ZERO
+        with transaction.atomic():
+            overdraft = Overdraft.objects.filter(customer_id=customer.pk).first()
+            wanted = auto_overdraft_wanted(customer=customer, overdraft=overdraft)
+            if overdraft is not None and in_balance != wanted and not overdraft.auto_error:
+                # Balance's auto-overdraft differs from what billing wants (changed there, or never set): send it.
+                auto_overdraft_enqueue(customer=customer, force=True)
+                totals["resent"] += 1
     return totals
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 
 from django.utils import timezone
@@ -53,12 +54,28 @@ def after_money_in(*, customer: Customer, payer: Agency | None) -> None:
     _after_money_movement(customer, payer)
 
 
+AgencySpendHook = Callable[[Customer, Agency], None]
+_AGENCY_SPEND_HOOKS: list[AgencySpendHook] = []
+
+
+def on_agency_money_movement(hook: AgencySpendHook) -> AgencySpendHook:
+    """Register `hook(customer, agency)`, run inside the money transaction after every money movement of a
+    customer's wallet under an agency (payments registers the credit draw in Balance: the wallet orders are
+    its). A second registration of the same hook is refused."""
+    if any(h.__module__ == hook.__module__ and h.__qualname__ == hook.__qualname__ for h in _AGENCY_SPEND_HOOKS):
+        raise RuntimeError(f"agency money hook {hook.__module__}.{hook.__qualname__} registered twice")
+    _AGENCY_SPEND_HOOKS.append(hook)
+    return hook
+
+
 def _after_money_movement(customer: Customer, payer: Agency | None) -> None:
     require_atomic("overdraft hooks")
     if payer is None:
         _debt_refresh(customer)
     else:
         _credit_used_refresh(payer)
+        for hook in _AGENCY_SPEND_HOOKS:
+            hook(customer, payer)
 
 
 def _refuse_if_overdue(customer: Customer, overdraft: Overdraft | None) -> None:

@@ -22,6 +22,7 @@ from overdrafts import selectors
 from overdrafts.exceptions import NoOverdraftForAgencyCustomer, NotBlocked
 from overdrafts.locks import _lock_overdraft
 from overdrafts.models import Block, LimitOverride, Overdraft
+from overdrafts.services.auto_overdraft import auto_overdraft_enqueue_if_changed
 from overdrafts.services.debt import _sync_blocked_flag
 from overdrafts.services.limits import overdraft_limit_announce
 
@@ -93,6 +94,7 @@ def overdraft_override_set(*, customer: Customer, limit: Decimal, reason: str, b
         reason=check.reason, expires_at=expires_at, created_by=by, created_at=now,
     )
     overdraft_limit_announce(customer=customer, before=before, cause="support", reason=check.reason)
+    auto_overdraft_enqueue_if_changed(customer=customer)
     logger.info("overdraft override set", extra={"customer": customer.pk, "limit": format_amount(check.limit),
                                                  "raises": check.raises, "by": str(by)})
     return override
@@ -110,6 +112,7 @@ def overdraft_override_end(*, override: LimitOverride, reason: str, by: Abstract
         override.ended_at, override.ended_by, override.end_reason = timezone.now(), by, reason
         override.save(update_fields=["ended_at", "ended_by", "end_reason"])
         overdraft_limit_announce(customer=customer, before=before, cause="support", reason=reason)
+        auto_overdraft_enqueue_if_changed(customer=customer)
     return override
 
 

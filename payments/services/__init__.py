@@ -6,11 +6,19 @@ ledger accounts, then this app's own rows (order, hold, charge), inside one shor
 re-read and validated under the lock. Balance is called only by outbox handlers and periodic jobs, never inside
 a transaction.
 
-Importing this package registers the outbox handlers (`orders.sync`, `topup.request`) and the `order`
-notification applier.
+Importing this package registers the outbox handlers (`orders.sync`, `topup.request`, `credit.draw`), the `order`
+notification applier and the agency money hook (`credit.credit_draw_enqueue`).
 """
 
 from payments.services.charges import charge_create
+from payments.services.credit import (
+    CREDIT_DRAW,
+    credit_draw_enqueue,
+    credit_draw_in_balance,
+    credit_draw_in_flight,
+    credit_drawn,
+    credit_needed,
+)
 from payments.services.holds import hold_capture, hold_create, hold_release, holds_expire
 from payments.services.order_state import (
     OrderNotifications,
@@ -43,6 +51,7 @@ from payments.services.spend import (
 from payments.services.topups import TOPUP_REQUEST, topup_create, topup_request_in_balance, topups_expire
 
 __all__ = [
+    "CREDIT_DRAW",
     "ORDERS_SYNC",
     "REPORT_REFUSED",
     "TOPUP_REQUEST",
@@ -51,6 +60,11 @@ __all__ = [
     "ProductCreateResult",
     "charge_create",
     "completion_report_for",
+    "credit_draw_enqueue",
+    "credit_draw_in_balance",
+    "credit_draw_in_flight",
+    "credit_drawn",
+    "credit_needed",
     "enqueue_orders_sync",
     "enqueue_orders_sync_by_id",
     "hold_capture",

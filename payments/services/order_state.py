@@ -1,5 +1,6 @@
 """Money reported by Balance: a wallet order's money (NotifyOrder2 or a GetOrdersInfo pull, read from the money
-fields) credited to the ledger once per Tid; a child order's figures noted, never counted as wallet money."""
+fields) credited to the ledger once per Tid; a child order's figures noted, never counted as wallet money; agency
+credit drawn on a wallet order (credit invoices, `payments.services.credit`) never counted as wallet money."""
 
 from __future__ import annotations
 
@@ -20,12 +21,15 @@ from disbalance.money import CENT, ZERO, format_amount
 from overdrafts import services as overdrafts
 from payments.models import BalanceOrder, TopUp
 from payments.services.adoption import adoption_in_flight
+from payments.services.credit import credit_draw_in_flight, credit_drawn
 from wallets import services as ledger
 
 
 @dataclass(frozen=True)
 class OrderState:
-    """Balance's view of a wallet order's money: `consume_money` is money (never a *Qty of a priced product).
+    """Balance's view of a wallet order's money: `consume_money` is money (never a *Qty of a priced product),
+    all the money Balance has on the wallet (agency credit drawn on it included: `order_apply_balance_state`
+    takes that off, it is not wallet money).
     `tid` None means a pull (GetOrdersInfo, no Tid): it may only add money, never take it away, because a
     notification newer than what was read may already be applied."""
 
@@ -86,10 +90,15 @@ def order_apply_balance_state(*, order_id: int, state: OrderState) -> str:
         return "stale"
     if adoption_in_flight(order.pk):
         return "stale"  # legacy money is on its way here (adopt_orders posts it); the next pull sees the rest
-    delta = state.consume_money - order.credited_qty
+    if credit_draw_in_flight(order.pk):
+        return "stale"  # a credit invoice is being made: the money may or may not include it yet
+    # Agency credit drawn on the order (credit invoices) is the agency's, not money paid into the wallet.
+    wallet_money = state.consume_money - credit_drawn(order_id=order.pk) if order.payer_agency_id else \
+        state.consume_money
+    delta = wallet_money - order.credited_qty
     if state.tid is None and delta <= 0:
         return "stale"
-    reference_tid = state.tid if state.tid is not None else f"pull:{state.consume_money}"
+    reference_tid = state.tid if state.tid is not None else f"pull:{wallet_money}"
     if delta > 0:
         remaining = delta
         for topup in _match_topups(order, delta):
@@ -104,7 +113,7 @@ def order_apply_balance_state(*, order_id: int, state: OrderState) -> str:
         # Balance took money off the order (a refund or transfer made in Balance): mirror it, with the reason.
         ledger.wallet_adjust(
             customer=customer, payer_agency=order.payer_agency, amount=delta, created_by=None,
-            reason=f"Balance lowered the money on order {order.pk} to {format_amount(state.consume_money)}",
+            reason=f"Balance lowered the money on order {order.pk} to {format_amount(wallet_money)}",
             reference_kind="balance_order", reference_id=f"{order.pk}@{state.tid}",
             event=MoneyEvent(type="wallet.adjusted", data={"order": order.pk, "tid": state.tid, "by": "balance"}),
         )
@@ -112,7 +121,7 @@ def order_apply_balance_state(*, order_id: int, state: OrderState) -> str:
         overdrafts.after_money_in(customer=customer, payer=order.payer_agency)
     elif delta < 0:
         overdrafts.after_spend(customer=customer, payer=order.payer_agency)
-    order.credited_qty = state.consume_money
+    order.credited_qty = wallet_money
     order.balance_consume_qty = state.consume_money
     order.balance_completion_qty = state.completion_qty
     if state.tid is not None:
@@ -167,8 +176,9 @@ class OrderNotifications:
     @staticmethod
     def exists(notification: OrderNotification) -> bool:
         order = _order_for_key(notification.service_id, notification.service_order_id)
-        # While legacy money is being moved onto a wallet order, Balance is told "not found" and re-sends later.
-        return order is not None and not adoption_in_flight(order.pk)
+        # While legacy money is being moved onto a wallet order, or a credit invoice is being made on it, Balance
+        # is told "not found" and re-sends later.
+        return order is not None and not adoption_in_flight(order.pk) and not credit_draw_in_flight(order.pk)
 
     @staticmethod
     def apply(notification: OrderNotification) -> str:

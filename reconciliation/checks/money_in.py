@@ -1,5 +1,6 @@
 """`money_in`: a wallet order's money in Balance (its money fields: consume_amount, plus the children's with
-"enqueue" group reporting) differs from billing's `credited_qty` (usually a lost notification). Fix: re-pull the
+"enqueue" group reporting), less the agency credit billing drew on it (credit invoices are not wallet money),
+differs from billing's `credited_qty` (usually a lost notification). Fix: re-pull the
 order, which credits money that came in; less money in Balance is for support (a pull never takes money back)."""
 
 from __future__ import annotations
@@ -7,8 +8,15 @@ from __future__ import annotations
 from typing import Any
 
 from balance_gateway.client import BalanceClient, OrderInfo
+from disbalance.money import ZERO
 from payments.models import BalanceOrder
-from payments.services import OrderState, order_apply_balance_state, orders_pull, wallet_money_from_info
+from payments.services import (
+    OrderState,
+    credit_drawn,
+    order_apply_balance_state,
+    orders_pull,
+    wallet_money_from_info,
+)
 from reconciliation.findings import Checks, Finding, Severity, money, order_key
 from reconciliation.models import Mismatch
 from reconciliation.registry import NO_FIX, STAGE_CUSTOMERS, Check, FixContext, FixNotes, register
@@ -26,6 +34,8 @@ def _check_money_in(checks: Checks, order: BalanceOrder, info: OrderInfo, childr
         checks.equal(key)
         return
     balance_money = wallet_money_from_info(info, children)
+    credit = credit_drawn(order_id=order.pk) if order.payer_agency_id else ZERO
+    balance_money -= credit  # agency credit drawn on the order (credit invoices) is not wallet money
     if balance_money == order.credited_qty:
         checks.equal(key)
         return
@@ -43,7 +53,9 @@ def _check_money_in(checks: Checks, order: BalanceOrder, info: OrderInfo, childr
         kind=MONEY_IN, key=key, severity=Severity.WARNING if more_in_balance else Severity.CRITICAL,
         summary=f"Order {order.pk} ({order.key}): money in Balance {money(balance_money)}, billing "
                 f"credited {money(order.credited_qty)}",
-        rows=[["money on the order (consume_amount)", money(order.credited_qty), money(balance_money)]],
+        rows=[["money on the order (consume_amount)", money(order.credited_qty), money(balance_money + credit)],
+              ["agency credit drawn on it (not wallet money)", "", money(credit)],
+              ["wallet money", money(order.credited_qty), money(balance_money)]],
         note=note, fix=fix, service_id=order.service_id, customer_id=order.customer_id, order_id=order.pk,
         data={"consume_amount": money(balance_money), "completion_qty": str(info.completion_qty)},
     ))

@@ -1,7 +1,8 @@
 """`unpaid_completion`: per (customer, payer) pot, i.e. the wallet order and its children. Balance's view:
-sum(completion_amount) - sum(consume_amount) beyond the payer's overdraft/credit limit; billing's view: the payer's
-wallet account below minus that limit. The limit is billing's, computed from GetOrdersInfo figures, so it works
-against a real Balance too; the emulator's `UnpaidQty` is the same figure when billing's limit equals Balance's.
+sum(completion_amount) - sum(consume_amount) (money fields of GetOrdersInfo; agency credit drawn is money on the
+order there) beyond what covers it in Balance: the auto-overdraft billing set (ClientLimit) for the customer's own
+pot, nothing under an agency. Billing's view: the payer's wallet account below zero beyond billing's overdraft or
+credit limit. It works against a real Balance too; the emulator's `UnpaidQty` is Balance's figure.
 Support's fix (never automatic): re-pull the wallet order and re-report its children."""
 
 from __future__ import annotations
@@ -50,6 +51,16 @@ def _spend_limit(run: Run, customer: Customer, payer: Agency | None) -> Decimal:
     return run.limits[cache_key]
 
 
+def _balance_cover(customer: Customer, payer: Agency | None) -> Decimal:
+    """What covers completion beyond the money in Balance: for the customer's own pot, the auto-overdraft Balance
+    accepted from billing (`Overdraft.auto_limit`, SetOverdraftParams' ClientLimit); under an agency nothing, since
+    the agency's credit invoices put money on the order (counted in consume_amount already)."""
+    if payer is not None:
+        return ZERO
+    auto_limit = Overdraft.objects.filter(customer_id=customer.pk).values_list("auto_limit", flat=True).first()
+    return auto_limit or ZERO
+
+
 def _check_unpaid(run: Run, checks: Checks, customer: Customer, wallet: BalanceOrder,
                   members: list[tuple[BalanceOrder, OrderInfo | None]], wallet_balance: Decimal | None,
                   billing_spend: Decimal) -> None:
@@ -66,7 +77,8 @@ def _check_unpaid(run: Run, checks: Checks, customer: Customer, wallet: BalanceO
         checks.equal(key)
         return
     limit = _spend_limit(run, customer, wallet.payer_agency)
-    balance_unpaid = max(ZERO, balance_excess - limit)
+    cover = _balance_cover(customer, wallet.payer_agency)
+    balance_unpaid = max(ZERO, balance_excess - cover)
     billing_unpaid = max(ZERO, billing_excess - limit)
     if balance_unpaid == 0 and billing_unpaid == 0:
         checks.equal(key)
@@ -82,7 +94,7 @@ def _check_unpaid(run: Run, checks: Checks, customer: Customer, wallet: BalanceO
         rows=[["money in (consume_amount)", money(credited), money(balance_money)],
               ["spent (completion_amount)", money(billing_spend), money(balance_spent)],
               ["wallet", money(wallet_balance), money(balance_money - balance_spent)],
-              ["overdraft / credit limit (billing's)", money(limit), ""],
+              ["overdraft / credit limit (billing's) / auto-overdraft (Balance's)", money(limit), money(cover)],
               ["unpaid completion", money(billing_unpaid), money(balance_unpaid)]],
         note=("Spend beyond the payer's money and overdraft is money the company loses. If a money_out or money_in "
               "mismatch of the same orders is open, fixing it may clear this one; otherwise the payer owes it: "

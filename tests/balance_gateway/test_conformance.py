@@ -456,3 +456,26 @@ def test_money_with_more_than_two_places_is_refused(gateway, fake_balance):
     with pytest.raises(BalanceUnknownOutcome) as exc_info:
         gateway.get_orders_info([(7, 41)])
     assert bad_response(exc_info)
+
+
+def test_create_invoice_credit(gateway, fake_balance):
+    """CreateInvoice is not on the protocol page: the request is how real clients call it [client]; the answer is
+    the invoice id (also read from a struct's InvoiceID, the other shape a client might meet)."""
+    fake_balance.reply("CreateInvoice", 778899)
+    invoice_id = gateway.create_invoice(request_id=3344, person_id=765432, contract_id=55, credit=True)
+    assert invoice_id == 778899
+    assert fake_balance.last("CreateInvoice").params == (
+        str(OPERATOR_UID), {"RequestID": 3344, "PersonID": 765432, "Credit": 1, "ContractID": 55})
+    fake_balance.reply("CreateInvoice", {"InvoiceID": "778900"})
+    assert gateway.create_invoice(request_id=3345, person_id=765432, contract_id=55, credit=True) == 778900
+
+
+def test_create_invoice_refusals_are_final_and_other_shapes_bad(gateway, fake_balance):
+    fake_balance.reply("CreateInvoice", balance_fault("CREDIT_LIMIT_EXCEEDED", "Contract 55 has credit 0.00 left"))
+    with pytest.raises(BalanceFinalError) as exc_info:
+        gateway.create_invoice(request_id=3344, person_id=765432, contract_id=55, credit=True)
+    assert exc_info.value.code == "CREDIT_LIMIT_EXCEEDED"
+    fake_balance.reply("CreateInvoice", [0, "SUCCESS"])
+    with pytest.raises(BalanceUnknownOutcome) as exc_info:
+        gateway.create_invoice(request_id=3344, person_id=765432, contract_id=55, credit=True)
+    assert bad_response(exc_info)

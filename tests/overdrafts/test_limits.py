@@ -140,7 +140,8 @@ def test_the_pull_never_takes_auto_overdraft_settings_for_the_limit(api, emulato
         client.set_overdraft_params(service_id=7, person_id=active_customer.balance_person_id,
                                     payment_method="bank", currency="RUB", client_limit=Decimal("3000.00"))
     history = Overdraft.objects.get(customer=active_customer).history.count()
-    assert overdrafts_pull() == {"customers": 1, "auto_overdraft": 1, "none": 0, "failed": 0, "skipped": 0}
+    assert overdrafts_pull() == {"customers": 1, "auto_overdraft": 1, "none": 0, "failed": 0, "skipped": 0,
+                                 "resent": 0}
     assert limit_of(active_customer) == Decimal("5000.00")
     assert Overdraft.objects.get(customer=active_customer).history.count() == history
 

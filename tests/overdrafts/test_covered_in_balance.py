@@ -1,0 +1,213 @@
+"""Spending before paying, covered in Balance (issue 11, item 5), against the emulator over HTTP in whatever variant
+the suite runs (`BALANCE_EMULATOR_OPTIONS`: both group reporting types, both notification protocols, ticket on):
+
+- a direct customer's overdraft is backed by Balance's auto-overdraft (SetOverdraftParams), so the spend below
+  zero is never unpaid completion, before or after the repayment;
+- an agency's customers spend against credit invoices on the agency's postpaid contract, drawn by billing, which
+  never counts that credit as wallet money.
+
+Each ends with 0 `UnpaidQty` on every order in `Emulator.State`, the same figures on both sides and a clean
+reconciliation run."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+
+from balance_gateway.client import BalanceClient
+from customers.models import Customer
+from disbalance.models import OutboxOperation
+from disbalance.outbox import outbox_process
+from overdrafts.models import AgencyCredit, Overdraft
+from overdrafts.services import auto_overdraft_enqueue, overdraft_override_set
+from payments.models import BalanceOrder, CreditDraw
+from payments.services import spend_report, wallet_money_from_info
+from reconciliation.models import Mismatch
+from reconciliation.run import reconcile
+from tests.overdrafts.conftest import agency_with_contract, charge, pay_topup, register, verify_ledger_clean
+from wallets.models import Account
+
+SERVICE_ID = 7
+ZERO = Decimal("0.00")
+
+
+def unpaid_by_order(emulator) -> dict[str, Decimal]:
+    return {o["ServiceOrderID"]: Decimal(o["UnpaidQty"]) for o in emulator.state()["orders"]}
+
+
+def assert_nothing_unpaid(emulator) -> None:
+    unpaid = unpaid_by_order(emulator)
+    assert unpaid and all(qty == 0 for qty in unpaid.values()), unpaid
+
+
+def settle(run_outbox, balance_live) -> None:
+    """Everything billing has to tell Balance, and everything Balance has to tell billing, delivered."""
+    for _ in range(3):
+        run_outbox()
+        spend_report()
+        assert balance_live.wait_notifications_idle(timeout=15)
+    run_outbox()
+
+
+def wallet_balance(customer: Customer, agency_id: int | None = None) -> Decimal:
+    return Account.objects.get(customer=customer, payer_agency_id=agency_id, kind="wallet").balance
+
+
+def balance_figures(wallet: BalanceOrder) -> tuple[Decimal, Decimal]:
+    """(money on the wallet's group, completion money of its children) as Balance's GetOrdersInfo says."""
+    children = list(BalanceOrder.objects.filter(parent=wallet))
+    with BalanceClient() as client:
+        infos = {int(i.service_order_id): i for i in
+                 client.get_orders_info([(SERVICE_ID, wallet.pk), *[(SERVICE_ID, c.pk) for c in children]])}
+    money = wallet_money_from_info(infos[wallet.pk], [infos[c.pk] for c in children])
+    return money, sum((infos[c.pk].completion_amount for c in children), ZERO)
+
+
+def billing_spend(wallet: BalanceOrder) -> Decimal:
+    return sum((c.reported_qty for c in BalanceOrder.objects.filter(parent=wallet)), ZERO)
+
+
+def assert_reconciliation_clean() -> None:
+    report = reconcile(autofix=False)
+    assert sum(report.found.values()) == 0, list(Mismatch.objects.filter(status="open").values_list("summary",
+                                                                                                  flat=True))
+    assert not Mismatch.objects.filter(status="open").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_overdraft_spend_is_covered_by_auto_overdraft_then_repaid(api, emulator, run_outbox, balance_live,
+                                                                  active_customer):
+    emulator.grant_overdraft(active_customer.balance_client_id, Decimal("5000.00"), 15)
+    assert balance_live.wait_notifications_idle(timeout=10)
+    run_outbox()
+    overdraft = Overdraft.objects.get(customer=active_customer)
+    assert (overdraft.granted_limit, overdraft.auto_limit, overdraft.auto_error) == (Decimal("5000.00"),
+                                                                                    Decimal("5000.00"), "")
+    [balance_overdraft] = next(c for c in emulator.state()["clients"]
+                               if c["CLIENT_ID"] == active_customer.balance_client_id)["Overdrafts"]
+    assert balance_overdraft["ClientLimit"] == "5000.00"
+
+    # The customer spends 3,000.00 with an empty wallet: Balance covers the completion by auto-overdraft.
+    assert charge(api, "3000.00").status_code == 201
+    settle(run_outbox, balance_live)
+    wallet = BalanceOrder.objects.get(customer=active_customer, kind="wallet")
+    assert billing_spend(wallet) == Decimal("3000.00")
+    assert balance_figures(wallet) == (ZERO, Decimal("3000.00"))
+    assert_nothing_unpaid(emulator)
+    assert sum(Decimal(o["OverdraftSum"]) for o in emulator.state()["orders"]) == Decimal("3000.00")
+    assert wallet_balance(active_customer) == Decimal("-3000.00")
+    assert_reconciliation_clean()
+
+    # Repaid by a top-up paid in Balance: money covers the completion, nothing is left to the overdraft.
+    pay_topup(api, emulator, run_outbox, balance_live, "3000.00")
+    settle(run_outbox, balance_live)
+    assert_nothing_unpaid(emulator)
+    assert sum(Decimal(o["OverdraftSum"]) for o in emulator.state()["orders"]) == ZERO
+    wallet.refresh_from_db()
+    money, completion = balance_figures(wallet)
+    assert (wallet_balance(active_customer), wallet.credited_qty, billing_spend(wallet)) == \
+        (ZERO, Decimal("3000.00"), Decimal("3000.00"))
+    assert (money, completion) == (wallet.credited_qty, billing_spend(wallet))
+    assert_reconciliation_clean()
+    verify_ledger_clean()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lowered_limit_keeps_the_debt_covered_and_a_refusal_is_shown(api, emulator, run_outbox, balance_live,
+                                                                       active_customer, billing_admin):
+    """Support lowering the limit refuses new spending but never uncovers the debt made; a raise above Balance's
+    grant is allowed but Balance covers only the grant; a refusal by Balance is kept for support, not retried."""
+    emulator.grant_overdraft(active_customer.balance_client_id, Decimal("5000.00"), 15)
+    assert balance_live.wait_notifications_idle(timeout=10)
+    assert charge(api, "3000.00").status_code == 201
+    settle(run_outbox, balance_live)
+    overdraft_override_set(customer=active_customer, limit=Decimal("1000.00"), reason="risk", by=billing_admin)
+    settle(run_outbox, balance_live)
+    assert Overdraft.objects.get(customer=active_customer).auto_limit == Decimal("3000.00")  # the debt, covered
+    assert charge(api, "1.00").status_code == 402
+    assert_nothing_unpaid(emulator)
+
+    overdraft_override_set(customer=active_customer, limit=Decimal("8000.00"), reason="good client",
+                           by=billing_admin, expires_at=timezone.now() + timedelta(days=5))
+    settle(run_outbox, balance_live)
+    assert Overdraft.objects.get(customer=active_customer).auto_limit == Decimal("5000.00")  # Balance's grant
+
+    # Balance refuses (the customer has no overdraft limit there any more): kept for support, no endless retries.
+    emulator.grant_overdraft(active_customer.balance_client_id, Decimal("0.00"), 15)
+    assert balance_live.wait_notifications_idle(timeout=10)
+    Overdraft.objects.filter(customer=active_customer).update(granted_limit=Decimal("4000.00"))
+    with transaction.atomic():
+        auto_overdraft_enqueue(customer=active_customer)
+    run_outbox()
+    overdraft = Overdraft.objects.get(customer=active_customer)
+    assert "no overdraft limit" in overdraft.auto_error and overdraft.auto_refused_at is not None
+    operation = OutboxOperation.objects.filter(kind="overdraft.params").order_by("-id").first()
+    assert operation.status == "done" and "refused" in operation.result
+
+
+@pytest.mark.django_db(transaction=True)
+def test_agency_customers_spend_on_credit_invoices(api, emulator, run_outbox, balance_live, products):
+    agency = agency_with_contract(api, emulator, run_outbox, credit_limit="10000.00")
+    a = register(api, run_outbox, "dealer:a", agency="agency:1")
+    b = register(api, run_outbox, "dealer:b", agency="agency:1", inn="7707654321")
+
+    assert charge(api, "6000.00", customer="/api/v1/customers/dealer:a").status_code == 201
+    assert charge(api, "4000.00", customer="/api/v1/customers/dealer:b").status_code == 201
+    refused = charge(api, "1.00", customer="/api/v1/customers/dealer:b")
+    assert refused.status_code == 402 and refused.json()["code"] == "insufficient_funds"
+    settle(run_outbox, balance_live)
+
+    assert_nothing_unpaid(emulator)
+    # The credit drawn in Balance is billing's credit used.
+    with BalanceClient() as client:
+        limits = client.get_client_credit_limits(client_id=agency.balance_client_id, product_id=503000)
+    [limit] = limits.limits
+    credit = AgencyCredit.objects.get(agency=agency)
+    assert (limit.limit_total, limit.limit_spent) == (Decimal("10000.00"), Decimal("10000.00"))
+    assert credit.used == limit.limit_spent
+    draws = {d.order.customer_id: d for d in CreditDraw.objects.select_related("order")}
+    assert {c: (d.amount, d.status) for c, d in draws.items()} == {
+        a.pk: (Decimal("6000.00"), "invoiced"), b.pk: (Decimal("4000.00"), "invoiced")}
+    assert all(d.request_id and d.invoice_id and d.contract_id == limit.contract_id for d in draws.values())
+
+    # Wallets equal on both sides; the credit on the orders is never counted as wallet money.
+    for customer, spent in ((a, Decimal("6000.00")), (b, Decimal("4000.00"))):
+        wallet = BalanceOrder.objects.get(customer=customer, kind="wallet", payer_agency=agency)
+        assert wallet_balance(customer, agency.pk) == -spent
+        assert wallet.credited_qty == ZERO  # no wallet money from the credit
+        assert balance_figures(wallet) == (spent, spent)  # Balance: the credit is money on the order
+        assert billing_spend(wallet) == spent
+    assert_reconciliation_clean()
+    verify_ledger_clean()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lost_credit_invoice_answer_is_looked_up_not_drawn_twice(api, emulator, run_outbox, balance_live,
+                                                                   products, settings):
+    settings.OUTBOX_INLINE_RETRIES = 0  # see the state between the lost answer and the next try
+    agency = agency_with_contract(api, emulator, run_outbox, credit_limit="10000.00")
+    customer = register(api, run_outbox, "dealer:a", agency="agency:1")
+    emulator.set_faults({"Balance2.CreateInvoice": {"lost_response_rate": 1.0}})
+    assert charge(api, "2500.00", customer="/api/v1/customers/dealer:a").status_code == 201
+    for kind in ("orders.sync", "credit.draw"):  # one attempt each, in order (the draw waited for the order)
+        for operation in OutboxOperation.objects.filter(kind=kind, status="pending"):
+            outbox_process(operation_id=operation.pk, ignore_schedule=True)
+    draw = CreditDraw.objects.get()
+    assert draw.status == "invoicing"  # sent, answer lost: the order's money waits
+    emulator.set_faults({})
+    settle(run_outbox, balance_live)
+    draw.refresh_from_db()
+    assert (draw.status, draw.amount, draw.invoice_id) == ("invoiced", Decimal("2500.00"), None)
+    assert "found by LIMIT_SPENT" in draw.error
+    assert CreditDraw.objects.count() == 1
+    with BalanceClient() as client:
+        [limit] = client.get_client_credit_limits(client_id=agency.balance_client_id, product_id=503000).limits
+    assert limit.limit_spent == Decimal("2500.00")  # one invoice, not two
+    assert_nothing_unpaid(emulator)
+    wallet = BalanceOrder.objects.get(customer=customer, kind="wallet")
+    assert wallet.credited_qty == ZERO
+    assert_reconciliation_clean()
