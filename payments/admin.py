@@ -30,7 +30,7 @@ from balance_gateway.exceptions import BalanceError
 from disbalance.admin_kit import ReadOnlyAdminMixin
 from disbalance.exceptions import InvalidState
 from disbalance.money import format_amount
-from payments.models import BalanceOrder, Charge, Hold, OrderAdoption, Product, Refund, TopUp
+from payments.models import BalanceOrder, Charge, CreditDraw, Hold, OrderAdoption, Product, Refund, TopUp
 from payments.services import enqueue_orders_sync, hold_release, orders_pull, product_create
 
 if TYPE_CHECKING:  # annotations only: other apps' models are reached through their selectors/services
@@ -314,6 +314,28 @@ class OrderAdoptionAdmin(ReadOnlyMoneyAdmin):
     @admin.display(description="wallet order")
     def wallet_order_link(self, obj: OrderAdoption) -> str:
         return admin_link(obj.wallet_order) if obj.wallet_order else "—"
+
+
+@admin.register(CreditDraw)
+class CreditDrawAdmin(ReadOnlyMoneyAdmin):
+    """Agency credit drawn in Balance (credit invoices) for a customer's wallet order: read-only, written by the
+    `credit.draw` outbox handler. `refused` carries Balance's message (the spend it should cover is unpaid
+    completion in Balance: reconciliation shows it); `unknown` needs support to look the request up in Balance."""
+
+    list_display = ("id", "order_link", "agency", "amount", "status", "request_id", "invoice_id", "error",
+                    "created_at")
+    list_filter = ("status",)
+    list_select_related = ("order", "agency")
+    search_fields = ("=order__id", "=request_id", "=invoice_id", "=agency__external_id")
+    search_help_text = "Wallet order id, Balance request or invoice id, or agency id (e.g. agency:1), exact"
+    fields = ("order_link", "agency", "contract_id", "amount", "status", "request_id", "invoice_id",
+              "limit_spent_before", "error", "created_at", "updated_at")
+    readonly_fields = fields
+    actions = None
+
+    @admin.display(description=_("Balance order"))
+    def order_link(self, obj: CreditDraw) -> str:
+        return admin_link(obj.order)
 
 
 @admin.register(TopUp)

@@ -654,7 +654,7 @@ def check_events(service: Any) -> list[str]:
 
 def check_orders(service: Any, state: dict[str, Any], report: Report, label: str) -> None:
     """Every order agrees with the emulator: money in, money out, ownership; paid requests once; none unpaid."""
-    from payments.models import BalanceOrder, TopUp
+    from payments.models import BalanceOrder, CreditDraw, TopUp
     from wallets.models import Account
 
     problems = []
@@ -670,6 +670,11 @@ def check_orders(service: Any, state: dict[str, Any], report: Report, label: str
             lines = request["Orders"]
             if len(lines) == 1:
                 paid_per_order[int(lines[0]["ServiceOrderID"])] += dec(request["PaidAmount"])
+    # Agency credit drawn on a wallet order (credit invoices) is money on the order in Balance, never wallet money.
+    credit: dict[int, Decimal] = defaultdict(Decimal)
+    for order_id, amount in CreditDraw.objects.filter(order__service=service, status__in=CreditDraw.COUNTING
+                                                      ).values_list("order_id", "amount"):
+        credit[order_id] += amount
     orders = list(BalanceOrder.objects.filter(service=service).select_related("customer", "payer_agency", "product"))
     seen = set()
     for order in orders:
@@ -683,8 +688,9 @@ def check_orders(service: Any, state: dict[str, Any], report: Report, label: str
             problems.append(f"{what}: not in Balance")
             continue
         rows = []
-        if dec(info["ConsumeQty"]) != order.credited_qty:
-            rows.append(f"ConsumeQty {info['ConsumeQty']} vs credited {order.credited_qty}")
+        if dec(info["ConsumeQty"]) - credit[order.pk] != order.credited_qty:
+            rows.append(f"ConsumeQty {info['ConsumeQty']} less credit drawn {credit[order.pk]} vs credited "
+                        f"{order.credited_qty}")
         want_completion = spend.get(order.key.replace("child:", "spend:", 1), Decimal(0)) \
             if order.kind == "child" else Decimal(0)
         if dec(info["CompletionQty"]) != want_completion:
@@ -697,8 +703,9 @@ def check_orders(service: Any, state: dict[str, Any], report: Report, label: str
         if int(info["GroupServiceOrderID"] or 0) != (order.parent_id or 0):
             rows.append(f"GroupServiceOrderID {info['GroupServiceOrderID']} vs {order.parent_id}")
         if order.kind == "wallet":
-            if paid_per_order[order.pk] != dec(info["ConsumeQty"]):
-                rows.append(f"paid requests {paid_per_order[order.pk]} vs ConsumeQty {info['ConsumeQty']}")
+            if paid_per_order[order.pk] + credit[order.pk] != dec(info["ConsumeQty"]):
+                rows.append(f"paid requests {paid_per_order[order.pk]} + credit drawn {credit[order.pk]} vs "
+                            f"ConsumeQty {info['ConsumeQty']}")
             if credited_topups[order.pk] != order.credited_qty:
                 rows.append(f"succeeded top-ups {credited_topups[order.pk]} vs credited {order.credited_qty}")
         if dec(info.get("UnpaidQty", 0)) != 0:

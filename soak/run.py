@@ -339,10 +339,12 @@ def setup_agencies(stack: Stack, token: str, seed: int) -> tuple[str, ...]:
     control = emulator(stack.emulator_url)
     control.Emulator.CreateContract(client_ids[agencies[0]], {"payment_type": "prepaid",
                                                               "services": [BALANCE_SERVICE_ID]})
-    # The postpaid contract grants no credit: billing does not yet cover spending on agency credit in Balance
-    # (credit invoices, issue 11), so the version-2 emulator would count it as unpaid completion. The overdraft and
-    # agency-credit limits are tested in tests/overdrafts/ against billing's ledger until that coverage exists.
-    control.Emulator.CreateContract(client_ids[agencies[1]], {"payment_type": "postpaid", "credit_limit": "0.00",
+    # The postpaid contract's credit: billing draws it in Balance with credit invoices (payments.services.credit), so
+    # the spend of the agency's customers beyond their money is never unpaid completion. The credit is large enough
+    # that Balance's LIMIT_SPENT (which top-ups of a customer do not lower: only the agency paying its credit
+    # invoices does) never refuses a draw billing allowed; that case is shown to support (a refused CreditDraw, an
+    # unpaid_completion mismatch), not exercised here.
+    control.Emulator.CreateContract(client_ids[agencies[1]], {"payment_type": "postpaid", "credit_limit": "100000.00",
                                                               "services": [BALANCE_SERVICE_ID]})
     stack.command("run_periodic", "agency_contracts_refresh")
     if "agency_credits_pull" in {job.name for job in PERIODIC_JOBS}:

@@ -90,7 +90,7 @@ def order_apply_balance_state(*, order_id: int, state: OrderState) -> str:
         return "stale"
     if adoption_in_flight(order.pk):
         return "stale"  # legacy money is on its way here (adopt_orders posts it); the next pull sees the rest
-    if credit_draw_in_flight(order.pk):
+    if order.payer_agency_id and credit_draw_in_flight(order.pk):
         return "stale"  # a credit invoice is being made: the money may or may not include it yet
     # Agency credit drawn on the order (credit invoices) is the agency's, not money paid into the wallet.
     wallet_money = state.consume_money - credit_drawn(order_id=order.pk) if order.payer_agency_id else \
@@ -178,7 +178,8 @@ class OrderNotifications:
         order = _order_for_key(notification.service_id, notification.service_order_id)
         # While legacy money is being moved onto a wallet order, or a credit invoice is being made on it, Balance
         # is told "not found" and re-sends later.
-        return order is not None and not adoption_in_flight(order.pk) and not credit_draw_in_flight(order.pk)
+        return order is not None and not adoption_in_flight(order.pk) and not (
+            order.payer_agency_id and credit_draw_in_flight(order.pk))
 
     @staticmethod
     def apply(notification: OrderNotification) -> str:

@@ -118,9 +118,10 @@ def test_overdraft_spend_is_covered_by_auto_overdraft_then_repaid(api, emulator,
 
 @pytest.mark.django_db(transaction=True)
 def test_a_lowered_limit_keeps_the_debt_covered_and_a_refusal_is_shown(api, emulator, run_outbox, balance_live,
-                                                                       active_customer, billing_admin):
+                                                                       active_customer, django_user_model):
     """Support lowering the limit refuses new spending but never uncovers the debt made; a raise above Balance's
     grant is allowed but Balance covers only the grant; a refusal by Balance is kept for support, not retried."""
+    billing_admin = django_user_model.objects.create_superuser("billing-admin", password="pw")
     emulator.grant_overdraft(active_customer.balance_client_id, Decimal("5000.00"), 15)
     assert balance_live.wait_notifications_idle(timeout=10)
     assert charge(api, "3000.00").status_code == 201
@@ -211,3 +212,26 @@ def test_a_lost_credit_invoice_answer_is_looked_up_not_drawn_twice(api, emulator
     wallet = BalanceOrder.objects.get(customer=customer, kind="wallet")
     assert wallet.credited_qty == ZERO
     assert_reconciliation_clean()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_money_paid_in_after_credit_is_wallet_money_and_the_credit_is_not(api, emulator, run_outbox, balance_live,
+                                                                          products):
+    """A top-up paid for a customer whose wallet order already carries drawn credit: only the paid money is
+    credited; the customer's next spend uses the credit already on its order before drawing more."""
+    agency = agency_with_contract(api, emulator, run_outbox, credit_limit="10000.00")
+    customer = register(api, run_outbox, "dealer:a", agency="agency:1")
+    path = "/api/v1/customers/dealer:a"
+    assert charge(api, "3000.00", customer=path).status_code == 201
+    settle(run_outbox, balance_live)
+    pay_topup(api, emulator, run_outbox, balance_live, "1000.00", customer=path)
+    settle(run_outbox, balance_live)
+    wallet = BalanceOrder.objects.get(customer=customer, kind="wallet", payer_agency=agency)
+    assert (wallet.credited_qty, wallet_balance(customer, agency.pk)) == (Decimal("1000.00"), Decimal("-2000.00"))
+    assert balance_figures(wallet) == (Decimal("4000.00"), Decimal("3000.00"))  # 3,000 credit + 1,000 paid
+    assert charge(api, "1500.00", customer=path).status_code == 201  # -3,500: 500 more than drawn
+    settle(run_outbox, balance_live)
+    assert sorted(d.amount for d in CreditDraw.objects.all()) == [Decimal("500.00"), Decimal("3000.00")]
+    assert_nothing_unpaid(emulator)
+    assert_reconciliation_clean()
+    verify_ledger_clean()
