@@ -190,7 +190,8 @@ class OverdraftAdmin(NoDeleteMixin, SimpleHistoryAdmin):
         level = messages.WARNING if outcome["failed"] or outcome["skipped"] else messages.SUCCESS
         self.message_user(request, f"Read {outcome['customers']} customer(s) from Balance: "
                                    f"{outcome['auto_overdraft']} with auto-overdraft on, {outcome['none']} without, "
-                                   f"{outcome['failed']} failed, {outcome['skipped']} skipped (served by an agency). "
+                                   f"{outcome['failed']} failed, {outcome['skipped']} skipped (served by an agency), "
+                                   f"{outcome['resent']} auto-overdraft setting(s) sent again. "
                                    "Limits come from Balance's NotifyClient2.", level)
 
     @admin.action(description=_("Block by hand…"), permissions=["block"])
