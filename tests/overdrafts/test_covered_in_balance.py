@@ -235,3 +235,27 @@ def test_money_paid_in_after_credit_is_wallet_money_and_the_credit_is_not(api, e
     assert_nothing_unpaid(emulator)
     assert_reconciliation_clean()
     verify_ledger_clean()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_draw_balance_refuses_is_shown_to_support_not_retried(api, emulator, run_outbox, balance_live, products):
+    """The known limit (docs/balance-conformance.md): money paid in for a customer after credit was drawn frees
+    billing's shared room but not the contract's LIMIT_SPENT. When Balance then refuses a draw, the draw is
+    `refused` with Balance's message and reconciliation shows the unpaid completion; nothing is retried blindly."""
+    agency = agency_with_contract(api, emulator, run_outbox, credit_limit="10000.00")
+    register(api, run_outbox, "dealer:a", agency="agency:1")
+    b = register(api, run_outbox, "dealer:b", agency="agency:1", inn="7707654321")
+    assert charge(api, "6000.00", customer="/api/v1/customers/dealer:a").status_code == 201
+    settle(run_outbox, balance_live)
+    pay_topup(api, emulator, run_outbox, balance_live, "6000.00", customer="/api/v1/customers/dealer:a")
+    assert charge(api, "5000.00", customer="/api/v1/customers/dealer:b").status_code == 201  # billing's room: 10,000
+    settle(run_outbox, balance_live)
+    refused = CreditDraw.objects.get(order__customer=b)
+    assert refused.status == "refused" and "CREDIT_LIMIT_EXCEEDED" in refused.error
+    attempts = OutboxOperation.objects.filter(kind="credit.draw").count()
+    settle(run_outbox, balance_live)
+    assert OutboxOperation.objects.filter(kind="credit.draw").count() == attempts  # no endless retries
+    reconcile(autofix=False)
+    unpaid = Mismatch.objects.get(kind="unpaid_completion", status="open")
+    assert unpaid.customer_id == b.pk and ["unpaid completion", "0.00", "5000.00"] in unpaid.details["rows"]
+    assert AgencyCredit.objects.get(agency=agency).used == Decimal("5000.00")
