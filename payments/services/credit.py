@@ -29,6 +29,7 @@ count, and leaves the order's notifications unapplied while a draw's invoice is 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -63,6 +64,13 @@ def credit_drawn(*, order_id: int) -> Decimal:
     total = CreditDraw.objects.filter(order_id=order_id, status__in=CreditDraw.COUNTING
                                       ).aggregate(total=Sum("amount"))["total"]
     return total if total is not None else ZERO
+
+
+def credit_drawn_since(*, order_id: int, since: datetime | None) -> bool:
+    """A draw on the order counted after `since` (the order's last applied Balance state): Balance's figures read
+    before it may not include its money yet."""
+    draws = CreditDraw.objects.filter(order_id=order_id, status__in=CreditDraw.COUNTING)
+    return (draws if since is None else draws.filter(updated_at__gt=since)).exists()
 
 
 def credit_draw_in_flight(order_id: int) -> bool:

@@ -21,7 +21,7 @@ from disbalance.money import CENT, ZERO, format_amount
 from overdrafts import services as overdrafts
 from payments.models import BalanceOrder, TopUp
 from payments.services.adoption import adoption_in_flight
-from payments.services.credit import credit_draw_in_flight, credit_drawn
+from payments.services.credit import credit_draw_in_flight, credit_drawn, credit_drawn_since
 from wallets import services as ledger
 
 
@@ -97,6 +97,10 @@ def order_apply_balance_state(*, order_id: int, state: OrderState) -> str:
         state.consume_money
     delta = wallet_money - order.credited_qty
     if state.tid is None and delta <= 0:
+        return "stale"
+    if delta < 0 and order.payer_agency_id and credit_drawn_since(order_id=order.pk, since=order.balance_refreshed_at):
+        # A notification sent before a credit invoice, delivered after it (reordered): its money lacks the credit
+        # just drawn, which would look like money taken away. The invoice's own notification (a newer Tid) follows.
         return "stale"
     reference_tid = state.tid if state.tid is not None else f"pull:{wallet_money}"
     if delta > 0:

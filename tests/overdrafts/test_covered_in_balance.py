@@ -259,3 +259,31 @@ def test_a_draw_balance_refuses_is_shown_to_support_not_retried(api, emulator, r
     unpaid = Mismatch.objects.get(kind="unpaid_completion", status="open")
     assert unpaid.customer_id == b.pk and ["unpaid completion", "0.00", "5000.00"] in unpaid.details["rows"]
     assert AgencyCredit.objects.get(agency=agency).used == Decimal("5000.00")
+
+
+@pytest.mark.django_db
+def test_a_notification_sent_before_a_credit_invoice_never_takes_money_back():
+    """Reordered delivery: Balance's figures from before a credit invoice arrive after the draw is counted. Their
+    money lacks the credit, which is not money taken away: not applied; the invoice's own notification follows."""
+    from payments.services import OrderState, order_apply_balance_state
+    from tests.factories import AgencyFactory, CustomerFactory
+
+    agency = AgencyFactory()
+    customer = CustomerFactory(service=agency.service, agency=agency)
+    order = BalanceOrder.objects.create(key=f"wallet:c{customer.pk}:p{agency.pk}", service=customer.service,
+                                        customer=customer, payer_agency=agency, kind="wallet", sync_status="synced")
+    assert order_apply_balance_state(order_id=order.pk, state=OrderState(
+        consume_money=Decimal("100.00"), completion_qty=ZERO, tid=10)) == "applied"
+    CreditDraw.objects.create(order=order, agency=agency, contract_id=1, amount=Decimal("500.00"), status="invoiced")
+    assert order_apply_balance_state(order_id=order.pk, state=OrderState(  # sent before the invoice
+        consume_money=Decimal("100.00"), completion_qty=ZERO, tid=11)) == "stale"
+    order.refresh_from_db()
+    assert (order.credited_qty, order.last_tid) == (Decimal("100.00"), 10)
+    assert order_apply_balance_state(order_id=order.pk, state=OrderState(  # the invoice's own notification
+        consume_money=Decimal("600.00"), completion_qty=ZERO, tid=12)) == "applied"
+    order.refresh_from_db()
+    assert (order.credited_qty, wallet_balance(customer, agency.pk)) == (Decimal("100.00"), Decimal("100.00"))
+    # A later lowering is Balance taking money off: mirrored as before.
+    assert order_apply_balance_state(order_id=order.pk, state=OrderState(
+        consume_money=Decimal("550.00"), completion_qty=ZERO, tid=13)) == "applied"
+    assert wallet_balance(customer, agency.pk) == Decimal("50.00")
