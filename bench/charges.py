@@ -873,7 +873,7 @@ def operations_anatomy(world: World, count: int) -> dict[str, tuple[float, float
     def credit_input() -> dict[str, Any]:
         order = BalanceOrder.objects.get(customer_id=world.customer_ids[rng.randrange(wallets)],
                                          kind=BalanceOrder.Kind.WALLET, payer_agency__isnull=True)
-        return {"order_id": order.pk, "state": OrderState(consume_qty=order.credited_qty + amount(),
+        return {"order_id": order.pk, "state": OrderState(consume_money=order.credited_qty + amount(),
                                                           completion_qty=order.balance_completion_qty,
                                                           tid=order.last_tid + 1)}
 
