@@ -131,11 +131,16 @@ def atomic_service(func: Callable) -> Callable:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        joins = _request_transaction.get() and len(connection.atomic_blocks) == 1
-        with transaction.atomic(savepoint=not joins):
+        with service_atomic():
             return func(*args, **kwargs)
 
     return wrapper
+
+
+def service_atomic() -> transaction.Atomic:
+    """The atomic block of `atomic_service`, for a service that opens it itself (only on one of its paths)."""
+    joins = _request_transaction.get() and len(connection.atomic_blocks) == 1
+    return transaction.atomic(savepoint=not joins)
 
 
 def idempotent(*, required: bool) -> Callable:
