@@ -36,7 +36,7 @@ from wallets.services import wallet_credit_topup
 # own transaction; the same rows: tests/payments/test_charge_function.py), so its budgets are the PG_ ones.
 PG_BUDGET = {
     "charge": 1,  # SELECT payments_charge_create(...): the 9 statements below in one round trip
-    "http_charge": 7,  # BEGIN, the key's claim, customer, product, the function, the stored answer, COMMIT
+    "http_charge": 6,  # BEGIN, the key's claim, customer and product, the function, the stored answer, COMMIT
 }
 BUDGET = {
     "charge": 9,  # lock customer (+ overdraft? + order exists?), lock 2 accounts, txn, balances, entries, event, charge
@@ -45,7 +45,7 @@ BUDGET = {
     "release": 12,
     "refund": 13,
     "topup_credit": 16,  # + whether the order is being adopted (its notifications wait until the transfer is posted)
-    "http_charge": 13,  # + customer, product, the Idempotency-Key claim and its stored answer; token cached
+    "http_charge": 12,  # + customer and product (one statement), the key's claim and its stored answer; token cached
 }
 if settings.IS_POSTGRES:
     BUDGET.update(PG_BUDGET)
