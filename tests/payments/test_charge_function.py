@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.db import connection, models, transaction
 from django.test.utils import CaptureQueriesContext
@@ -26,12 +27,15 @@ from disbalance.models import OutboxOperation, WebhookEvent
 from payments.models import Charge
 from payments.services import charge_create, hold_create
 from payments.services.charges import _charge_orm
-from tests.conftest import requires_postgres
 from tests.customers.test_api import COMPANY
 from wallets.models import Account, LedgerEntry, LedgerTransaction
 from wallets.services import wallet_credit_topup
 
-pytestmark = [requires_postgres, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.skipif(not settings.IS_POSTGRES, reason="payments_charge_create exists on PostgreSQL only (SQLite "
+                       "always takes the ORM path); set DATABASE_URL to a PostgreSQL database"),
+    pytest.mark.django_db(transaction=True),
+]
 
 # (product, amount, description, metadata): the first charge of each product creates its account and Balance
 # order (the ORM path on both sides); the rest are warm. The threshold (50.00) is crossed downwards once.
