@@ -27,11 +27,14 @@ def wallet_correct(*, customer: Customer, payer: Agency | None, amount: Decimal,
 
 @transaction.atomic
 def wallet_move_between_payers(*, customer: Customer, from_payer: Agency | None, to_payer: Agency | None,
-                               amount: Decimal, reason: str, by: AbstractBaseUser) -> LedgerTransaction:
+                               amount: Decimal, reason: str, by: AbstractBaseUser | None,
+                               reference_kind: str = "", reference_id: str = "",
+                               funds_checked: bool = False) -> LedgerTransaction:
     """Free money from one payer's wallet of the customer to another's (`wallet_transfer`), then both sides'
-    debt and blocks."""
+    debt and blocks. The ledger half of a move made in Balance (`payments.services.transfers`)."""
     transaction_ = wallet_transfer(customer=customer, from_payer=from_payer, to_payer=to_payer, amount=amount,
-                                   reason=reason, created_by=by)
+                                   reason=reason, created_by=by, reference_kind=reference_kind,
+                                   reference_id=reference_id, funds_checked=funds_checked)
     after_spend(customer=customer, payer=from_payer)
     after_money_in(customer=customer, payer=to_payer)
     return transaction_
