@@ -55,6 +55,7 @@ from overdrafts import services as overdrafts
 from payments.admin import orders_refresh, orders_sync, payer_label
 from payments.models import BalanceOrder, PayerTransfer
 from payments.services import (
+    payer_transfer_check,
     payer_transfer_destination_ready,
     payer_transfer_run,
     payer_transfer_start,
@@ -294,6 +295,8 @@ class CustomerAdmin(CsvExportMixin, SimpleHistoryAdmin):
         started: list[PayerTransfer] = []
 
         def prepare(customer: Customer, data: dict[str, Any]) -> None:
+            payer_transfer_check(customer=customer, from_payer=form.payer("from_payer"),
+                                 to_payer=form.payer("to_payer"), amount=data["amount"])
             if not payer_transfer_destination_ready(customer=customer, to_payer=form.payer("to_payer")):
                 raise InvalidState(_("The wallet order under %(payer)s is not in Balance yet (its sync is waiting "
                                      "in the outbox): try again in a minute.") % {

@@ -45,6 +45,7 @@ from payments.services.topups import TOPUP_REQUEST, topup_create, topup_request_
 from payments.services.transfers import (
     PAYER_TRANSFER,
     money_in_flight,
+    payer_transfer_check,
     payer_transfer_destination_ready,
     payer_transfer_run,
     payer_transfer_start,
@@ -76,6 +77,7 @@ __all__ = [
     "orders_resend",
     "orders_sync_to_balance",
     "orders_with_unreported_spend",
+    "payer_transfer_check",
     "payer_transfer_destination_ready",
     "payer_transfer_run",
     "payer_transfer_start",

@@ -86,40 +86,56 @@ def payer_transfer_destination_ready(*, customer: Customer, to_payer: Agency | N
     return order.sync_status == BalanceOrder.SyncStatus.SYNCED
 
 
-@transaction.atomic
-def payer_transfer_start(*, customer: Customer, from_payer: Agency | None, to_payer: Agency | None,
-                         amount: Decimal, reason: str, by: AbstractBaseUser | None) -> PayerTransfer:
-    """Billing's checks and the row that asks Balance (see the module's docstring); nothing is posted yet."""
-    reason = required_reason(reason)
+def _billing_checks(customer: Customer, from_payer: Agency | None, to_payer: Agency | None,
+                    amount: Decimal) -> tuple[BalanceOrder, BalanceOrder | None]:
+    """What billing says before Balance is asked: the amount, two different payers, the free money of the source
+    wallet, the setting about moves across agencies, the source's wallet order in Balance. Returns the source and
+    the destination wallet orders (None when the destination has none yet)."""
     if not isinstance(amount, Decimal) or not amount.is_finite() or amount <= 0 or amount != amount.quantize(
             Decimal("0.01")):
         raise ValidationFailed("amount must be a positive amount with at most 2 places",
                                errors={"amount": ["Must be a positive amount with at most 2 decimal places."]})
     if (from_payer.pk if from_payer else None) == (to_payer.pk if to_payer else None):
         raise ValidationFailed("from and to payer are the same", errors={"to_payer": ["Must differ from from_payer."]})
-    customer = lock_customer(customer.pk)
+    wallet = Account.objects.filter(customer=customer, kind=Account.Kind.WALLET,
+                                    payer_agency=from_payer).values_list("balance", flat=True).first() or ZERO
+    if amount > wallet:
+        raise InsufficientFunds(f"{format_amount(amount)} exceeds the free {format_amount(wallet)} under "
+                                f"{payer_name(from_payer)}")
     if not settings.BALANCE_TRANSFER_ACROSS_AGENCIES:
         raise InvalidState(
             f"Balance does not move money between orders of different agencies (BALANCE_TRANSFER_ACROSS_AGENCIES "
             f"is off), and the wallets under {payer_name(from_payer)} and {payer_name(to_payer)} are such orders. "
             f"The money stays under {payer_name(from_payer)}.")
     source = _wallet_order(customer, from_payer)
-    target = _wallet_order(customer, to_payer)
     if source is None or source.sync_status != BalanceOrder.SyncStatus.SYNCED:
         raise InvalidState(
             f"The wallet under {payer_name(from_payer)} has no order in Balance, so none of its money is in Balance "
             f"(it came from ledger-only corrections): there is nothing to move there.")
+    return source, _wallet_order(customer, to_payer)
+
+
+def payer_transfer_check(*, customer: Customer, from_payer: Agency | None, to_payer: Agency | None,
+                         amount: Decimal) -> None:
+    """Billing's checks alone (no lock, nothing written): the console runs them before it makes sure of the
+    destination's wallet order, so that a move billing refuses creates nothing. `payer_transfer_start` repeats
+    them under the lock."""
+    _billing_checks(customer, from_payer, to_payer, amount)
+
+
+@transaction.atomic
+def payer_transfer_start(*, customer: Customer, from_payer: Agency | None, to_payer: Agency | None,
+                         amount: Decimal, reason: str, by: AbstractBaseUser | None) -> PayerTransfer:
+    """Billing's checks and the row that asks Balance (see the module's docstring); nothing is posted yet."""
+    reason = required_reason(reason)
+    customer = lock_customer(customer.pk)
+    source, target = _billing_checks(customer, from_payer, to_payer, amount)
     if target is None or target.sync_status != BalanceOrder.SyncStatus.SYNCED:
         raise InvalidState(f"The wallet order under {payer_name(to_payer)} is not in Balance yet (its sync is "
                            f"waiting in the outbox): try again in a minute.")
     if money_in_flight(source.pk) or money_in_flight(target.pk):
         raise InvalidState("Another move of money on these wallet orders is still waiting for Balance: try again "
                            "when it is settled.")
-    wallet = Account.objects.filter(customer=customer, kind=Account.Kind.WALLET,
-                                    payer_agency=from_payer).values_list("balance", flat=True).first() or ZERO
-    if amount > wallet:
-        raise InsufficientFunds(f"{format_amount(amount)} exceeds the free {format_amount(wallet)} under "
-                                f"{payer_name(from_payer)}")
     transfer = PayerTransfer.objects.create(
         service=customer.service, customer=customer, from_order=source, to_order=target, amount=amount,
         reason=reason, created_by=by)
