@@ -277,17 +277,27 @@ class CustomerAdmin(CsvExportMixin, SimpleHistoryAdmin):
         def apply(customer: Customer, data: dict[str, Any]) -> str:
             payer = form.payer("payer")
             transaction_ = overdrafts.wallet_correct(customer=customer, payer=payer, amount=data["amount"],
-                                                     reason=data["reason"], by=request.user)
+                                                     reason=data["reason"], by=request.user,
+                                                     balance_effect=data["balance_effect"])
+            effect = (_("Balance is not changed: this mirrors a change already made in Balance.")
+                      if data["balance_effect"] == overdrafts.MIRRORS_BALANCE else
+                      _("Balance is not changed: its money on the payer's order stays as it is, billing only lets "
+                        "less of it be spent."))
             return _("Adjusted the wallet under %(payer)s by %(amount)s (ledger transaction %(transaction)s). "
-                     "Reason: %(reason)s") % {"payer": payer_label(payer), "amount": format_amount(data["amount"]),
-                                              "transaction": transaction_.public_id, "reason": data["reason"]}
+                     "%(effect)s Reason: %(reason)s") % {
+                "payer": payer_label(payer), "amount": format_amount(data["amount"]),
+                "transaction": transaction_.public_id, "effect": effect, "reason": data["reason"]}
 
         form = AdjustWalletForm(_posted(request), customer=customer)
         return self._run_action(
             request, customer, form, title=_("Adjust the wallet of %(customer)s") % {"customer": customer.external_id},
             submit=_("Post adjustment"), apply=apply,
             intro=_("A correction is a new ledger transaction (type adjustment) against the service's adjustments "
-                    "account, with your name and reason; nothing is ever edited. Balance is not told."),
+                    "account, with your name and reason; nothing is ever edited. Balance is not changed by it: "
+                    "Balance's money on the payer's order stays as it is. So an adjustment may take money off "
+                    "(billing then lets less be spent), or mirror a change already made in Balance; money that is "
+                    "only in billing's ledger would be unpaid completion in Balance once spent, so an upward "
+                    "ledger-only adjustment is refused."),
         )
 
     def move_money_view(self, request: HttpRequest, object_id: str) -> HttpResponse:

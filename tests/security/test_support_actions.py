@@ -236,7 +236,8 @@ CASES: dict[tuple[str, str], Case] = {
     ("customers.customer", "change_agency"): Case(
         _customer_view("change_agency"), lambda c, r: _with_reason({"agency": str(c.agency_b.pk)}, r)),
     ("customers.customer", "adjust_wallet"): Case(
-        _customer_view("adjust_wallet"), lambda c, r: _with_reason({"payer": "self", "amount": "25.00"}, r)),
+        _customer_view("adjust_wallet"), lambda c, r: _with_reason({"payer": "self", "amount": "25.00",
+                                                           "balance_effect": "mirrors_balance"}, r)),
     ("customers.customer", "move_money"): Case(
         _customer_view("move_money"),
         lambda c, r: _with_reason({"from_payer": str(c.agency_a.pk), "to_payer": "self", "amount": "30.00"}, r)),

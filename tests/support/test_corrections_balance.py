@@ -248,3 +248,35 @@ def test_notifications_wait_while_a_move_is_unsettled(billing_client, emulator, 
     assert not LedgerTransaction.objects.filter(type="adjustment").exists()
     assert LedgerTransaction.objects.filter(type="topup").count() == 1
     assert sum(reconcile(autofix=False).found.values()) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_adjustments_say_balance_is_not_changed_and_reconciliation_stays_clean(billing_client, emulator, run_outbox,
+                                                                             balance_live, two_payers):
+    customer, agency_a, _agency_b = two_payers
+    adjust = reverse("admin:customers_customer_adjust_wallet", args=[customer.pk])
+    before = {o["ServiceOrderID"]: o for o in emulator.state()["orders"]}
+
+    refused = billing_client.post(adjust, {"payer": agency_a.pk, "amount": "50.00", "reason": "goodwill",
+                                           "balance_effect": "ledger_only"})
+    assert any("unpaid completion in Balance" in m for m in messages_of(refused))
+    taken = billing_client.post(adjust, {"payer": agency_a.pk, "amount": "-40.00", "reason": "credited twice, SUP-4",
+                                         "balance_effect": "ledger_only"}, follow=True)
+    assert any("Balance is not changed: its money on the payer's order stays as it is" in m
+               for m in messages_of(taken)), messages_of(taken)
+    mirrored = billing_client.post(adjust, {"payer": agency_a.pk, "amount": "15.00", "reason": "Balance refund "
+                                            "reversed, BT-9", "balance_effect": "mirrors_balance"}, follow=True)
+    assert any("mirrors a change already made in Balance" in m for m in messages_of(mirrored))
+    assert wallet(customer, agency_a) == Decimal("875.00")
+    settle(balance_live, run_outbox)
+
+    # Balance was not told anything, and said nothing back.
+    assert {o["ServiceOrderID"]: o for o in emulator.state()["orders"]} == before
+    assert wallet_order(customer, agency_a).credited_qty == Decimal("1000.00")
+    # Where the adjustment is listed, it says what it did to Balance.
+    statement = billing_client.get(reverse("admin:customers_customer_statement", args=[customer.pk]),
+                                   {"payer": "agency:a"}).content.decode()
+    assert "credited twice, SUP-4 · Balance not changed: a correction of billing&#x27;s ledger only" in statement
+    report = reconcile(autofix=False)
+    assert sum(report.found.values()) == 0, list(Mismatch.objects.filter(status="open").values_list("summary",
+                                                                                                   flat=True))
