@@ -108,6 +108,8 @@ def test_a_move_is_made_in_balance_and_counted_once(billing_client, billing_admi
     # order once 100 moved onto the spent child ("enqueue").
     qty_old = Decimal("900") if emulator.group_type == "enqueue" else Decimal("1000")
     assert (transfer.qty_old, transfer.qty_new) == (qty_old, qty_old - 300)
+    listed = billing_client.get(reverse("admin:payments_payertransfer_changelist")).content.decode()
+    assert "agency:a" in listed and "agency:b" in listed and "300.00" in listed
     settle(balance_live, run_outbox)
 
     # Balance moved it: 700.00 left under A (100.00 of it spent), 300.00 under B.
