@@ -32,7 +32,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from agencies.models import Agency
@@ -46,8 +46,7 @@ from disbalance.money import ZERO, format_amount
 from disbalance.outbox import outbox_enqueue, outbox_handler, outbox_on_failure, outbox_process
 from disbalance.reasons import required_reason
 from overdrafts import services as overdrafts
-from payments.models import BalanceOrder, PayerTransfer
-from payments.services.adoption import adoption_in_flight
+from payments.models import BalanceOrder, OrderAdoption, PayerTransfer
 from payments.services.orders import orders_ensure
 from wallets.models import Account
 from wallets.services import owner_key
@@ -61,9 +60,13 @@ def payer_name(payer: Agency | None) -> str:
 
 def money_in_flight(order_id: int) -> bool:
     """Whether money is being moved onto or off this wallet order in Balance (an adoption or a payer transfer):
-    its notifications and pulls wait until billing has posted the move."""
-    return adoption_in_flight(order_id) or PayerTransfer.objects.filter(
-        Q(from_order_id=order_id) | Q(to_order_id=order_id), status=PayerTransfer.Status.SENDING).exists()
+    its notifications and pulls wait until billing has posted the move. One statement: it runs on every
+    notification and pull of a wallet order."""
+    adopting = OrderAdoption.objects.filter(wallet_order_id=OuterRef("pk"),
+                                            status=OrderAdoption.Status.TRANSFERRING)
+    moving = PayerTransfer.objects.filter(Q(from_order_id=OuterRef("pk")) | Q(to_order_id=OuterRef("pk")),
+                                          status=PayerTransfer.Status.SENDING)
+    return BalanceOrder.objects.filter(Q(Exists(adopting)) | Q(Exists(moving)), pk=order_id).exists()
 
 
 def _wallet_order(customer: Customer, payer: Agency | None) -> BalanceOrder | None:
