@@ -187,7 +187,7 @@ def payer_transfer_post(*, transfer_id: int) -> PayerTransfer:
     """Balance moved the money: the ledger transfer and both orders' `credited_qty`, once."""
     customer_id = PayerTransfer.objects.values_list("customer_id", flat=True).get(pk=transfer_id)
     customer = lock_customer(customer_id)
-    transfer = PayerTransfer.objects.select_for_update().select_related(
+    transfer = PayerTransfer.objects.select_for_update(of=("self",)).select_related(
         "from_order__payer_agency", "to_order__payer_agency", "created_by").get(pk=transfer_id)
     if transfer.status != PayerTransfer.Status.SENDING:
         return transfer
