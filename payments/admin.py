@@ -30,7 +30,7 @@ from balance_gateway.exceptions import BalanceError
 from disbalance.admin_kit import ReadOnlyAdminMixin
 from disbalance.exceptions import InvalidState
 from disbalance.money import format_amount
-from payments.models import BalanceOrder, Charge, Hold, OrderAdoption, Product, Refund, TopUp
+from payments.models import BalanceOrder, Charge, Hold, OrderAdoption, PayerTransfer, Product, Refund, TopUp
 from payments.services import enqueue_orders_sync, hold_release, orders_pull, product_create
 
 if TYPE_CHECKING:  # annotations only: other apps' models are reached through their selectors/services
@@ -314,6 +314,32 @@ class OrderAdoptionAdmin(ReadOnlyMoneyAdmin):
     @admin.display(description="wallet order")
     def wallet_order_link(self, obj: OrderAdoption) -> str:
         return admin_link(obj.wallet_order) if obj.wallet_order else "—"
+
+
+@admin.register(PayerTransfer)
+class PayerTransferAdmin(ReadOnlyMoneyAdmin):
+    """Support's moves of money between a customer's payers, made in Balance (`payments.services.transfers`):
+    read-only, the customer page's "Move money between payers" writes them."""
+
+    list_display = ("id", "customer_link", "from_payer", "to_payer", "amount", "status", "balance_error",
+                    "created_by", "created_at")
+    list_filter = ("status", "service")
+    list_select_related = ("customer", "from_order__payer_agency", "to_order__payer_agency", "created_by")
+    search_fields = ("=customer__external_id",)
+    search_help_text = "Customer id (e.g. dealer:20101), exact"
+    fields = ("service", "customer_link", "from_payer", "to_payer", "amount", "reason", "created_by", "status",
+              "balance_error", "qty_old", "qty_new", "from_order", "to_order", "ledger_transaction", "created_at",
+              "updated_at")
+    readonly_fields = fields
+    actions = None
+
+    @admin.display(description=_("From payer"))
+    def from_payer(self, obj: PayerTransfer) -> str:
+        return payer_label(obj.from_order.payer_agency)
+
+    @admin.display(description=_("To payer"))
+    def to_payer(self, obj: PayerTransfer) -> str:
+        return payer_label(obj.to_order.payer_agency)
 
 
 @admin.register(TopUp)

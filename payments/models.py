@@ -308,3 +308,51 @@ class OrderAdoption(models.Model):
 
     def __str__(self) -> str:
         return f"legacy order {self.service_order_id} ({self.status})"
+
+
+class PayerTransfer(models.Model):
+    """Support's move of free money from a customer's wallet under one payer to its wallet under another, made in
+    Balance (`CreateTransferMultiple` between the two wallet orders) and mirrored in the ledger once Balance has
+    done it (`payments.services.transfers`).
+
+    States: `sending` (asked or about to be asked: while a row is `sending`, notifications and pulls of both wallet
+    orders wait, so that Balance's new figures are never counted as a top-up or a cut) -> `done` (Balance moved the
+    money; `ledger_transaction` is the `transfer` posting, and both orders' `credited_qty` moved by `amount` in the
+    same transaction, so Balance's NotifyOrder2 that follows changes nothing) | `refused` (Balance or billing said
+    no: `balance_error` says why; nothing was posted) | `unsettled` (an unknown outcome that Balance's figures could
+    not settle: nothing was posted, the orders' notifications apply again, so billing follows whatever Balance did).
+    `qty_old`/`qty_new` are the figures sent (the source's consume in its units, exact to 6 places), kept so that
+    a repeat after an unknown outcome can tell whether the first one happened.
+    """
+
+    class Status(models.TextChoices):
+        SENDING = "sending"
+        DONE = "done"
+        REFUSED = "refused"
+        UNSETTLED = "unsettled"
+
+    service = models.ForeignKey("disbalance.ConsumerService", on_delete=models.PROTECT, related_name="+")
+    customer = models.ForeignKey("customers.Customer", on_delete=models.PROTECT, related_name="payer_transfers")
+    from_order = models.ForeignKey(BalanceOrder, on_delete=models.PROTECT, related_name="+")
+    to_order = models.ForeignKey(BalanceOrder, on_delete=models.PROTECT, related_name="+")
+    amount = MoneyField()
+    reason = models.CharField(max_length=500)
+    created_by = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.SENDING)
+    balance_error = models.CharField(max_length=500, blank=True, default="")
+    qty_old = models.DecimalField(max_digits=24, decimal_places=6, null=True, blank=True,
+                                  help_text="The source order's consume (its units) the transfer was asked with")
+    qty_new = models.DecimalField(max_digits=24, decimal_places=6, null=True, blank=True,
+                                  help_text="What the transfer leaves on the source order (its units)")
+    ledger_transaction = models.OneToOneField("wallets.LedgerTransaction", null=True, blank=True,
+                                              on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="payer_transfer_amount_positive")]
+        indexes = [models.Index(fields=["status"])]
+
+    def __str__(self) -> str:
+        return f"transfer {self.pk} of {self.amount} ({self.status})"

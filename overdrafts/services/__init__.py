@@ -28,7 +28,13 @@ moving `last_tid`). Credit limits: `agency_credits_pull` (GetClientCreditLimits)
 """
 
 from overdrafts.locks import lock_agency_credit
-from overdrafts.services.corrections import wallet_correct, wallet_move_between_payers
+from overdrafts.services.corrections import (
+    BALANCE_EFFECTS,
+    LEDGER_ONLY,
+    MIRRORS_BALANCE,
+    wallet_correct,
+    wallet_move_between_payers,
+)
 from overdrafts.services.debt import DebtRefresh, overdrafts_check, payment_term
 from overdrafts.services.limits import (
     BalanceOverdraft,
@@ -49,6 +55,7 @@ from overdrafts.services.support import (
 )
 
 __all__ = [
+    "BALANCE_EFFECTS", "LEDGER_ONLY", "MIRRORS_BALANCE",
     "BalanceOverdraft", "ClientNotifications", "DebtRefresh", "OverrideCheck", "after_money_in", "after_spend",
     "agency_credits_pull", "balance_overdraft_from_notification", "customer_block", "customer_unblock",
     "lock_agency_credit", "overdraft_apply_balance_params", "overdraft_override_end", "overdraft_override_set",

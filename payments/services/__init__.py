@@ -6,7 +6,8 @@ ledger accounts, then this app's own rows (order, hold, charge), inside one shor
 re-read and validated under the lock. Balance is called only by outbox handlers and periodic jobs, never inside
 a transaction.
 
-Importing this package registers the outbox handlers (`orders.sync`, `topup.request`) and the `order`
+Importing this package registers the outbox handlers (`orders.sync`, `topup.request`,
+`payments.payer_transfer`) and the `order`
 notification applier.
 """
 
@@ -41,9 +42,18 @@ from payments.services.spend import (
     spend_report,
 )
 from payments.services.topups import TOPUP_REQUEST, topup_create, topup_request_in_balance, topups_expire
+from payments.services.transfers import (
+    PAYER_TRANSFER,
+    money_in_flight,
+    payer_transfer_check,
+    payer_transfer_destination_ready,
+    payer_transfer_run,
+    payer_transfer_start,
+)
 
 __all__ = [
     "ORDERS_SYNC",
+    "PAYER_TRANSFER",
     "REPORT_REFUSED",
     "TOPUP_REQUEST",
     "OrderNotifications",
@@ -57,6 +67,7 @@ __all__ = [
     "hold_create",
     "hold_release",
     "holds_expire",
+    "money_in_flight",
     "order_apply_balance_state",
     "order_note_balance_state",
     "order_spec",
@@ -66,6 +77,10 @@ __all__ = [
     "orders_resend",
     "orders_sync_to_balance",
     "orders_with_unreported_spend",
+    "payer_transfer_check",
+    "payer_transfer_destination_ready",
+    "payer_transfer_run",
+    "payer_transfer_start",
     "product_create",
     "refund_create",
     "spend_account_key",

@@ -19,7 +19,7 @@ from disbalance.events import MoneyEvent
 from disbalance.money import CENT, ZERO, format_amount
 from overdrafts import services as overdrafts
 from payments.models import BalanceOrder, TopUp
-from payments.services.adoption import adoption_in_flight
+from payments.services.transfers import money_in_flight
 from wallets import services as ledger
 
 
@@ -84,8 +84,8 @@ def order_apply_balance_state(*, order_id: int, state: OrderState) -> str:
     order = BalanceOrder.objects.select_for_update(of=("self",)).select_related("payer_agency").get(pk=order_id)
     if state.tid is not None and state.tid <= order.last_tid:
         return "stale"
-    if adoption_in_flight(order.pk):
-        return "stale"  # legacy money is on its way here (adopt_orders posts it); the next pull sees the rest
+    if money_in_flight(order.pk):
+        return "stale"  # money is being moved here or away in Balance (adoption, payer transfer): posted by that
     delta = state.consume_money - order.credited_qty
     if state.tid is None and delta <= 0:
         return "stale"
@@ -167,8 +167,9 @@ class OrderNotifications:
     @staticmethod
     def exists(notification: OrderNotification) -> bool:
         order = _order_for_key(notification.service_id, notification.service_order_id)
-        # While legacy money is being moved onto a wallet order, Balance is told "not found" and re-sends later.
-        return order is not None and not adoption_in_flight(order.pk)
+        # While money is moved onto or off a wallet order (adoption, payer transfer), Balance is told "not found"
+        # and re-sends later.
+        return order is not None and not money_in_flight(order.pk)
 
     @staticmethod
     def apply(notification: OrderNotification) -> str:
