@@ -12,7 +12,7 @@ class Migration(migrations.Migration):
     dependencies = [
         ('customers', '0004_low_balance_threshold'),
         ('disbalance', '0004_events_and_webhook_attempts'),
-        ('payments', '0003_order_adoption'),
+        ('payments', '0004_charge_create_function'),
         ('wallets', '0003_ledger_transaction_migration_type'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
