@@ -179,6 +179,12 @@ def sample(service, customer, agency_a, products, django_user_model):
     return staff
 
 
+def sample_customer():
+    from customers.models import Customer
+
+    return Customer.objects.get(external_id="dealer:20101")
+
+
 def test_every_admin_page_renders_in_russian(sample):
     client = Client()  # no Accept-Language: the console's default, Russian
     client.force_login(sample)
@@ -205,6 +211,17 @@ def test_every_admin_page_renders_in_russian(sample):
         if words := english_left(response.content.decode()):
             english[page] = words
     assert seen_lists == len(_registered())
+    # The support screens of a customer: its dashboard, timeline, statement and action forms.
+    customer = sample_customer()
+    pages = [reverse("support-dashboard"), reverse("admin:index")] + [
+        reverse(f"admin:customers_customer_{view}", args=[customer.pk])
+        for view in ("timeline", "statement", "change_agency", "adjust_wallet", "move_money", "refund", "payment_link",
+                     "resend_webhooks")]
+    for page in pages:
+        response = client.get(page)
+        assert response.status_code == 200, (page, response.status_code)
+        if words := english_left(response.content.decode()):
+            english[page] = words
     # The sample reaches the pages that matter to support (a missing one means the sample lost it).
     assert {"Customer", "Agency", "Charge", "Refund", "Hold", "TopUp", "BalanceOrder", "Mismatch", "Block",
             "LedgerTransaction", "LedgerEntry", "Account", "OutboxOperation", "WebhookEvent", "ServiceToken",
@@ -221,3 +238,21 @@ def test_the_same_pages_stay_english_for_an_english_user(sample):
     assert "Amount" in text and "Status" in text and "Сумма" not in text
     html = client.get(reverse("admin:reconciliation_mismatch_changelist")).content.decode()
     assert "Fix (re-sync with Balance)" in html and "Critical" in visible_text(html)
+
+
+def test_a_findings_fixed_labels_and_note_read_in_russian(sample):
+    """Findings are stored in English; their fixed row labels and notes (marked in the checks) are shown translated
+    on the mismatch's page and the customer's page."""
+    customer = sample_customer()
+    found = mismatch(customer, n=7, kind="order_ownership")
+    found.details = {"rows": [["money on the order (consume_amount)", "100.00", "90.00"]],
+                     "note": "Re-sending the order to Balance restores billing's values.", "fix": "resend"}
+    found.save(update_fields=["details"])
+    client = Client()
+    client.force_login(sample)
+    for url in (reverse("admin:reconciliation_mismatch_change", args=[found.pk]),
+                reverse("admin:customers_customer_change", args=[customer.pk])):
+        text = visible_text(client.get(url).content.decode())
+        assert "деньги на заказе (consume_amount)" in text, url
+        assert "Повторная отправка заказа в Баланс восстановит значения биллинга." in text, url
+        assert "money on the order" not in text and "restores billing's values" not in text, url
