@@ -320,4 +320,4 @@ class OutboxOperation(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.subject} [{self.status}]"
+        return f"{self.kind} {self.subject} [{self.get_status_display()}]"

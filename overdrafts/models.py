@@ -78,7 +78,7 @@ class Overdraft(models.Model):
         indexes = [models.Index(fields=["due_at"], name="overdraft_due_at")]
 
     def __str__(self) -> str:
-        return f"overdraft of customer {self.customer_id}"
+        return _("overdraft of customer %(id)s") % {"id": self.customer_id}
 
 
 class LimitOverride(models.Model):
@@ -123,7 +123,7 @@ class LimitOverride(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"override {self.limit} for customer {self.customer_id}"
+        return _("override %(limit)s for customer %(id)s") % {"limit": self.limit, "id": self.customer_id}
 
     def active_at(self, moment) -> bool:  # type: ignore[no-untyped-def]
         return self.ended_at is None and (self.expires_at is None or self.expires_at > moment)
@@ -166,7 +166,7 @@ class Block(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.kind} block of customer {self.customer_id}"
+        return _("%(kind)s block of customer %(id)s") % {"kind": self.get_kind_display(), "id": self.customer_id}
 
 
 class AgencyCredit(models.Model):
@@ -206,4 +206,4 @@ class AgencyCredit(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"credit of agency {self.agency_id}"
+        return _("credit of agency %(id)s") % {"id": self.agency_id}

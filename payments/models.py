@@ -137,7 +137,7 @@ class BalanceOrder(models.Model):
         indexes = [models.Index(fields=["kind", "sync_status"])]
 
     def __str__(self) -> str:
-        return f"order {self.pk} ({self.key})"
+        return _("order %(id)s (%(key)s)") % {"id": self.pk, "key": self.key}
 
 
 
@@ -182,7 +182,7 @@ class TopUp(models.Model):
         constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="topup_amount_positive")]
 
     def __str__(self) -> str:
-        return f"top-up {self.amount} {self.status}"
+        return _("top-up %(amount)s %(status)s") % {"amount": self.amount, "status": self.get_status_display()}
 
 
 class Charge(models.Model):
@@ -222,7 +222,7 @@ class Charge(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"charge {self.amount} {self.product_id}"
+        return _("charge %(amount)s %(product)s") % {"amount": self.amount, "product": self.product_id}
 
 
 class Hold(models.Model):
@@ -267,7 +267,7 @@ class Hold(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"hold {self.amount} {self.status}"
+        return _("hold %(amount)s %(status)s") % {"amount": self.amount, "status": self.get_status_display()}
 
 
 class Refund(models.Model):
@@ -286,7 +286,7 @@ class Refund(models.Model):
         constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="refund_amount_positive")]
 
     def __str__(self) -> str:
-        return f"refund {self.amount}"
+        return _("refund %(amount)s") % {"amount": self.amount}
 
 
 class OrderAdoption(models.Model):
@@ -356,4 +356,5 @@ class OrderAdoption(models.Model):
         indexes = [models.Index(fields=["wallet_order", "status"])]
 
     def __str__(self) -> str:
-        return f"legacy order {self.service_order_id} ({self.status})"
+        return _("legacy order %(id)s (%(status)s)") % {"id": self.service_order_id,
+                                                          "status": self.get_status_display()}

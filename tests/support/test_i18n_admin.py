@@ -256,3 +256,16 @@ def test_a_findings_fixed_labels_and_note_read_in_russian(sample):
         assert "деньги на заказе (consume_amount)" in text, url
         assert "Повторная отправка заказа в Баланс восстановит значения биллинга." in text, url
         assert "money on the order" not in text and "restores billing's values" not in text, url
+
+
+def test_the_names_of_money_rows_in_titles_and_links_are_russian(sample):
+    """A row's name (the admin's page title, breadcrumbs and links) says what it is in the user's language."""
+    from overdrafts.models import Block
+    from payments.models import Hold, TopUp
+
+    hold, topup, block = Hold.objects.get(), TopUp.objects.get(), Block.objects.get()
+    with translation.override("ru"):
+        assert (str(hold), str(topup)) == ("холд 50.00, Заблокировано", "пополнение 700.00, Ожидает")
+        assert str(block) == f"блокировка клиента {block.customer_id}: Ручная"
+    with translation.override("en"):
+        assert (str(hold), str(topup)) == ("hold 50.00 Held", "top-up 700.00 Pending")
