@@ -37,7 +37,8 @@ class AgencyAdmin(SimpleHistoryAdmin):
     def resync_with_balance(self, request: HttpRequest, queryset: QuerySet[Agency]) -> None:
         for agency in queryset:
             enqueue_sync(agency, update=agency.balance_client_id is not None)
-        self.message_user(request, f"Queued a Balance sync for {queryset.count()} agency(ies).", messages.SUCCESS)
+        self.message_user(request, _("Queued a Balance sync for %(count)s agency(ies).") % {"count": queryset.count()},
+                          messages.SUCCESS)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

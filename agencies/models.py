@@ -6,6 +6,7 @@ from datetime import date
 
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 from simple_history.models import HistoricalRecords
 
 from balance_gateway.models import BalanceParty
@@ -16,15 +17,17 @@ from disbalance.money import MoneyField
 class Agency(BalanceParty):
     """An agency of one consumer service, addressed by the service's own `external_id`. Always a company (`ur`)."""
 
-    service = models.ForeignKey("disbalance.ConsumerService", on_delete=models.PROTECT, related_name="agencies")
-    external_id = models.CharField(max_length=128)
-    contracts_refreshed_at = models.DateTimeField(null=True, blank=True)
+    service = models.ForeignKey("disbalance.ConsumerService", on_delete=models.PROTECT, related_name="agencies",
+                                verbose_name=_("service"))
+    external_id = models.CharField(max_length=128, verbose_name=_("external id"))
+    contracts_refreshed_at = models.DateTimeField(null=True, blank=True, verbose_name=_("contracts refreshed at"))
     history = HistoricalRecords(get_user=history_user)
 
     IS_AGENCY = True
 
     class Meta:
-        verbose_name_plural = "agencies"
+        verbose_name = _("agency")
+        verbose_name_plural = _("agencies")
         ordering = ["-id"]
         constraints = [
             models.UniqueConstraint(fields=["service", "external_id"], name="agency_external_id_unique_per_service"),
@@ -38,21 +41,23 @@ class Contract(models.Model):
     """An agency's contract as read from Balance (`GetClientContracts`); refreshed periodically, never edited here."""
 
     class PaymentType(models.TextChoices):
-        PREPAID = "prepaid"
-        POSTPAID = "postpaid"
+        PREPAID = "prepaid", _("Prepaid")
+        POSTPAID = "postpaid", _("Postpaid")
 
-    agency = models.ForeignKey(Agency, on_delete=models.CASCADE, related_name="contracts")
-    balance_contract_id = models.BigIntegerField()
-    number = models.CharField(max_length=100, blank=True, default="")
-    active = models.BooleanField(default=False)
-    payment_type = models.CharField(max_length=10, choices=PaymentType.choices)
-    credit_limit = MoneyField(default=0)
-    valid_from = models.DateField(null=True, blank=True)
-    valid_to = models.DateField(null=True, blank=True)
-    services = models.JSONField(default=list, blank=True)
-    refreshed_at = models.DateTimeField(default=timezone.now)
+    agency = models.ForeignKey(Agency, on_delete=models.CASCADE, related_name="contracts", verbose_name=_("agency"))
+    balance_contract_id = models.BigIntegerField(verbose_name=_("balance contract id"))
+    number = models.CharField(max_length=100, blank=True, default="", verbose_name=_("number"))
+    active = models.BooleanField(default=False, verbose_name=_("active"))
+    payment_type = models.CharField(max_length=10, choices=PaymentType.choices, verbose_name=_("payment type"))
+    credit_limit = MoneyField(default=0, verbose_name=_("credit limit"))
+    valid_from = models.DateField(null=True, blank=True, verbose_name=_("valid from"))
+    valid_to = models.DateField(null=True, blank=True, verbose_name=_("valid to"))
+    services = models.JSONField(default=list, blank=True, verbose_name=_("services"))
+    refreshed_at = models.DateTimeField(default=timezone.now, verbose_name=_("refreshed at"))
 
     class Meta:
+        verbose_name = _("contract")
+        verbose_name_plural = _("contracts")
         ordering = ["-active", "-valid_from", "-id"]
         constraints = [
             models.UniqueConstraint(fields=["agency", "balance_contract_id"], name="contract_unique_per_agency"),

@@ -54,7 +54,7 @@ class OutboxOperationAdmin(CsvExportMixin, ReadOnlyAdmin):
             outbox_retry(operation=operation)
             self.log_change(request, operation, f"Retried from the outbox list (was {operation.status}).")
             retried += 1
-        self.message_user(request, f"{retried} operation(s) queued again.", messages.SUCCESS)
+        self.message_user(request, _("%(count)s operation(s) queued again.") % {"count": retried}, messages.SUCCESS)
 
     def has_retry_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("customers.retry_operation")

@@ -24,6 +24,7 @@ from typing import Any, Literal, TypeVar
 from django.conf import settings
 
 from balance_gateway import wire
+from balance_gateway.exceptions import BalanceFinalError
 from balance_gateway.transport import CallNote, Transport, current_operation_id, operation_context
 from balance_gateway.xmlrpc import dumps_call
 
@@ -38,6 +39,10 @@ T = TypeVar("T")
 
 # CreateUserClientAssociation's answer when the user is linked to another client [seen].
 LINKED_TO_ANOTHER_CLIENT = 4008
+# CreateUserClientAssociation's codes [seen], as `[code, "..."]` in the answer or as a fault (faultCode, or the
+# `<code>` of the XML faultString): 4008 is an answer; 1003 and 2 are final errors with this meaning.
+ASSOCIATION_CODES = {LINKED_TO_ANOTHER_CLIENT: "the user is linked to another client", 1003: "no such client",
+                     2: "no such user"}
 UNITS = ("Bucks", "Money", "Days", "Shows", "Clicks", "Units")
 
 
@@ -325,9 +330,17 @@ class BalanceClient:
             wire.checked(result, "CreateUserClientAssociation", 2)
             return AssociationResult(linked=True, linked_elsewhere=False, message=message)
 
-        result = self._call("CreateUserClientAssociation", (self.operator_uid, client_id, wire.uid(user_uid)),
-                            key_args, parse, repeatable=True,
-                            answer_faults=frozenset({str(LINKED_TO_ANOTHER_CLIENT)}))
+        try:
+            result = self._call("CreateUserClientAssociation", (self.operator_uid, client_id, wire.uid(user_uid)),
+                                key_args, parse, repeatable=True,
+                                answer_faults=frozenset({str(LINKED_TO_ANOTHER_CLIENT)}),
+                                fault_codes=frozenset(str(code) for code in ASSOCIATION_CODES))
+        except BalanceFinalError as exc:
+            meaning = ASSOCIATION_CODES.get(int(exc.code)) if exc.code.isdigit() else None
+            if meaning is None or exc.message.startswith(meaning):
+                raise
+            raise BalanceFinalError(f"{meaning}: {exc.message}"[:500], method=exc.method, code=exc.code,
+                                    outcome=exc.outcome) from exc
         if result is None:  # 4008 as a fault
             return AssociationResult(linked=False, linked_elsewhere=True, message="linked to another client")
         return result
@@ -577,11 +590,11 @@ class BalanceClient:
 
     def _call(self, method: str, params: tuple[Any, ...], key_args: dict[str, Any],
               parse: Callable[[Any, CallNote], T], *, answer_faults: frozenset[str] = frozenset(),
-              repeatable: bool = False) -> Any:
+              repeatable: bool = False, fault_codes: frozenset[str] = frozenset()) -> Any:
         # A value that cannot be sent is a bug of the caller: TypeError here, before anything is sent or recorded.
         body = dumps_call(f"Balance2.{method}", params)
         return self._transport.exchange(method, body, key_args, parse, answer_faults=answer_faults,
-                                        repeatable=repeatable)
+                                        repeatable=repeatable, fault_codes=fault_codes)
 
 
 def _order_payload(order: OrderSpec) -> dict[str, Any]:

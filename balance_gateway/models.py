@@ -9,12 +9,13 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 
 class RegistrationStatus(models.TextChoices):
-    REGISTERING = "registering"
-    ACTIVE = "active"
-    FAILED = "failed"
+    REGISTERING = "registering", _("Registering")
+    ACTIVE = "active", _("Active")
+    FAILED = "failed", _("Failed")
 
 
 class BalanceParty(models.Model):
@@ -24,24 +25,26 @@ class BalanceParty(models.Model):
     `failed` carries `status_reason` and is retried by the system (and by support from the admin).
     """
 
-    name = models.CharField(max_length=255)
-    email = models.CharField(max_length=254, blank=True, default="")
-    phone = models.CharField(max_length=64, blank=True, default="")
-    inn = models.CharField("INN", max_length=12, blank=True, default="")
-    kpp = models.CharField("KPP", max_length=9, blank=True, default="")
-    legal_address = models.CharField(max_length=500, blank=True, default="")
-    long_name = models.CharField("full legal name", max_length=500, blank=True, default="")
-    postal_address = models.CharField(max_length=500, blank=True, default="")
-    postcode = models.CharField(max_length=16, blank=True, default="")
-    lname = models.CharField("last name", max_length=100, blank=True, default="")
-    fname = models.CharField("first name", max_length=100, blank=True, default="")
-    mname = models.CharField("middle name", max_length=100, blank=True, default="")
-    status = models.CharField(max_length=16, choices=RegistrationStatus.choices, default=RegistrationStatus.REGISTERING)
-    status_reason = models.CharField(max_length=500, blank=True, default="")
-    balance_client_id = models.BigIntegerField(null=True, blank=True, db_index=True)
-    balance_person_id = models.BigIntegerField(null=True, blank=True)
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
-    updated_at = models.DateTimeField(default=timezone.now)
+    name = models.CharField(max_length=255, verbose_name=_("name"))
+    email = models.CharField(max_length=254, blank=True, default="", verbose_name=_("email"))
+    phone = models.CharField(max_length=64, blank=True, default="", verbose_name=_("phone"))
+    inn = models.CharField(_("INN"), max_length=12, blank=True, default="")
+    kpp = models.CharField(_("KPP"), max_length=9, blank=True, default="")
+    legal_address = models.CharField(max_length=500, blank=True, default="", verbose_name=_("legal address"))
+    long_name = models.CharField(_("full legal name"), max_length=500, blank=True, default="")
+    postal_address = models.CharField(max_length=500, blank=True, default="", verbose_name=_("postal address"))
+    postcode = models.CharField(max_length=16, blank=True, default="", verbose_name=_("postcode"))
+    lname = models.CharField(_("last name"), max_length=100, blank=True, default="")
+    fname = models.CharField(_("first name"), max_length=100, blank=True, default="")
+    mname = models.CharField(_("middle name"), max_length=100, blank=True, default="")
+    status = models.CharField(max_length=16, choices=RegistrationStatus.choices,
+                              default=RegistrationStatus.REGISTERING, verbose_name=_("status"))
+    status_reason = models.CharField(max_length=500, blank=True, default="", verbose_name=_("status reason"))
+    balance_client_id = models.BigIntegerField(null=True, blank=True, db_index=True,
+                                               verbose_name=_("balance client id"))
+    balance_person_id = models.BigIntegerField(null=True, blank=True, verbose_name=_("balance person id"))
+    created_at = models.DateTimeField(default=timezone.now, editable=False, verbose_name=_("created at"))
+    updated_at = models.DateTimeField(default=timezone.now, verbose_name=_("updated at"))
 
     class Meta:
         abstract = True
@@ -64,28 +67,32 @@ class BalanceCall(models.Model):
     """Every call billing made to Balance: method, key arguments, duration, outcome, error. For the admin."""
 
     class Outcome(models.TextChoices):
-        OK = "ok"
-        FAULT = "fault"
-        HTTP_ERROR = "http_error"
-        CONNECTION_ERROR = "connection_error"
-        TIMEOUT = "timeout"
-        LOST_RESPONSE = "lost_response"
-        BAD_RESPONSE = "bad_response"
+        OK = "ok", _("OK")
+        FAULT = "fault", _("Fault")
+        HTTP_ERROR = "http_error", _("HTTP error")
+        CONNECTION_ERROR = "connection_error", _("Connection Error")
+        TIMEOUT = "timeout", _("Timeout")
+        LOST_RESPONSE = "lost_response", _("Lost Response")
+        BAD_RESPONSE = "bad_response", _("Bad Response")
 
-    method = models.CharField(max_length=64, db_index=True)
-    arguments = models.JSONField(default=dict, blank=True)
-    outcome = models.CharField(max_length=20, choices=Outcome.choices)
-    error_code = models.CharField(max_length=64, blank=True, default="")
-    error_message = models.TextField(blank=True, default="")
-    duration_ms = models.PositiveIntegerField(default=0)
+    method = models.CharField(max_length=64, db_index=True, verbose_name=_("method"))
+    arguments = models.JSONField(default=dict, blank=True, verbose_name=_("arguments"))
+    outcome = models.CharField(max_length=20, choices=Outcome.choices, verbose_name=_("outcome"))
+    error_code = models.CharField(max_length=64, blank=True, default="", verbose_name=_("error code"))
+    error_message = models.TextField(blank=True, default="", verbose_name=_("error message"))
+    duration_ms = models.PositiveIntegerField(default=0, verbose_name=_("duration ms"))
     operation = models.ForeignKey(
-        "disbalance.OutboxOperation", null=True, blank=True, on_delete=models.SET_NULL, related_name="calls"
+        "disbalance.OutboxOperation", null=True, blank=True, on_delete=models.SET_NULL, related_name="calls",
+        verbose_name=_("operation")
     )
     request_id = models.CharField(max_length=100, blank=True, default="",
-                                  help_text="X-Request-ID carried from the API call through the outbox")
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+                                  help_text=_("X-Request-ID carried from the API call through the outbox"),
+                                  verbose_name=_("request id"))
+    created_at = models.DateTimeField(default=timezone.now, db_index=True, verbose_name=_("created at"))
 
     class Meta:
+        verbose_name = _("balance call")
+        verbose_name_plural = _("balance calls")
         ordering = ["-id"]
 
     def __str__(self) -> str:
@@ -100,24 +107,28 @@ class BalanceNotification(models.Model):
     """
 
     class Kind(models.TextChoices):
-        ORDER = "order"
-        CLIENT = "client"
+        ORDER = "order", _("Order")
+        CLIENT = "client", _("Client")
 
     class Outcome(models.TextChoices):
-        RECEIVED = "received"
-        APPLIED = "applied"
-        STALE = "stale"
-        UNKNOWN_OBJECT = "unknown_object"
+        RECEIVED = "received", _("Received")
+        APPLIED = "applied", _("Applied")
+        STALE = "stale", _("Stale")
+        UNKNOWN_OBJECT = "unknown_object", _("Unknown Object")
 
-    kind = models.CharField(max_length=10, choices=Kind.choices)
-    object_key = models.CharField(max_length=100, help_text="ServiceID:ServiceOrderID, or ClientID")
-    tid = models.BigIntegerField()
-    payload = models.JSONField(default=dict)
-    outcome = models.CharField(max_length=20, choices=Outcome.choices, default=Outcome.RECEIVED)
-    received_at = models.DateTimeField(default=timezone.now, db_index=True)
-    applied_at = models.DateTimeField(null=True, blank=True)
+    kind = models.CharField(max_length=10, choices=Kind.choices, verbose_name=_("kind"))
+    object_key = models.CharField(max_length=100, help_text=_("ServiceID:ServiceOrderID, or ClientID"),
+                                  verbose_name=_("object key"))
+    tid = models.BigIntegerField(verbose_name=_("tid"))
+    payload = models.JSONField(default=dict, verbose_name=_("payload"))
+    outcome = models.CharField(max_length=20, choices=Outcome.choices, default=Outcome.RECEIVED,
+                               verbose_name=_("outcome"))
+    received_at = models.DateTimeField(default=timezone.now, db_index=True, verbose_name=_("received at"))
+    applied_at = models.DateTimeField(null=True, blank=True, verbose_name=_("applied at"))
 
     class Meta:
+        verbose_name = _("balance notification")
+        verbose_name_plural = _("balance notifications")
         ordering = ["-id"]
         constraints = [
             models.UniqueConstraint(fields=["kind", "object_key", "tid"], name="notification_unique_tid"),

@@ -168,15 +168,18 @@ class Transport:
         self.session.close()
 
     def exchange(self, method: str, body: bytes, key_args: dict[str, Any], parse: Callable[[Any, CallNote], T], *,
-                 answer_faults: frozenset[str] = frozenset(), repeatable: bool = False) -> T | None:
+                 answer_faults: frozenset[str] = frozenset(), repeatable: bool = False,
+                 fault_codes: frozenset[str] = frozenset()) -> T | None:
         """Send, parse, record; retry a transient failure quickly when the call is `repeatable`.
 
-        `answer_faults` are fault codes that are answers (the result is then None)."""
+        `answer_faults` are fault codes that are answers (the result is then None). `fault_codes` are the method's
+        own numeric codes: a fault whose faultCode is one of them is Balance's answer with that code even when its
+        faultString is not Balance's XML document (otherwise such a fault is transient)."""
         retries = max(0, settings.BALANCE_TRANSIENT_RETRIES) if repeatable else 0
         attempt = 0
         while True:
             try:
-                return self._attempt(method, body, key_args, parse, answer_faults)
+                return self._attempt(method, body, key_args, parse, answer_faults, fault_codes)
             except BalanceRetryableError as exc:
                 if attempt >= retries or exc.code in ("TIMEOUT", "RESPONSE_TOO_LARGE"):
                     raise
@@ -184,11 +187,11 @@ class Transport:
             time.sleep(settings.BALANCE_RETRY_BACKOFF_SECONDS * attempt)
 
     def _attempt(self, method: str, body: bytes, key_args: dict[str, Any], parse: Callable[[Any, CallNote], T],
-                 answer_faults: frozenset[str]) -> T | None:
+                 answer_faults: frozenset[str], fault_codes: frozenset[str] = frozenset()) -> T | None:
         started = time.monotonic()
         note = CallNote()
         try:
-            raw = self.send(method, body)
+            raw = self.send(method, body, fault_codes)
             result = parse(raw, note)
         except BalanceFinalError as exc:
             if exc.outcome == FAULT and exc.code in answer_faults:
@@ -206,7 +209,7 @@ class Transport:
         record_call(method, key_args, started, OK, note.error_code, note.error_message)
         return result
 
-    def send(self, method: str, body: bytes) -> Any:
+    def send(self, method: str, body: bytes, fault_codes: frozenset[str] = frozenset()) -> Any:
         ticket = self.tickets.service_ticket()
         headers = {TICKET_HEADER: ticket} if ticket else None
         try:
@@ -226,7 +229,7 @@ class Transport:
         except ResponseParseError as exc:
             raise BalanceUnknownOutcome(str(exc), method=method, code="BAD_RESPONSE", outcome=BAD_RESPONSE) from exc
         except Fault as exc:
-            raise wire.fault_error(exc, method) from exc
+            raise wire.fault_error(exc, method, fault_codes) from exc
 
     def _read_body(self, response: requests.Response, method: str) -> bytes:
         too_large = BalanceUnknownOutcome(

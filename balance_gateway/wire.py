@@ -267,11 +267,16 @@ def batch(keys: Sequence[Any]) -> dict[str, Any]:
 
 # --- faults -------------------------------------------------------------------------------------------------
 
-def fault_error(fault: Fault, method: str) -> BalanceError:
+def fault_error(fault: Fault, method: str, fault_codes: frozenset[str] = frozenset()) -> BalanceError:
     """Balance's fault as the error that says what to do next (see `exceptions.py`): an `<error>` document with a
-    code is Balance's answer (final unless the code says "try again"); anything else is transient."""
+    code is Balance's answer (final unless the code says "try again"), and so is a fault whose faultCode is one of
+    the method's own numeric codes (`fault_codes`, e.g. CreateUserClientAssociation's 4008); anything else is
+    transient."""
     fault_string = str(fault.faultString)
     parsed = parse_fault_string(fault_string)
+    if parsed is None and str(fault.faultCode) in fault_codes:
+        message = fault_string.strip().splitlines()[0] if fault_string.strip() else f"fault {fault.faultCode}"
+        return BalanceFinalError(message[:MESSAGE_LIMIT], method=method, code=str(fault.faultCode), outcome=FAULT)
     if parsed is None:
         # `Error: DatabaseError\nDescription: ...ORA-03113...` and the like: Balance itself failed on the way,
         # so the call may or may not have been applied. Transient: retried, creations looked up first.

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 import psycopg
 import requests
+from psycopg.types.json import Jsonb
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -225,6 +226,8 @@ class World:
     hot_index: int  # index of the hot customer in customer_ids (the last one)
     wallet_ids: dict[int, int] = field(default_factory=dict)  # customer id -> wallet account id
     spend_ids: dict[tuple[int, int], int] = field(default_factory=dict)  # (customer id, product idx) -> account
+    holds_ids: dict[int, int] = field(default_factory=dict)  # customer id -> holds account id (once it exists)
+    currency: str = "RUB"
 
 
 class ServiceClient:
@@ -306,6 +309,14 @@ FLOOR_BALANCE = "UPDATE wallets_account SET balance = %s WHERE id = %s"
 FLOOR_CHARGE = """INSERT INTO payments_charge (id, amount, refunded_amount, status, description, metadata, created_at,
     customer_id, payer_agency_id, service_id, hold_id, product_id)
     VALUES (%s, %s, 0, 'succeeded', '', '{}', %s, %s, NULL, %s, NULL, %s)"""
+# The charge.succeeded event, as `disbalance.events.event_emit` writes it (the bench service has no webhook URL,
+# hence `skipped`), its per-customer sequence computed inside the INSERT.
+FLOOR_EVENT = """INSERT INTO disbalance_webhookevent (id, service_id, type, customer_pk, customer_external_id,
+    sequence, data, dedup_key, request_id, created_at, status, attempts, next_attempt_at, last_status_code,
+    last_error, delivered_at, note, operation_id)
+    VALUES (%s, %s, 'charge.succeeded', %s, %s,
+    (SELECT COALESCE(MAX(sequence), 0) + 1 FROM disbalance_webhookevent WHERE customer_pk = %s), %s, '', '', %s,
+    'skipped', 0, NULL, NULL, '', NULL, '', NULL)"""
 
 
 class InsufficientFloorFunds(Exception):
@@ -314,8 +325,9 @@ class InsufficientFloorFunds(Exception):
 
 class FloorClient:
     """The least a charge must do, in raw SQL on psycopg: lock the wallet (and the spend account, which is
-    needed for its balance_after), insert the ledger transaction and its 2 entries, move the 2 cached balances,
-    insert the charge row; one transaction. Same rows as `charge_create`, so `verify_ledger` checks it too."""
+    needed for its balance_after, and the holds account if any: the event's balance is wallet + held), insert the
+    ledger transaction and its 2 entries, move the 2 cached balances, insert the charge row and its
+    `charge.succeeded` event; one transaction. Same rows as `charge_create`, so `verify_ledger` checks it too."""
 
     def __init__(self, world: World, conninfo: str) -> None:
         self.world = world
@@ -330,11 +342,12 @@ class FloorClient:
         world = self.world
         customer_id = world.customer_ids[index]
         wallet, spend = world.wallet_ids[customer_id], world.spend_ids[(customer_id, product)]
+        holds = world.holds_ids.get(customer_id)
         charge_id, now = uuid.uuid4(), datetime.now(UTC)
         cur = self.cur
         try:
             with self.conn.transaction():
-                balances = dict(cur.execute(FLOOR_LOCK, ([wallet, spend],)).fetchall())
+                balances = dict(cur.execute(FLOOR_LOCK, ([wallet, spend] + ([holds] if holds else []),)).fetchall())
                 if balances[wallet] < amount:
                     raise InsufficientFloorFunds
                 wallet_after, spend_after = balances[wallet] - amount, balances[spend] + amount
@@ -345,6 +358,12 @@ class FloorClient:
                 cur.execute(FLOOR_BALANCE, (spend_after, spend))
                 cur.execute(FLOOR_CHARGE, (charge_id, amount, now, customer_id, world.service_id,
                                            world.product_ids[product]))
+                held = balances[holds] if holds else Decimal("0.00")
+                data = {"customer": world.external_ids[index], "payer": None, "amount": f"{amount:.2f}",
+                        "balance": f"{wallet_after + held:.2f}", "held": f"{held:.2f}", "currency": world.currency,
+                        "charge": str(charge_id), "product": world.product_codes[product]}
+                cur.execute(FLOOR_EVENT, (uuid.uuid4(), world.service_id, customer_id, world.external_ids[index],
+                                          customer_id, Jsonb(data), now))
         except InsufficientFloorFunds:
             return "insufficient_funds"
         except psycopg.Error as exc:
@@ -599,9 +618,12 @@ def load_accounts(world: World) -> None:
 
     codes = {code: n for n, code in enumerate(world.product_codes)}
     for account in Account.objects.filter(service_id=world.service_id, payer_agency__isnull=True,
-                                          kind__in=["wallet", "spend"]):
+                                          kind__in=["wallet", "spend", "holds"]):
+        world.currency = account.currency
         if account.kind == "wallet":
             world.wallet_ids[account.customer_id] = account.pk
+        elif account.kind == "holds":
+            world.holds_ids[account.customer_id] = account.pk
         else:
             world.spend_ids[(account.customer_id, codes[account.product_code])] = account.pk
 
@@ -803,7 +825,7 @@ def anatomy(world: World, sizes: Sizes) -> AnatomyFigures:
         for line in profile_steps(run_profiled, count, steps):
             out(line)
     connections.close_all()
-    out("  floor: 8 SQL statements (BEGIN, lock, 3 inserts, 2 updates, COMMIT)")
+    out("  floor: 9 SQL statements (BEGIN, lock, 4 inserts, 2 updates, COMMIT)")
     service, http_counts = labels["service layer"], labels["HTTP stack (Django test client in process)"]
     out(f"  {'SQL statements per charge':<52} {'service':>8} {'HTTP':>8}")
     for label, _ in (service + http_counts).most_common():
@@ -851,7 +873,7 @@ def operations_anatomy(world: World, count: int) -> dict[str, tuple[float, float
     def credit_input() -> dict[str, Any]:
         order = BalanceOrder.objects.get(customer_id=world.customer_ids[rng.randrange(wallets)],
                                          kind=BalanceOrder.Kind.WALLET, payer_agency__isnull=True)
-        return {"order_id": order.pk, "state": OrderState(consume_qty=order.credited_qty + amount(),
+        return {"order_id": order.pk, "state": OrderState(consume_money=order.credited_qty + amount(),
                                                           completion_qty=order.balance_completion_qty,
                                                           tid=order.last_tid + 1)}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 from simple_history.models import HistoricalRecords
 
 from balance_gateway.models import BalanceParty
@@ -13,24 +14,31 @@ class Customer(BalanceParty):
     """A customer of one consumer service. `agency` is the current payer (None: the customer pays itself)."""
 
     class Kind(models.TextChoices):
-        COMPANY = "company"
-        INDIVIDUAL = "individual"
+        COMPANY = "company", _("Company")
+        INDIVIDUAL = "individual", _("Individual")
 
-    service = models.ForeignKey("disbalance.ConsumerService", on_delete=models.PROTECT, related_name="customers")
-    external_id = models.CharField(max_length=128)
-    kind = models.CharField(max_length=16, choices=Kind.choices)
+    service = models.ForeignKey("disbalance.ConsumerService", on_delete=models.PROTECT, related_name="customers",
+                                verbose_name=_("service"))
+    external_id = models.CharField(max_length=128, verbose_name=_("external id"))
+    kind = models.CharField(max_length=16, choices=Kind.choices, verbose_name=_("kind"))
     agency = models.ForeignKey(
-        "agencies.Agency", null=True, blank=True, on_delete=models.PROTECT, related_name="customers"
+        "agencies.Agency", null=True, blank=True, on_delete=models.PROTECT, related_name="customers",
+        verbose_name=_("agency")
     )
-    user_uids = models.JSONField(default=list, blank=True)
-    linked_user_uids = models.JSONField(default=list, blank=True, help_text="Users already linked in Balance")
-    blocked = models.BooleanField(default=False)
+    user_uids = models.JSONField(default=list, blank=True, verbose_name=_("user uids"))
+    linked_user_uids = models.JSONField(default=list, blank=True,
+                                        help_text=_("Users already linked in Balance"),
+                                        verbose_name=_("linked user uids"))
+    blocked = models.BooleanField(default=False, verbose_name=_("blocked"))
     low_balance_threshold = models.DecimalField(
         max_digits=18, decimal_places=2, null=True, blank=True,
-        help_text="`wallet.low_balance` when the balance falls below it; empty: the service's default")
+        help_text=_("`wallet.low_balance` when the balance falls below it; empty: the service's default"),
+        verbose_name=_("low balance threshold"))
     history = HistoricalRecords(get_user=history_user)
 
     class Meta:
+        verbose_name = _("customer")
+        verbose_name_plural = _("customers")
         ordering = ["-id"]
         constraints = [
             models.UniqueConstraint(fields=["service", "external_id"], name="customer_external_id_unique_per_service"),
@@ -50,16 +58,21 @@ class AgencyAssignment(models.Model):
     Invariant: at most one open row per customer, and its agency is `customer.agency`.
     """
 
-    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="agency_assignments")
-    agency = models.ForeignKey("agencies.Agency", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
-    since = models.DateTimeField()
-    until = models.DateTimeField(null=True, blank=True)
-    changed_by = models.CharField(max_length=150, help_text="service:<slug> or user:<username>")
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="agency_assignments",
+                                 verbose_name=_("customer"))
+    agency = models.ForeignKey("agencies.Agency", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+                               verbose_name=_("agency"))
+    since = models.DateTimeField(verbose_name=_("since"))
+    until = models.DateTimeField(null=True, blank=True, verbose_name=_("until"))
+    changed_by = models.CharField(max_length=150, help_text=_("service:<slug> or user:<username>"),
+                                  verbose_name=_("changed by"))
     changed_by_user = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.PROTECT,
-                                        related_name="+")
-    reason = models.CharField(max_length=500, blank=True, default="")
+                                        related_name="+", verbose_name=_("changed by user"))
+    reason = models.CharField(max_length=500, blank=True, default="", verbose_name=_("reason"))
 
     class Meta:
+        verbose_name = _("agency assignment")
+        verbose_name_plural = _("agency assignments")
         ordering = ["-since", "-id"]
         constraints = [
             models.UniqueConstraint(fields=["customer"], condition=models.Q(until__isnull=True),

@@ -52,14 +52,15 @@ class ConsumerServiceAdmin(SimpleHistoryAdmin):
     exclude = ("webhook_secret", "webhook_secret_previous", "webhook_lease_until")
     readonly_fields = ("webhook_failing_since", "webhook_disabled_at", "webhook_secret_previous_until")
 
-    @admin.action(description="Re-enable webhooks (deliver what is waiting, in order)", permissions=["change"])
+    @admin.action(description=_("Re-enable webhooks (deliver what is waiting, in order)"), permissions=["change"])
     def webhooks_enable(self, request: HttpRequest, queryset: QuerySet[ConsumerService]) -> None:
         for service in queryset:
             webhook_endpoint_enable(service=service, user=request.user)
             self.log_change(request, service, "Webhooks re-enabled.")
-        self.message_user(request, f"Webhooks re-enabled for {queryset.count()} service(s).", messages.SUCCESS)
+        self.message_user(request, _("Webhooks re-enabled for %(count)s service(s).") % {"count": queryset.count()},
+                          messages.SUCCESS)
 
-    @admin.action(description="Rotate the webhook secret (the old one keeps signing for the overlap period)",
+    @admin.action(description=_("Rotate the webhook secret (the old one keeps signing for the overlap period)"),
                   permissions=["change"])
     def webhook_secret_rotate(self, request: HttpRequest, queryset: QuerySet[ConsumerService]) -> None:
         for service in queryset:
@@ -67,18 +68,20 @@ class ConsumerServiceAdmin(SimpleHistoryAdmin):
             self.log_change(request, service, "Webhook secret rotated.")
             secret = service.webhook_secret
             self.message_user(
-                request, f"New webhook secret for {service.slug} (copy it now, it is not shown again): {secret}"
-                         f" (Standard Webhooks form: {standard_secret(secret)}); the previous one signs too until"
-                         f" {service.webhook_secret_previous_until}.",
+                request, _("New webhook secret for %(service)s (copy it now, it is not shown again): %(secret)s"
+                           " (Standard Webhooks form: %(standard)s); the previous one signs too until %(until)s.")
+                % {"service": service.slug, "secret": secret, "standard": standard_secret(secret),
+                   "until": service.webhook_secret_previous_until},
                 messages.WARNING,
             )
 
-    @admin.action(description="Issue a new API token (shown once)", permissions=["change"])
+    @admin.action(description=_("Issue a new API token (shown once)"), permissions=["change"])
     def issue_token(self, request: HttpRequest, queryset: QuerySet[ConsumerService]) -> None:
         for service in queryset:
             result = service_token_issue(service=service, label=f"admin:{request.user}")
             self.message_user(
-                request, f"New token for {service.slug} (copy it now, it is not shown again): {result.raw_token}",
+                request, _("New token for %(service)s (copy it now, it is not shown again): %(token)s")
+                % {"service": service.slug, "token": result.raw_token},
                 messages.WARNING,
             )
 
@@ -100,11 +103,11 @@ class ServiceTokenAdmin(admin.ModelAdmin):
     readonly_fields = fields
     actions = ["revoke"]
 
-    @admin.action(description="Revoke the selected tokens now", permissions=["change"])
+    @admin.action(description=_("Revoke the selected tokens now"), permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ServiceToken]) -> None:
         for token in queryset:
             service_token_revoke(token=token)
-        self.message_user(request, f"Revoked {queryset.count()} token(s).", messages.SUCCESS)
+        self.message_user(request, _("Revoked %(count)s token(s).") % {"count": queryset.count()}, messages.SUCCESS)
 
     def get_actions(self, request: HttpRequest) -> dict:
         actions = super().get_actions(request)
@@ -165,7 +168,7 @@ class WebhookEventAdmin(CsvExportMixin, admin.ModelAdmin):
     list_filter = ("service", "type", "status")
     list_select_related = ("service",)
     search_fields = ("=id", "=dedup_key", "=customer_external_id", "=request_id")
-    search_help_text = "Event id, dedup key, customer external id or request id (exact)"
+    search_help_text = _("Event id, dedup key, customer external id or request id (exact)")
     date_hierarchy = "created_at"
     fields = ("id", "service", "type", "customer_external_id", "sequence", "status", "created_at", "request_id",
               "dedup_key", "data_pretty", "attempts", "next_attempt_at", "last_status_code", "last_error",
@@ -174,18 +177,18 @@ class WebhookEventAdmin(CsvExportMixin, admin.ModelAdmin):
     inlines = [WebhookAttemptInline]
     actions = ["resend"]
 
-    @admin.display(description="data")
+    @admin.display(description=_("data"))
     def data_pretty(self, obj: WebhookEvent) -> str:
         return format_html("<pre>{}</pre>", json.dumps(obj.data, indent=2, ensure_ascii=False, sort_keys=True))
 
-    @admin.display(description="outbox operation")
+    @admin.display(description=_("outbox operation"))
     def operation_link(self, obj: WebhookEvent) -> str:
         if obj.operation_id is None:
             return "-"
         url = reverse("admin:disbalance_outboxoperation_change", args=[obj.operation_id])
-        return format_html('<a href="{}">#{} ({})</a>', url, obj.operation_id, obj.operation.status)
+        return format_html('<a href="{}">#{} ({})</a>', url, obj.operation_id, obj.operation.get_status_display())
 
-    @admin.action(description="Re-send the selected events", permissions=["change"])
+    @admin.action(description=_("Re-send the selected events"), permissions=["change"])
     def resend(self, request: HttpRequest, queryset: QuerySet[WebhookEvent]) -> None:
         sent = 0
         for event in queryset.select_related("service"):
@@ -196,7 +199,8 @@ class WebhookEventAdmin(CsvExportMixin, admin.ModelAdmin):
                 continue
             sent += 1
         if sent:
-            self.message_user(request, f"{sent} event(s) queued for delivery again.", messages.SUCCESS)
+            self.message_user(request, _("%(count)s event(s) queued for delivery again.") % {"count": sent},
+                              messages.SUCCESS)
 
     def get_actions(self, request: HttpRequest) -> dict:
         actions = super().get_actions(request)

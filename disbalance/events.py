@@ -114,7 +114,15 @@ def on_pending_event(func: Callable[[int], None]) -> Callable[[int], None]:
 
 
 def _after_commit(event: WebhookEvent) -> None:
-    service_id, type_, pending = event.service_id, event.type, event.status == WebhookEvent.Status.PENDING
+    event_written(service_id=event.service_id, type=event.type, pending=event.status == WebhookEvent.Status.PENDING)
+
+
+def event_written(*, service_id: int, type: str, pending: bool) -> None:
+    """What follows an event row after commit (the metric of a money event; the delivery kick of a pending one).
+
+    `event_emit` calls it; so does a writer that inserted the row in SQL itself (the lean charge's database
+    function, `payments.services.charges`)."""
+    type_ = type
 
     def committed() -> None:
         if type_ in MONEY_TYPES:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 from django.core.validators import RegexValidator
@@ -11,13 +12,22 @@ from disbalance.money import InvalidAmount, format_amount, parse_amount
 
 EXTERNAL_ID_PATTERN = r"^[A-Za-z0-9:_\-.@]{1,128}$"
 
+# Characters XML 1.0 cannot carry (C0 controls other than tab, newline and carriage return; U+FFFE, U+FFFF).
+# Strings reach Balance over XML-RPC: one of these would make every call for the object fail, so it is refused
+# at the API with a 400 instead of becoming an endless Balance fault.
+XML_ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
 
 class StrictStringMixin:
-    """Refuse numbers, booleans and objects where a string is expected (DRF would coerce `12` to `"12"`)."""
+    """Refuse numbers, booleans and objects where a string is expected (DRF would coerce `12` to `"12"`), and
+    characters XML cannot carry (`XML_ILLEGAL`)."""
 
     def to_internal_value(self, data: object) -> str:
         if not isinstance(data, str):
             self.fail("invalid")  # type: ignore[attr-defined]
+        if XML_ILLEGAL.search(data):
+            raise serializers.ValidationError("Control characters are not allowed (they cannot be sent to Balance).",
+                                              code="invalid")
         return super().to_internal_value(data)  # type: ignore[misc]
 
 

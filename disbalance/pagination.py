@@ -1,10 +1,14 @@
 from django.core.exceptions import FieldDoesNotExist, ValidationError
 from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import ValidationError as BadRequest
 from rest_framework.pagination import Cursor, CursorPagination
 
 
 class NewestFirstCursorPagination(CursorPagination):
     """Cursor pagination, newest first: `?cursor=`, `?limit=` (1 to 500), `next` in the body.
+
+    A `limit` that is not a whole number from 1 to 500 is `400 validation_error` naming `limit` (DRF would silently
+    fall back to the default or cap it, and a client would never learn that its page is not what it asked for).
 
     A cursor is the client's to send back, so it is checked: a position that is not a valid value of the ordering
     field (a hand-made cursor) is `404 Invalid cursor`, as a malformed one is, never a 500 from the query.
@@ -14,6 +18,15 @@ class NewestFirstCursorPagination(CursorPagination):
     page_size = 50
     page_size_query_param = "limit"
     max_page_size = 500
+
+    def get_page_size(self, request) -> int:  # type: ignore[no-untyped-def]
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= self.max_page_size:
+            raise BadRequest({self.page_size_query_param: [
+                f"A whole number from 1 to {self.max_page_size}, got {raw[:20]!r}."]})
+        return int(raw)
 
     def paginate_queryset(self, queryset, request, view=None):  # type: ignore[no-untyped-def]
         self._model = queryset.model
@@ -46,9 +59,7 @@ def paginated_response(request, queryset, serializer_class, *, view=None,
 
 def validated_filters(filterset_class, request) -> dict:
     """Query-parameter filters checked by a django-filter FilterSet; bad values are `400 validation_error`."""
-    from rest_framework.exceptions import ValidationError  # DRF's (400), not Django's imported above
-
     filterset = filterset_class(request.query_params, queryset=filterset_class.Meta.model.objects.none())
     if not filterset.is_valid():
-        raise ValidationError(filterset.errors)
+        raise BadRequest(filterset.errors)
     return {k: v for k, v in filterset.form.cleaned_data.items() if v not in (None, "")}

@@ -237,6 +237,10 @@ BALANCE_REGION_ID = env_int("BALANCE_REGION_ID", 225)
 BALANCE_GROUP_REPORTING = env("BALANCE_GROUP_REPORTING", "parent")
 # A child joining a group: 1 keeps Balance from moving the child's free money into the group on its own.
 BALANCE_GROUP_WITHOUT_TRANSFER = env_bool("BALANCE_GROUP_WITHOUT_TRANSFER", True)
+# [unknown] CreateTransferMultiple between orders of one client under different agencies (every move between a
+# customer's payers is one). True: ask Balance and show its refusal (NOT_EQUIVALENT_CLIENTS) to support, nothing
+# changed; False: billing refuses such a move itself without calling Balance.
+BALANCE_TRANSFER_ACROSS_AGENCIES = env_bool("BALANCE_TRANSFER_ACROSS_AGENCIES", True)
 BALANCE_NOTIFY_SECRET = env("BALANCE_NOTIFY_SECRET", "dev-notify-secret")
 BALANCE_NOTIFY_ALLOWED_IPS = env_list("BALANCE_NOTIFY_ALLOWED_IPS")
 BALANCE_CALL_RETENTION_DAYS = env_int("BALANCE_CALL_RETENTION_DAYS", 30)

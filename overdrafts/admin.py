@@ -44,9 +44,9 @@ def _error_text(exc: Exception) -> str:
 
 class UnblockForm(ReasonForm):
     new_due_at = forms.DateTimeField(
-        required=False, label="New due date (UTC, optional)",
-        help_text="Grace for an overdue debt: moves its due date and lifts the overdue block. Format: "
-                  "2025-01-31 18:00. Leave empty to lift only a manual block.",
+        required=False, label=_("New due date (UTC, optional)"),
+        help_text=_("Grace for an overdue debt: moves its due date and lifts the overdue block. Format: "
+                    "2025-01-31 18:00. Leave empty to lift only a manual block."),
     )
 
 
@@ -76,7 +76,8 @@ def block_customers(model_admin: admin.ModelAdmin, request: HttpRequest, custome
         except (ApplicationError, PermissionDenied) as exc:
             model_admin.message_user(request, f"{customer.external_id}: {_error_text(exc)}", messages.ERROR)
     if done:
-        model_admin.message_user(request, f"Blocked {done} customer(s) by hand.", messages.SUCCESS)
+        model_admin.message_user(request, _("Blocked %(count)s customer(s) by hand.") % {"count": done},
+                                 messages.SUCCESS)
 
 
 def unblock_customers(model_admin: admin.ModelAdmin, request: HttpRequest, customers: list[Customer],
@@ -90,8 +91,8 @@ def unblock_customers(model_admin: admin.ModelAdmin, request: HttpRequest, custo
         except (ApplicationError, PermissionDenied) as exc:
             model_admin.message_user(request, f"{customer.external_id}: {_error_text(exc)}", messages.ERROR)
     if done:
-        model_admin.message_user(request, f"Unblocked {done} customer(s) (what remains blocked is shown in the "
-                                          f"list).", messages.SUCCESS)
+        model_admin.message_user(request, _("Unblocked %(count)s customer(s) (what remains blocked is shown in the "
+                                            "list).") % {"count": done}, messages.SUCCESS)
 
 
 class ServiceModelForm(forms.ModelForm):
@@ -123,7 +124,7 @@ class OverdraftAdmin(NoDeleteMixin, SimpleHistoryAdmin):
     list_filter = ("in_balance", "banned", "customer__blocked", "customer__service")
     list_select_related = ("customer", "customer__service")
     search_fields = ("=customer__external_id", "=customer__balance_client_id")
-    search_help_text = "Customer id (e.g. dealer:20101) or Balance client id, exact"
+    search_help_text = _("Customer id (e.g. dealer:20101) or Balance client id, exact")
     fields = ("customer_link", "in_balance", "granted_limit", "banned", "balance_spent", "balance_min_payment_term",
               "currency", "last_tid", "balance_refreshed_at", "auto_limit", "auto_set_at", "auto_error",
               "auto_refused_at", "effective_limit", "active_override", "debt",
@@ -150,8 +151,12 @@ class OverdraftAdmin(NoDeleteMixin, SimpleHistoryAdmin):
         override = selectors.active_override(customer=obj.customer)
         if override is None:
             return "-"
-        until = f" until {override.expires_at:%Y-%m-%d %H:%M}" if override.expires_at else ""
-        return f"{format_amount(override.limit)}{until} by {override.created_by}: {override.reason}"
+        if override.expires_at:
+            return _("%(limit)s until %(until)s by %(user)s: %(reason)s") % {
+                "limit": format_amount(override.limit), "until": f"{override.expires_at:%Y-%m-%d %H:%M}",
+                "user": override.created_by, "reason": override.reason}
+        return _("%(limit)s by %(user)s: %(reason)s") % {
+            "limit": format_amount(override.limit), "user": override.created_by, "reason": override.reason}
 
     @admin.display(description=_("debt (ledger)"))
     def debt(self, obj: Overdraft) -> str:
@@ -168,7 +173,11 @@ class OverdraftAdmin(NoDeleteMixin, SimpleHistoryAdmin):
     @admin.display(description=_("open blocks"))
     def open_blocks(self, obj: Overdraft) -> str:
         blocks = selectors.open_blocks(customer=obj.customer)
-        return "; ".join(f"{b.kind}: {b.reason} (by {b.created_by or 'system'})" for b in blocks) or "-"
+        return "; ".join(
+            _("%(kind)s: %(reason)s (by %(user)s)")
+            % {"kind": b.get_kind_display(), "reason": b.reason, "user": b.created_by or _("system")}
+            for b in blocks
+        ) or "-"
 
     def has_refresh_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("overdrafts.view_overdraft")
@@ -185,20 +194,20 @@ class OverdraftAdmin(NoDeleteMixin, SimpleHistoryAdmin):
         try:
             outcome = services.overdrafts_pull(customers=customers)
         except BalanceError as exc:
-            self.message_user(request, f"Could not read from Balance ({exc}); try again later.", messages.ERROR)
+            self.message_user(request, _("Could not read from Balance (%(error)s); try again later.") % {"error": exc},
+                              messages.ERROR)
             return
         level = messages.WARNING if outcome["failed"] or outcome["skipped"] else messages.SUCCESS
-        self.message_user(request, f"Read {outcome['customers']} customer(s) from Balance: "
-                                   f"{outcome['auto_overdraft']} with auto-overdraft on, {outcome['none']} without, "
-                                   f"{outcome['failed']} failed, {outcome['skipped']} skipped (served by an agency), "
-                                   f"{outcome['resent']} auto-overdraft setting(s) sent again. "
-                                   "Limits come from Balance's NotifyClient2.", level)
+        self.message_user(request, _("Read %(customers)s customer(s) from Balance: %(auto_overdraft)s with "
+                                     "auto-overdraft on, %(none)s without, %(failed)s failed, %(skipped)s skipped "
+                                     "(served by an agency). Limits come from Balance's NotifyClient2.") % outcome,
+                          level)
 
     @admin.action(description=_("Block by hand…"), permissions=["block"])
     def block(self, request: HttpRequest, queryset: QuerySet[Overdraft]) -> HttpResponse | None:
-        result = reason_form(self, request, queryset, action="block", title="Block customers by hand",
-                             intro="Charges and holds of these customers will be refused (409 customer_blocked) "
-                                   "until support unblocks them; a repayment does not unblock.")
+        result = reason_form(self, request, queryset, action="block", title=_("Block customers by hand"),
+                             intro=_("Charges and holds of these customers will be refused (409 customer_blocked) "
+                                     "until support unblocks them; a repayment does not unblock."))
         if isinstance(result, TemplateResponse):
             return result
         block_customers(self, request, [o.customer for o in queryset.select_related("customer")], result["reason"])
@@ -206,9 +215,9 @@ class OverdraftAdmin(NoDeleteMixin, SimpleHistoryAdmin):
 
     @admin.action(description=_("Unblock…"), permissions=["unblock"])
     def unblock(self, request: HttpRequest, queryset: QuerySet[Overdraft]) -> HttpResponse | None:
-        result = reason_form(self, request, queryset, action="unblock", title="Unblock customers",
-                             intro="Lifts manual blocks. An overdue block lifts itself when the debt is repaid; "
-                                   "give a new due date to lift it now.", form_class=UnblockForm)
+        result = reason_form(self, request, queryset, action="unblock", title=_("Unblock customers"),
+                             intro=_("Lifts manual blocks. An overdue block lifts itself when the debt is repaid; "
+                                     "give a new due date to lift it now."), form_class=UnblockForm)
         if isinstance(result, TemplateResponse):
             return result
         unblock_customers(self, request, [o.customer for o in queryset.select_related("customer")], result)
@@ -229,9 +238,9 @@ class OverrideForm(ServiceModelForm):
         model = LimitOverride
         fields = ("customer", "limit", "reason", "expires_at")
         help_texts = {
-            "limit": "At most the limit Balance granted; above it needs the 'raise limit' permission and an expiry, "
-                     "and Balance covers no spend beyond its grant (unpaid completion there until paid).",
-            "expires_at": "Optional when lowering; required when raising (UTC).",
+            "limit": _("At most the limit Balance granted; above it needs the 'raise limit' permission and an "
+                       "expiry."),
+            "expires_at": _("Optional when lowering; required when raising (UTC)."),
         }
 
     request: HttpRequest
@@ -312,13 +321,13 @@ class LimitOverrideAdmin(NoDeleteMixin, admin.ModelAdmin):
     @admin.action(description=_("End…"), permissions=["end"])
     def end(self, request: HttpRequest, queryset: QuerySet[LimitOverride]) -> HttpResponse | None:
         open_ones = queryset.filter(ended_at__isnull=True).select_related("customer")
-        result = reason_form(self, request, open_ones, action="end", title="End overdraft overrides",
-                             intro="The limit Balance granted applies again to these customers.")
+        result = reason_form(self, request, open_ones, action="end", title=_("End overdraft overrides"),
+                             intro=_("The limit Balance granted applies again to these customers."))
         if isinstance(result, TemplateResponse):
             return result
         for override in open_ones:
             services.overdraft_override_end(override=override, reason=result["reason"], by=request.user)
-        self.message_user(request, f"Ended {len(open_ones)} override(s).", messages.SUCCESS)
+        self.message_user(request, _("Ended %(count)s override(s).") % {"count": len(open_ones)}, messages.SUCCESS)
         return None
 
 
@@ -381,9 +390,9 @@ class BlockAdmin(NoDeleteMixin, admin.ModelAdmin):
     @admin.action(description=_("Unblock…"), permissions=["unblock"])
     def unblock(self, request: HttpRequest, queryset: QuerySet[Block]) -> HttpResponse | None:
         open_ones = queryset.filter(lifted_at__isnull=True).select_related("customer")
-        result = reason_form(self, request, open_ones, action="unblock", title="Unblock customers",
-                             intro="Lifts the manual blocks of these customers. An overdue block lifts itself "
-                                   "when the debt is repaid; give a new due date to lift it now.",
+        result = reason_form(self, request, open_ones, action="unblock", title=_("Unblock customers"),
+                             intro=_("Lifts the manual blocks of these customers. An overdue block lifts itself "
+                                     "when the debt is repaid; give a new due date to lift it now."),
                              form_class=UnblockForm)
         if isinstance(result, TemplateResponse):
             return result
@@ -422,5 +431,5 @@ class AgencyCreditAdmin(NoDeleteMixin, admin.ModelAdmin):
         agencies = [c.agency for c in queryset.select_related("agency__service")]
         outcome = services.agency_credits_pull(agencies=agencies)
         level = messages.WARNING if outcome["failed"] or outcome["skipped"] else messages.SUCCESS
-        self.message_user(request, f"Read {outcome['agencies']} agency credit(s): {outcome['refreshed']} refreshed, "
-                                   f"{outcome['failed']} failed, {outcome['skipped']} skipped.", level)
+        self.message_user(request, _("Read %(agencies)s agency credit(s): %(refreshed)s refreshed, %(failed)s failed, "
+                                     "%(skipped)s skipped.") % outcome, level)

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 from simple_history.models import HistoricalRecords
 
 from disbalance.models import history_user
@@ -40,30 +41,41 @@ class Overdraft(models.Model):
     `auto_refused_at` keep Balance's refusal for support (cleared by the next accepted call).
     """
 
-    customer = models.OneToOneField("customers.Customer", on_delete=models.PROTECT, related_name="overdraft")
-    in_balance = models.BooleanField(default=False, help_text="Balance has an overdraft for the client")
-    granted_limit = MoneyField(default=0, help_text="OverdraftLimit granted by Balance")
-    balance_spent = MoneyField(default=0, help_text="OverdraftSpent as Balance last reported it (for support)")
+    customer = models.OneToOneField("customers.Customer", on_delete=models.PROTECT, related_name="overdraft",
+                                    verbose_name=_("customer"))
+    in_balance = models.BooleanField(default=False,
+                                     help_text=_("Balance has an overdraft for the client"),
+                                     verbose_name=_("in balance"))
+    granted_limit = MoneyField(default=0, help_text=_("OverdraftLimit granted by Balance"),
+                               verbose_name=_("granted limit"))
+    balance_spent = MoneyField(default=0,
+                               help_text=_("OverdraftSpent as Balance last reported it (for support)"),
+                               verbose_name=_("balance spent"))
     balance_min_payment_term = models.DateField(
-        null=True, blank=True, help_text="MinPaymentTerm as Balance last reported it (for support)"
+        null=True, blank=True, help_text=_("MinPaymentTerm as Balance last reported it (for support)"),
+        verbose_name=_("balance min payment term")
     )
-    banned = models.BooleanField(default=False, help_text="OverdraftBan: no new overdraft spending")
-    currency = models.CharField(max_length=3, blank=True, default="")
-    last_tid = models.BigIntegerField(default=0, help_text="Tid of the last NotifyClient2 applied")
-    balance_refreshed_at = models.DateTimeField(null=True, blank=True)
-    debt_since = models.DateTimeField(null=True, blank=True)
-    due_at = models.DateTimeField(null=True, blank=True)
+    banned = models.BooleanField(default=False, help_text=_("OverdraftBan: no new overdraft spending"),
+                                 verbose_name=_("banned"))
+    currency = models.CharField(max_length=3, blank=True, default="", verbose_name=_("currency"))
+    last_tid = models.BigIntegerField(default=0, help_text=_("Tid of the last NotifyClient2 applied"),
+                                      verbose_name=_("last tid"))
+    balance_refreshed_at = models.DateTimeField(null=True, blank=True, verbose_name=_("balance refreshed at"))
+    debt_since = models.DateTimeField(null=True, blank=True, verbose_name=_("debt since"))
+    due_at = models.DateTimeField(null=True, blank=True, verbose_name=_("due at"))
+    created_at = models.DateTimeField(default=timezone.now, editable=False, verbose_name=_("created at"))
+    updated_at = models.DateTimeField(default=timezone.now, verbose_name=_("updated at"))
     auto_limit = MoneyField(null=True, blank=True,
                             help_text="ClientLimit of the auto-overdraft billing last set in Balance (empty: never)")
     auto_set_at = models.DateTimeField(null=True, blank=True)
     auto_error = models.CharField(max_length=500, blank=True, default="",
                                   help_text="Balance's refusal of the last SetOverdraftParams (empty: accepted)")
     auto_refused_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
-    updated_at = models.DateTimeField(default=timezone.now)
     history = HistoricalRecords(get_user=history_user)
 
     class Meta:
+        verbose_name = _("overdraft")
+        verbose_name_plural = _("overdrafts")
         ordering = ["-id"]
         constraints = [
             models.CheckConstraint(condition=Q(granted_limit__gte=0), name="overdraft_granted_not_negative"),
@@ -78,7 +90,7 @@ class Overdraft(models.Model):
         indexes = [models.Index(fields=["due_at"], name="overdraft_due_at")]
 
     def __str__(self) -> str:
-        return f"overdraft of customer {self.customer_id}"
+        return _("overdraft of customer %(id)s") % {"id": self.customer_id}
 
 
 class LimitOverride(models.Model):
@@ -91,20 +103,26 @@ class LimitOverride(models.Model):
     ending one fills `ended_at`, `ended_by` and `end_reason`.
     """
 
-    customer = models.ForeignKey("customers.Customer", on_delete=models.PROTECT, related_name="limit_overrides")
-    limit = MoneyField()
-    raises = models.BooleanField(help_text="Above the limit Balance granted when it was set")
-    granted_when_set = MoneyField(help_text="The limit Balance had granted when the override was set")
-    reason = models.CharField(max_length=500)
-    expires_at = models.DateTimeField(null=True, blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
-    ended_at = models.DateTimeField(null=True, blank=True)
+    customer = models.ForeignKey("customers.Customer", on_delete=models.PROTECT, related_name="limit_overrides",
+                                 verbose_name=_("customer"))
+    limit = MoneyField(verbose_name=_("limit"))
+    raises = models.BooleanField(help_text=_("Above the limit Balance granted when it was set"),
+                                 verbose_name=_("raises"))
+    granted_when_set = MoneyField(help_text=_("The limit Balance had granted when the override was set"),
+                                  verbose_name=_("granted when set"))
+    reason = models.CharField(max_length=500, verbose_name=_("reason"))
+    expires_at = models.DateTimeField(null=True, blank=True, verbose_name=_("expires at"))
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+",
+                                   verbose_name=_("created by"))
+    created_at = models.DateTimeField(default=timezone.now, editable=False, verbose_name=_("created at"))
+    ended_at = models.DateTimeField(null=True, blank=True, verbose_name=_("ended at"))
     ended_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
-                                 related_name="+")
-    end_reason = models.CharField(max_length=500, blank=True, default="")
+                                 related_name="+", verbose_name=_("ended by"))
+    end_reason = models.CharField(max_length=500, blank=True, default="", verbose_name=_("end reason"))
 
     class Meta:
+        verbose_name = _("limit override")
+        verbose_name_plural = _("limit overrides")
         ordering = ["-created_at", "-id"]
         permissions = [("raise_limit", "Can set an overdraft limit above the one Balance granted")]
         constraints = [
@@ -117,7 +135,7 @@ class LimitOverride(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"override {self.limit} for customer {self.customer_id}"
+        return _("override %(limit)s for customer %(id)s") % {"limit": self.limit, "id": self.customer_id}
 
     def active_at(self, moment) -> bool:  # type: ignore[no-untyped-def]
         return self.ended_at is None and (self.expires_at is None or self.expires_at > moment)
@@ -133,21 +151,24 @@ class Block(models.Model):
     """
 
     class Kind(models.TextChoices):
-        OVERDUE = "overdue"
-        MANUAL = "manual"
+        OVERDUE = "overdue", _("Overdue")
+        MANUAL = "manual", _("Manual")
 
-    customer = models.ForeignKey("customers.Customer", on_delete=models.PROTECT, related_name="blocks")
-    kind = models.CharField(max_length=10, choices=Kind.choices)
-    reason = models.CharField(max_length=500)
+    customer = models.ForeignKey("customers.Customer", on_delete=models.PROTECT, related_name="blocks",
+                                 verbose_name=_("customer"))
+    kind = models.CharField(max_length=10, choices=Kind.choices, verbose_name=_("kind"))
+    reason = models.CharField(max_length=500, verbose_name=_("reason"))
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
-                                   related_name="+", help_text="Empty: the system")
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
-    lifted_at = models.DateTimeField(null=True, blank=True)
+                                   related_name="+", help_text=_("Empty: the system"), verbose_name=_("created by"))
+    created_at = models.DateTimeField(default=timezone.now, editable=False, verbose_name=_("created at"))
+    lifted_at = models.DateTimeField(null=True, blank=True, verbose_name=_("lifted at"))
     lifted_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
-                                  related_name="+")
-    lift_reason = models.CharField(max_length=500, blank=True, default="")
+                                  related_name="+", verbose_name=_("lifted by"))
+    lift_reason = models.CharField(max_length=500, blank=True, default="", verbose_name=_("lift reason"))
 
     class Meta:
+        verbose_name = _("block")
+        verbose_name_plural = _("blocks")
         ordering = ["-created_at", "-id"]
         constraints = [
             models.CheckConstraint(condition=Q(kind__in=["overdue", "manual"]), name="block_kind_valid"),
@@ -157,7 +178,7 @@ class Block(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.kind} block of customer {self.customer_id}"
+        return _("%(kind)s block of customer %(id)s") % {"kind": self.get_kind_display(), "id": self.customer_id}
 
 
 class AgencyCredit(models.Model):
@@ -174,17 +195,22 @@ class AgencyCredit(models.Model):
     GetClientCreditLimits last said.
     """
 
-    agency = models.OneToOneField("agencies.Agency", on_delete=models.PROTECT, related_name="credit")
-    contract_id = models.BigIntegerField(null=True, blank=True, help_text="Balance contract the credit comes from")
-    credit_limit = MoneyField(default=0)
-    used = MoneyField(default=0)
-    balance_limit_total = MoneyField(null=True, blank=True)
-    balance_limit_spent = MoneyField(null=True, blank=True)
-    balance_contract_id = models.BigIntegerField(null=True, blank=True)
-    balance_refreshed_at = models.DateTimeField(null=True, blank=True)
-    updated_at = models.DateTimeField(default=timezone.now)
+    agency = models.OneToOneField("agencies.Agency", on_delete=models.PROTECT, related_name="credit",
+                                  verbose_name=_("agency"))
+    contract_id = models.BigIntegerField(null=True, blank=True,
+                                         help_text=_("Balance contract the credit comes from"),
+                                         verbose_name=_("contract id"))
+    credit_limit = MoneyField(default=0, verbose_name=_("credit limit"))
+    used = MoneyField(default=0, verbose_name=_("used"))
+    balance_limit_total = MoneyField(null=True, blank=True, verbose_name=_("balance limit total"))
+    balance_limit_spent = MoneyField(null=True, blank=True, verbose_name=_("balance limit spent"))
+    balance_contract_id = models.BigIntegerField(null=True, blank=True, verbose_name=_("balance contract id"))
+    balance_refreshed_at = models.DateTimeField(null=True, blank=True, verbose_name=_("balance refreshed at"))
+    updated_at = models.DateTimeField(default=timezone.now, verbose_name=_("updated at"))
 
     class Meta:
+        verbose_name = _("agency credit")
+        verbose_name_plural = _("agency credits")
         ordering = ["-id"]
         constraints = [
             models.CheckConstraint(condition=Q(credit_limit__gte=0) & Q(used__gte=0),
@@ -192,4 +218,4 @@ class AgencyCredit(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"credit of agency {self.agency_id}"
+        return _("credit of agency %(id)s") % {"id": self.agency_id}

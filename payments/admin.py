@@ -30,7 +30,7 @@ from balance_gateway.exceptions import BalanceError
 from disbalance.admin_kit import ReadOnlyAdminMixin
 from disbalance.exceptions import InvalidState
 from disbalance.money import format_amount
-from payments.models import BalanceOrder, Charge, CreditDraw, Hold, OrderAdoption, Product, Refund, TopUp
+from payments.models import BalanceOrder, Charge, CreditDraw, Hold, OrderAdoption, PayerTransfer, Product, Refund, TopUp
 from payments.services import enqueue_orders_sync, hold_release, orders_pull, product_create
 
 if TYPE_CHECKING:  # annotations only: other apps' models are reached through their selectors/services
@@ -43,7 +43,7 @@ RELEASE_AT_ONCE_MAX = 100
 
 def payer_label(agency: Any) -> str:
     """Who pays: the agency's external id, or "self" when the customer pays itself."""
-    return agency.external_id if agency is not None else "self"
+    return agency.external_id if agency is not None else str(_("self"))
 
 
 def admin_change_url(obj: models.Model) -> str:
@@ -80,23 +80,27 @@ def orders_refresh(model_admin: admin.ModelAdmin, request: HttpRequest, orders: 
                    skipped: int = 0) -> None:
     """Read the orders from Balance now and apply what changed (`orders_pull`); report the outcome."""
     orders = list(orders)
-    not_synced = f" {skipped} order(s) not in Balance yet were skipped (sync them first)." if skipped else ""
+    not_synced = (" " + _("%(count)s order(s) not in Balance yet were skipped (sync them first).") % {"count": skipped}
+                  if skipped else "")
     if not orders:
-        model_admin.message_user(request, f"No order in Balance to refresh.{not_synced}", messages.WARNING)
+        model_admin.message_user(request, str(_("No order in Balance to refresh.")) + not_synced, messages.WARNING)
         return
     try:
         outcome = orders_pull(orders=orders)
     except BalanceError as exc:
         model_admin.message_user(
-            request, f"Could not refresh from Balance ({exc}). Try again later; nothing was lost.", messages.ERROR
+            request, _("Could not refresh from Balance (%(error)s). Try again later; nothing was lost.")
+            % {"error": exc}, messages.ERROR
         )
         return
     level = messages.WARNING if outcome["missing"] or skipped else messages.SUCCESS
-    missing = f", {outcome['missing']} not found in Balance" if outcome["missing"] else ""
+    missing = (_(", %(count)s not found in Balance") % {"count": outcome["missing"]}
+               if outcome["missing"] else "")
     model_admin.message_user(
         request,
-        f"Read {outcome['orders']} order(s) from Balance: {outcome['applied']} updated, {outcome['stale']} "
-        f"already up to date{missing}.{not_synced}",
+        _("Read %(orders)s order(s) from Balance: %(applied)s updated, %(stale)s already up to date")
+        % {"orders": outcome["orders"], "applied": outcome["applied"], "stale": outcome["stale"]}
+        + missing + "." + not_synced,
         level,
     )
 
@@ -113,11 +117,12 @@ def orders_sync(model_admin: admin.ModelAdmin, request: HttpRequest, customers: 
             enqueue_orders_sync(customer)
         queued += 1
     if queued:
-        model_admin.message_user(request, f"Queued the Balance order sync for {queued} customer(s).",
-                                 messages.SUCCESS)
+        model_admin.message_user(request, _("Queued the Balance order sync for %(count)s customer(s).")
+                                 % {"count": queued}, messages.SUCCESS)
     if nothing_waiting:
         model_admin.message_user(
-            request, f"{nothing_waiting} customer(s) have no order waiting for Balance: nothing to sync.", messages.INFO
+            request, _("%(count)s customer(s) have no order waiting for Balance: nothing to sync.")
+            % {"count": nothing_waiting}, messages.INFO
         )
 
 
@@ -196,7 +201,7 @@ class ProductAdmin(SimpleHistoryAdmin):
                     "is_active")
     list_filter = ("service", "kind", "is_active")
     search_fields = ("code", "name", "=balance_product_id")
-    search_help_text = "Code or name (contains), or Balance ProductID (exact)"
+    search_help_text = _("Code or name (contains), or Balance ProductID (exact)")
     list_select_related = ("service",)
     fields = ("service", "code", "name", "kind", "balance_product_id", "balance_unit", "balance_price", "is_active",
               "created_at")
@@ -236,7 +241,7 @@ class TopUpOfOrderInline(admin.TabularInline):
     max_num = 0
     can_delete = False
     ordering = ("-created_at",)
-    verbose_name_plural = "top-ups paid on this order"
+    verbose_name_plural = _("top-ups paid on this order")
 
     @admin.display(description=_("top-up"))
     def link(self, obj: TopUp) -> str:
@@ -262,7 +267,7 @@ class BalanceOrderAdmin(ReadOnlyMoneyAdmin):
     list_filter = ("kind", "sync_status", "service")
     list_select_related = ("customer", "product", "payer_agency", "service")
     search_fields = ("=id", "=customer__external_id", "=customer__balance_client_id")
-    search_help_text = "ServiceOrderID, customer id (e.g. dealer:20101) or Balance ClientID, exact"
+    search_help_text = _("ServiceOrderID, customer id (e.g. dealer:20101) or Balance ClientID, exact")
     fields = ("service_order_id", "balance_key", "key", "service", "customer_link", "payer", "kind", "product",
               "parent_link", "sync_status", "sync_error", "synced_client_id", "synced_agency_id", "credited_qty",
               "balance_consume_qty", "reported_qty", "reported_at", "balance_completion_qty", "last_tid",
@@ -304,14 +309,14 @@ class OrderAdoptionAdmin(ReadOnlyMoneyAdmin):
     list_filter = ("status", "service")
     list_select_related = ("customer", "payer_agency")
     search_fields = ("=service_order_id", "=customer__external_id")
-    search_help_text = "Legacy ServiceOrderID or customer id (e.g. dealer:20101), exact"
+    search_help_text = _("Legacy ServiceOrderID or customer id (e.g. dealer:20101), exact")
     fields = ("service", "service_order_id", "customer_link", "payer", "product", "status", "reason", "free_money",
               "qty_old", "qty_new", "expected_consume_amount", "expected_completion_amount", "wallet_order_link",
               "ledger_transaction", "created_at", "updated_at", "adopted_at")
     readonly_fields = fields
     actions = None
 
-    @admin.display(description="wallet order")
+    @admin.display(description=_("wallet order"))
     def wallet_order_link(self, obj: OrderAdoption) -> str:
         return admin_link(obj.wallet_order) if obj.wallet_order else "—"
 
@@ -338,6 +343,32 @@ class CreditDrawAdmin(ReadOnlyMoneyAdmin):
         return admin_link(obj.order)
 
 
+@admin.register(PayerTransfer)
+class PayerTransferAdmin(ReadOnlyMoneyAdmin):
+    """Support's moves of money between a customer's payers, made in Balance (`payments.services.transfers`):
+    read-only, the customer page's "Move money between payers" writes them."""
+
+    list_display = ("id", "customer_link", "from_payer", "to_payer", "amount", "status", "balance_error",
+                    "created_by", "created_at")
+    list_filter = ("status", "service")
+    list_select_related = ("customer", "from_order__payer_agency", "to_order__payer_agency", "created_by")
+    search_fields = ("=customer__external_id",)
+    search_help_text = "Customer id (e.g. dealer:20101), exact"
+    fields = ("service", "customer_link", "from_payer", "to_payer", "amount", "reason", "created_by", "status",
+              "balance_error", "qty_old", "qty_new", "from_order", "to_order", "ledger_transaction", "created_at",
+              "updated_at")
+    readonly_fields = fields
+    actions = None
+
+    @admin.display(description=_("From payer"))
+    def from_payer(self, obj: PayerTransfer) -> str:
+        return payer_label(obj.from_order.payer_agency)
+
+    @admin.display(description=_("To payer"))
+    def to_payer(self, obj: PayerTransfer) -> str:
+        return payer_label(obj.to_order.payer_agency)
+
+
 @admin.register(TopUp)
 class TopUpAdmin(ReadOnlyMoneyAdmin):
     list_display = ("id", "customer_link", "payer", "amount", "status", "balance_request_id", "created_at",
@@ -345,7 +376,7 @@ class TopUpAdmin(ReadOnlyMoneyAdmin):
     list_filter = ("status", "service")
     list_select_related = ("customer", "payer_agency")
     search_fields = ("=id", "=customer__external_id", "=balance_request_id")
-    search_help_text = "Top-up id, customer id (e.g. dealer:20101) or Balance request id, exact"
+    search_help_text = _("Top-up id, customer id (e.g. dealer:20101) or Balance request id, exact")
     fields = ("id", "service", "customer_link", "payer", "order_link", "amount", "status", "status_reason",
               "balance_request_id", "payment_url", "return_url", "created_at", "updated_at", "expires_at",
               "succeeded_at")
@@ -386,7 +417,7 @@ class ChargeAdmin(ReadOnlyMoneyAdmin):
     list_filter = ("status", "service", "product")
     list_select_related = ("customer", "product", "payer_agency")
     search_fields = ("=id", "=customer__external_id")
-    search_help_text = "Charge id or customer id (e.g. dealer:20101), exact"
+    search_help_text = _("Charge id or customer id (e.g. dealer:20101), exact")
     fields = ("id", "service", "customer_link", "payer", "product", "amount", "refunded_amount", "status",
               "description", "metadata_table", "hold_link", "created_at")
     readonly_fields = fields
@@ -407,7 +438,7 @@ class HoldAdmin(ReadOnlyMoneyAdmin):
     list_filter = ("status", "service", "product")
     list_select_related = ("customer", "product", "payer_agency")
     search_fields = ("=id", "=customer__external_id")
-    search_help_text = "Hold id or customer id (e.g. dealer:20101), exact"
+    search_help_text = _("Hold id or customer id (e.g. dealer:20101), exact")
     fields = ("id", "service", "customer_link", "payer", "product", "amount", "captured_amount", "status",
               "description", "metadata_table", "charge_link", "expires_at", "created_at", "closed_at")
     readonly_fields = fields
@@ -428,15 +459,16 @@ class HoldAdmin(ReadOnlyMoneyAdmin):
         not_held = queryset.exclude(status=Hold.Status.HELD).count()
         if request.POST.get("post") != "yes":
             if not held.exists():
-                self.message_user(request, "None of the selected holds is held: nothing to release.",
+                self.message_user(request, _("None of the selected holds is held: nothing to release."),
                                   messages.WARNING)
                 return None
             if held.count() > RELEASE_AT_ONCE_MAX:
-                self.message_user(request, f"Release at most {RELEASE_AT_ONCE_MAX} holds at a time.", messages.ERROR)
+                self.message_user(request, _("Release at most %(max)s holds at a time.") % {"max": RELEASE_AT_ONCE_MAX},
+                                  messages.ERROR)
                 return None
             return TemplateResponse(request, "admin/payments/hold/release_confirmation.html", {
                 **self.admin_site.each_context(request),
-                "title": "Release holds?",
+                "title": _("Release holds?"),
                 "opts": self.model._meta,
                 "holds": held,
                 "not_held": not_held,
@@ -444,7 +476,7 @@ class HoldAdmin(ReadOnlyMoneyAdmin):
             })
         reason = request.POST.get("reason", "").strip()
         if not reason:
-            self.message_user(request, "A reason is required to release holds: nothing was released.",
+            self.message_user(request, _("A reason is required to release holds: nothing was released."),
                               messages.ERROR)
             return None
         released = 0
@@ -452,15 +484,18 @@ class HoldAdmin(ReadOnlyMoneyAdmin):
             try:
                 hold_release(hold=hold)
             except InvalidState as exc:
-                self.message_user(request, f"Hold {hold.pk}: {exc.message}", messages.ERROR)
+                self.message_user(request, _("Hold %(id)s: %(error)s") % {"id": hold.pk, "error": exc.message},
+                                  messages.ERROR)
                 continue
             self.log_change(request, hold, f"Released from the admin: {reason}")
             released += 1
         if released:
-            self.message_user(request, f"Released {released} hold(s); the money is back in the wallet.",
+            self.message_user(request, _("Released %(count)s hold(s); the money is back in the wallet.")
+                              % {"count": released},
                               messages.SUCCESS)
         if not_held:
-            self.message_user(request, f"{not_held} selected hold(s) were not held and were skipped.", messages.INFO)
+            self.message_user(request, _("%(count)s selected hold(s) were not held and were skipped.")
+                              % {"count": not_held}, messages.INFO)
         return None
 
 
@@ -470,7 +505,7 @@ class RefundAdmin(ReadOnlyMoneyAdmin):
     list_filter = ("charge__service", "charge__product")
     list_select_related = ("charge__customer", "charge__product")
     search_fields = ("=id", "=charge__id", "=charge__customer__external_id")
-    search_help_text = "Refund id, charge id or customer id (e.g. dealer:20101), exact"
+    search_help_text = _("Refund id, charge id or customer id (e.g. dealer:20101), exact")
     fields = ("id", "charge_link", "customer_link", "product", "amount", "reason", "created_at")
     readonly_fields = fields
     actions = None

@@ -200,11 +200,15 @@ class CustomerChargesApi(APIView):
     @idempotent(required=True)
     def post(self, request: Request, external_id: str) -> Response:
         service = current_service(request)
-        customer = customer_get(service=service, external_id=external_id)
+        # The customer (404 first, as everywhere) and, in the same statement, the product the body names.
+        body = request.data if isinstance(request.data, dict) else {}
+        customer, product = selectors.charge_target_get(service=service, external_id=external_id,
+                                                        product_code=body.get("product"))
         serializer = ChargeCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        product = _product_or_400(service, data["product"])
+        if product is None or product.code != data["product"]:
+            product = _product_or_400(service, data["product"])
         charge = services.charge_create(customer=customer, product=product, amount=data["amount"],
                                         description=data.get("description", ""), metadata=data.get("metadata"))
         return Response(ChargeSerializer(charge).data, status=status.HTTP_201_CREATED)

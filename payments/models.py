@@ -10,6 +10,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 from simple_history.models import HistoricalRecords
 
 from disbalance.models import history_user
@@ -21,12 +22,12 @@ QTY_PLACES = Decimal("0.000001")
 class BalanceUnit(models.TextChoices):
     """The units Balance counts completions in; a product is set up with one of them and its price."""
 
-    BUCKS = "Bucks"
-    MONEY = "Money"
-    DAYS = "Days"
-    SHOWS = "Shows"
-    CLICKS = "Clicks"
-    UNITS = "Units"
+    BUCKS = "Bucks", _("Bucks")
+    MONEY = "Money", _("Money")
+    DAYS = "Days", _("Days")
+    SHOWS = "Shows", _("Shows")
+    CLICKS = "Clicks", _("Clicks")
+    UNITS = "Units", _("Units")
 
 
 class Product(models.Model):
@@ -34,27 +35,32 @@ class Product(models.Model):
     product's unit and price in Balance (spend in money / price = the quantity reported, exact to 6 places)."""
 
     class Kind(models.TextChoices):
-        PLACEMENT = "placement"
-        VAS = "vas"
+        PLACEMENT = "placement", _("Placement")
+        VAS = "vas", _("VAS")
 
-    service = models.ForeignKey("disbalance.ConsumerService", on_delete=models.PROTECT, related_name="products")
-    code = models.SlugField(max_length=64)
-    name = models.CharField(max_length=200)
-    kind = models.CharField(max_length=16, choices=Kind.choices)
-    balance_product_id = models.PositiveIntegerField()
+    service = models.ForeignKey("disbalance.ConsumerService", on_delete=models.PROTECT, related_name="products",
+                                verbose_name=_("service"))
+    code = models.SlugField(max_length=64, verbose_name=_("code"))
+    name = models.CharField(max_length=200, verbose_name=_("name"))
+    kind = models.CharField(max_length=16, choices=Kind.choices, verbose_name=_("kind"))
+    balance_product_id = models.PositiveIntegerField(verbose_name=_("balance product id"))
     balance_unit = models.CharField(
         max_length=8, choices=BalanceUnit.choices, default=BalanceUnit.MONEY,
-        help_text="The product's unit in Balance: completions are reported in it (UpdateCampaigns)",
+        help_text=_("The product's unit in Balance: completions are reported in it (UpdateCampaigns)"),
+        verbose_name=_("balance unit")
     )
     balance_price = models.DecimalField(
         max_digits=18, decimal_places=6, default=Decimal("1"),
-        help_text="Money per unit in Balance (1 for a product priced one unit per rouble)",
+        help_text=_("Money per unit in Balance (1 for a product priced one unit per rouble)"),
+        verbose_name=_("balance price")
     )
-    is_active = models.BooleanField(default=True)
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    is_active = models.BooleanField(default=True, verbose_name=_("is active"))
+    created_at = models.DateTimeField(default=timezone.now, editable=False, verbose_name=_("created at"))
     history = HistoricalRecords(get_user=history_user)
 
     class Meta:
+        verbose_name = _("product")
+        verbose_name_plural = _("products")
         ordering = ["service", "code"]
         constraints = [models.UniqueConstraint(fields=["service", "code"], name="product_code_unique_per_service")]
 
@@ -80,46 +86,59 @@ class BalanceOrder(models.Model):
     """
 
     class Kind(models.TextChoices):
-        WALLET = "wallet"
-        CHILD = "child"
+        WALLET = "wallet", _("Wallet")
+        CHILD = "child", _("Child")
 
     class SyncStatus(models.TextChoices):
-        PENDING = "pending"
-        SYNCED = "synced"
-        FAILED = "failed"
+        PENDING = "pending", _("Pending")
+        SYNCED = "synced", _("Synced")
+        FAILED = "failed", _("Failed")
 
-    service = models.ForeignKey("disbalance.ConsumerService", on_delete=models.PROTECT, related_name="+")
-    customer = models.ForeignKey("customers.Customer", on_delete=models.PROTECT, related_name="balance_orders")
+    service = models.ForeignKey("disbalance.ConsumerService", on_delete=models.PROTECT, related_name="+",
+                                verbose_name=_("service"))
+    customer = models.ForeignKey("customers.Customer", on_delete=models.PROTECT, related_name="balance_orders",
+                                 verbose_name=_("customer"))
     payer_agency = models.ForeignKey("agencies.Agency", null=True, blank=True, on_delete=models.PROTECT,
-                                     related_name="+")
-    kind = models.CharField(max_length=8, choices=Kind.choices)
-    product = models.ForeignKey(Product, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
-    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
-    key = models.CharField(max_length=100, unique=True, help_text="wallet:c<customer>:p<payer> / child:…:<product>")
-    sync_status = models.CharField(max_length=8, choices=SyncStatus.choices, default=SyncStatus.PENDING)
-    sync_error = models.CharField(max_length=500, blank=True, default="")
-    synced_client_id = models.BigIntegerField(null=True, blank=True)
-    synced_agency_id = models.BigIntegerField(null=True, blank=True)
-    credited_qty = MoneyField(default=0, help_text="Money on the order (ConsumeSum) already credited to the wallet")
-    reported_qty = MoneyField(default=0, help_text="Cumulative completion Balance has accepted")
-    reported_at = models.DateTimeField(null=True, blank=True)
-    report_refused_at = models.DateTimeField(null=True, blank=True)
-    report_error = models.CharField(max_length=500, blank=True, default="")
-    balance_consume_qty = MoneyField(default=0, help_text="Last money on the order seen from Balance")
+                                     related_name="+", verbose_name=_("payer agency"))
+    kind = models.CharField(max_length=8, choices=Kind.choices, verbose_name=_("kind"))
+    product = models.ForeignKey(Product, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+                                verbose_name=_("product"))
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children",
+                               verbose_name=_("parent"))
+    key = models.CharField(max_length=100, unique=True,
+                           help_text=_("wallet:c<customer>:p<payer> / child:…:<product>"), verbose_name=_("key"))
+    sync_status = models.CharField(max_length=8, choices=SyncStatus.choices, default=SyncStatus.PENDING,
+                                   verbose_name=_("sync status"))
+    sync_error = models.CharField(max_length=500, blank=True, default="", verbose_name=_("sync error"))
+    synced_client_id = models.BigIntegerField(null=True, blank=True, verbose_name=_("synced client id"))
+    synced_agency_id = models.BigIntegerField(null=True, blank=True, verbose_name=_("synced agency id"))
+    credited_qty = MoneyField(default=0,
+                              help_text=_("Money on the order (ConsumeSum) already credited to the wallet"),
+                              verbose_name=_("credited qty"))
+    reported_qty = MoneyField(default=0, help_text=_("Cumulative completion Balance has accepted"),
+                              verbose_name=_("reported qty"))
+    reported_at = models.DateTimeField(null=True, blank=True, verbose_name=_("reported at"))
+    report_refused_at = models.DateTimeField(null=True, blank=True, verbose_name=_("report refused at"))
+    report_error = models.CharField(max_length=500, blank=True, default="", verbose_name=_("report error"))
+    balance_consume_qty = MoneyField(default=0, help_text=_("Last money on the order seen from Balance"),
+                                     verbose_name=_("balance consume qty"))
     balance_completion_qty = models.DecimalField(
         max_digits=24, decimal_places=6, default=0,
-        help_text="Last CompletionQty seen from Balance, in the product's unit",
+        help_text=_("Last CompletionQty seen from Balance, in the product's unit"),
+        verbose_name=_("balance completion qty")
     )
-    last_tid = models.BigIntegerField(default=0)
-    balance_refreshed_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_tid = models.BigIntegerField(default=0, verbose_name=_("last tid"))
+    balance_refreshed_at = models.DateTimeField(null=True, blank=True, verbose_name=_("balance refreshed at"))
+    created_at = models.DateTimeField(default=timezone.now, editable=False, verbose_name=_("created at"))
 
     class Meta:
+        verbose_name = _("balance order")
+        verbose_name_plural = _("balance orders")
         ordering = ["-id"]
         indexes = [models.Index(fields=["kind", "sync_status"])]
 
     def __str__(self) -> str:
-        return f"order {self.pk} ({self.key})"
+        return _("order %(id)s (%(key)s)") % {"id": self.pk, "key": self.key}
 
 
 
@@ -131,36 +150,40 @@ class TopUp(models.Model):
     """
 
     class Status(models.TextChoices):
-        PENDING = "pending"
-        AWAITING_PAYMENT = "awaiting_payment"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
-        EXPIRED = "expired"
+        PENDING = "pending", _("Pending")
+        AWAITING_PAYMENT = "awaiting_payment", _("Awaiting Payment")
+        SUCCEEDED = "succeeded", _("Succeeded")
+        FAILED = "failed", _("Failed")
+        EXPIRED = "expired", _("Expired")
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    service = models.ForeignKey("disbalance.ConsumerService", on_delete=models.PROTECT, related_name="+")
-    customer = models.ForeignKey("customers.Customer", on_delete=models.PROTECT, related_name="topups")
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False, verbose_name=_("id"))
+    service = models.ForeignKey("disbalance.ConsumerService", on_delete=models.PROTECT, related_name="+",
+                                verbose_name=_("service"))
+    customer = models.ForeignKey("customers.Customer", on_delete=models.PROTECT, related_name="topups",
+                                 verbose_name=_("customer"))
     payer_agency = models.ForeignKey("agencies.Agency", null=True, blank=True, on_delete=models.PROTECT,
-                                     related_name="+")
-    order = models.ForeignKey(BalanceOrder, on_delete=models.PROTECT, related_name="topups")
-    amount = MoneyField()
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
-    status_reason = models.CharField(max_length=500, blank=True, default="")
-    return_url = models.URLField(max_length=2000, blank=True, default="")
-    payment_url = models.URLField(max_length=2000, blank=True, default="")
-    balance_request_id = models.BigIntegerField(null=True, blank=True)
-    expires_at = models.DateTimeField()
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
-    updated_at = models.DateTimeField(default=timezone.now)
-    succeeded_at = models.DateTimeField(null=True, blank=True)
+                                     related_name="+", verbose_name=_("payer agency"))
+    order = models.ForeignKey(BalanceOrder, on_delete=models.PROTECT, related_name="topups", verbose_name=_("order"))
+    amount = MoneyField(verbose_name=_("amount"))
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING, verbose_name=_("status"))
+    status_reason = models.CharField(max_length=500, blank=True, default="", verbose_name=_("status reason"))
+    return_url = models.URLField(max_length=2000, blank=True, default="", verbose_name=_("return url"))
+    payment_url = models.URLField(max_length=2000, blank=True, default="", verbose_name=_("payment url"))
+    balance_request_id = models.BigIntegerField(null=True, blank=True, verbose_name=_("balance request id"))
+    expires_at = models.DateTimeField(verbose_name=_("expires at"))
+    created_at = models.DateTimeField(default=timezone.now, db_index=True, verbose_name=_("created at"))
+    updated_at = models.DateTimeField(default=timezone.now, verbose_name=_("updated at"))
+    succeeded_at = models.DateTimeField(null=True, blank=True, verbose_name=_("succeeded at"))
 
     class Meta:
+        verbose_name = _("top-up")
+        verbose_name_plural = _("top-ups")
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["status", "expires_at"])]
         constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="topup_amount_positive")]
 
     def __str__(self) -> str:
-        return f"top-up {self.amount} {self.status}"
+        return _("top-up %(amount)s %(status)s") % {"amount": self.amount, "status": self.get_status_display()}
 
 
 class Charge(models.Model):
@@ -170,23 +193,28 @@ class Charge(models.Model):
     """
 
     class Status(models.TextChoices):
-        SUCCEEDED = "succeeded"
+        SUCCEEDED = "succeeded", _("Succeeded")
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    service = models.ForeignKey("disbalance.ConsumerService", on_delete=models.PROTECT, related_name="+")
-    customer = models.ForeignKey("customers.Customer", on_delete=models.PROTECT, related_name="charges")
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False, verbose_name=_("id"))
+    service = models.ForeignKey("disbalance.ConsumerService", on_delete=models.PROTECT, related_name="+",
+                                verbose_name=_("service"))
+    customer = models.ForeignKey("customers.Customer", on_delete=models.PROTECT, related_name="charges",
+                                 verbose_name=_("customer"))
     payer_agency = models.ForeignKey("agencies.Agency", null=True, blank=True, on_delete=models.PROTECT,
-                                     related_name="+")
-    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="charges")
-    amount = MoneyField()
-    refunded_amount = MoneyField(default=0)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.SUCCEEDED)
-    description = models.CharField(max_length=500, blank=True, default="")
-    metadata = models.JSONField(default=dict, blank=True)
-    hold = models.OneToOneField("Hold", null=True, blank=True, on_delete=models.PROTECT, related_name="charge")
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+                                     related_name="+", verbose_name=_("payer agency"))
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="charges", verbose_name=_("product"))
+    amount = MoneyField(verbose_name=_("amount"))
+    refunded_amount = MoneyField(default=0, verbose_name=_("refunded amount"))
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.SUCCEEDED, verbose_name=_("status"))
+    description = models.CharField(max_length=500, blank=True, default="", verbose_name=_("description"))
+    metadata = models.JSONField(default=dict, blank=True, verbose_name=_("metadata"))
+    hold = models.OneToOneField("Hold", null=True, blank=True, on_delete=models.PROTECT, related_name="charge",
+                                verbose_name=_("hold"))
+    created_at = models.DateTimeField(default=timezone.now, db_index=True, verbose_name=_("created at"))
 
     class Meta:
+        verbose_name = _("charge")
+        verbose_name_plural = _("charges")
         ordering = ["-created_at"]
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="charge_amount_positive"),
@@ -195,7 +223,7 @@ class Charge(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"charge {self.amount} {self.product_id}"
+        return _("charge %(amount)s %(product)s") % {"amount": self.amount, "product": self.product_id}
 
 
 class Hold(models.Model):
@@ -206,27 +234,31 @@ class Hold(models.Model):
     """
 
     class Status(models.TextChoices):
-        HELD = "held"
-        CAPTURED = "captured"
-        RELEASED = "released"
-        EXPIRED = "expired"
+        HELD = "held", _("Held")
+        CAPTURED = "captured", _("Captured")
+        RELEASED = "released", _("Released")
+        EXPIRED = "expired", _("Expired")
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    service = models.ForeignKey("disbalance.ConsumerService", on_delete=models.PROTECT, related_name="+")
-    customer = models.ForeignKey("customers.Customer", on_delete=models.PROTECT, related_name="holds")
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False, verbose_name=_("id"))
+    service = models.ForeignKey("disbalance.ConsumerService", on_delete=models.PROTECT, related_name="+",
+                                verbose_name=_("service"))
+    customer = models.ForeignKey("customers.Customer", on_delete=models.PROTECT, related_name="holds",
+                                 verbose_name=_("customer"))
     payer_agency = models.ForeignKey("agencies.Agency", null=True, blank=True, on_delete=models.PROTECT,
-                                     related_name="+")
-    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="holds")
-    amount = MoneyField()
-    captured_amount = MoneyField(default=0)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.HELD)
-    description = models.CharField(max_length=500, blank=True, default="")
-    metadata = models.JSONField(default=dict, blank=True)
-    expires_at = models.DateTimeField()
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
-    closed_at = models.DateTimeField(null=True, blank=True)
+                                     related_name="+", verbose_name=_("payer agency"))
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="holds", verbose_name=_("product"))
+    amount = MoneyField(verbose_name=_("amount"))
+    captured_amount = MoneyField(default=0, verbose_name=_("captured amount"))
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.HELD, verbose_name=_("status"))
+    description = models.CharField(max_length=500, blank=True, default="", verbose_name=_("description"))
+    metadata = models.JSONField(default=dict, blank=True, verbose_name=_("metadata"))
+    expires_at = models.DateTimeField(verbose_name=_("expires at"))
+    created_at = models.DateTimeField(default=timezone.now, db_index=True, verbose_name=_("created at"))
+    closed_at = models.DateTimeField(null=True, blank=True, verbose_name=_("closed at"))
 
     class Meta:
+        verbose_name = _("hold")
+        verbose_name_plural = _("holds")
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["status", "expires_at"])]
         constraints = [
@@ -236,24 +268,26 @@ class Hold(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"hold {self.amount} {self.status}"
+        return _("hold %(amount)s %(status)s") % {"amount": self.amount, "status": self.get_status_display()}
 
 
 class Refund(models.Model):
     """Money given back for (part of) a charge; the sum of a charge's refunds never exceeds the charge."""
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    charge = models.ForeignKey(Charge, on_delete=models.PROTECT, related_name="refunds")
-    amount = MoneyField()
-    reason = models.CharField(max_length=500)
-    created_at = models.DateTimeField(default=timezone.now)
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False, verbose_name=_("id"))
+    charge = models.ForeignKey(Charge, on_delete=models.PROTECT, related_name="refunds", verbose_name=_("charge"))
+    amount = MoneyField(verbose_name=_("amount"))
+    reason = models.CharField(max_length=500, verbose_name=_("reason"))
+    created_at = models.DateTimeField(default=timezone.now, verbose_name=_("created at"))
 
     class Meta:
+        verbose_name = _("refund")
+        verbose_name_plural = _("refunds")
         ordering = ["-created_at"]
         constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="refund_amount_positive")]
 
     def __str__(self) -> str:
-        return f"refund {self.amount}"
+        return _("refund %(amount)s") % {"amount": self.amount}
 
 
 class OrderAdoption(models.Model):
@@ -271,35 +305,50 @@ class OrderAdoption(models.Model):
     """
 
     class Status(models.TextChoices):
-        TRANSFERRING = "transferring"
-        ADOPTED = "adopted"
-        REFUSED = "refused"
+        TRANSFERRING = "transferring", _("Transferring")
+        ADOPTED = "adopted", _("Adopted")
+        REFUSED = "refused", _("Refused")
 
-    service = models.ForeignKey("disbalance.ConsumerService", on_delete=models.PROTECT, related_name="+")
-    service_order_id = models.CharField(max_length=40, help_text="The consumer's own ServiceOrderID in Balance")
+    service = models.ForeignKey("disbalance.ConsumerService", on_delete=models.PROTECT, related_name="+",
+                                verbose_name=_("service"))
+    service_order_id = models.CharField(max_length=40,
+                                        help_text=_("The consumer's own ServiceOrderID in Balance"),
+                                        verbose_name=_("service order id"))
     customer = models.ForeignKey("customers.Customer", null=True, blank=True, on_delete=models.PROTECT,
-                                 related_name="order_adoptions")
+                                 related_name="order_adoptions", verbose_name=_("customer"))
     payer_agency = models.ForeignKey("agencies.Agency", null=True, blank=True, on_delete=models.PROTECT,
-                                     related_name="+")
-    product = models.ForeignKey(Product, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+                                     related_name="+", verbose_name=_("payer agency"))
+    product = models.ForeignKey(Product, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+                                verbose_name=_("product"))
     wallet_order = models.ForeignKey(BalanceOrder, null=True, blank=True, on_delete=models.PROTECT,
-                                     related_name="adoptions")
-    status = models.CharField(max_length=16, choices=Status.choices)
-    reason = models.CharField(max_length=500, blank=True, default="")
+                                     related_name="adoptions", verbose_name=_("wallet order"))
+    status = models.CharField(max_length=16, choices=Status.choices, verbose_name=_("status"))
+    reason = models.CharField(max_length=500, blank=True, default="", verbose_name=_("reason"))
     qty_old = models.DecimalField(max_digits=24, decimal_places=6, default=0,
-                                  help_text="The legacy order's consume (its units) when the transfer was asked")
+                                  help_text=_("The legacy order's consume (its units) when the transfer was asked"),
+                                  verbose_name=_("qty old"))
     qty_new = models.DecimalField(max_digits=24, decimal_places=6, default=0,
-                                  help_text="What the transfer leaves on it: its completion (its units)")
-    free_money = MoneyField(default=0, help_text="Paid minus completed (money fields): the opening balance")
-    expected_consume_amount = MoneyField(default=0, help_text="Money Balance should keep showing on the order")
-    expected_completion_amount = MoneyField(default=0, help_text="Completion (money) Balance should keep showing")
+                                  help_text=_("What the transfer leaves on it: its completion (its units)"),
+                                  verbose_name=_("qty new"))
+    free_money = MoneyField(default=0,
+                            help_text=_("Paid minus completed (money fields): the opening balance"),
+                            verbose_name=_("free money"))
+    expected_consume_amount = MoneyField(default=0,
+                                         help_text=_("Money Balance should keep showing on the order"),
+                                         verbose_name=_("expected consume amount"))
+    expected_completion_amount = MoneyField(default=0,
+                                            help_text=_("Completion (money) Balance should keep showing"),
+                                            verbose_name=_("expected completion amount"))
     ledger_transaction = models.OneToOneField("wallets.LedgerTransaction", null=True, blank=True,
-                                              on_delete=models.PROTECT, related_name="+")
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
-    updated_at = models.DateTimeField(default=timezone.now)
-    adopted_at = models.DateTimeField(null=True, blank=True)
+                                              on_delete=models.PROTECT, related_name="+",
+                                              verbose_name=_("ledger transaction"))
+    created_at = models.DateTimeField(default=timezone.now, editable=False, verbose_name=_("created at"))
+    updated_at = models.DateTimeField(default=timezone.now, verbose_name=_("updated at"))
+    adopted_at = models.DateTimeField(null=True, blank=True, verbose_name=_("adopted at"))
 
     class Meta:
+        verbose_name = _("order adoption")
+        verbose_name_plural = _("order adoptions")
         ordering = ["id"]
         constraints = [
             models.UniqueConstraint(fields=["service", "service_order_id"], name="adoption_once_per_order"),
@@ -308,7 +357,67 @@ class OrderAdoption(models.Model):
         indexes = [models.Index(fields=["wallet_order", "status"])]
 
     def __str__(self) -> str:
-        return f"legacy order {self.service_order_id} ({self.status})"
+        return _("legacy order %(id)s (%(status)s)") % {"id": self.service_order_id,
+                                                          "status": self.get_status_display()}
+
+
+class PayerTransfer(models.Model):
+    """Support's move of free money from a customer's wallet under one payer to its wallet under another, made in
+    Balance (`CreateTransferMultiple` between the two wallet orders) and mirrored in the ledger once Balance has
+    done it (`payments.services.transfers`).
+
+    States: `sending` (asked or about to be asked: while a row is `sending`, notifications and pulls of both wallet
+    orders wait, so that Balance's new figures are never counted as a top-up or a cut) -> `done` (Balance moved the
+    money; `ledger_transaction` is the `transfer` posting, and both orders' `credited_qty` moved by `amount` in the
+    same transaction, so Balance's NotifyOrder2 that follows changes nothing) | `refused` (Balance or billing said
+    no: `balance_error` says why; nothing was posted) | `unsettled` (an unknown outcome that Balance's figures could
+    not settle: nothing was posted, the orders' notifications apply again, so billing follows whatever Balance did).
+    `qty_old`/`qty_new` are the figures sent (the source's consume in its units, exact to 6 places), kept so that
+    a repeat after an unknown outcome can tell whether the first one happened.
+    """
+
+    class Status(models.TextChoices):
+        SENDING = "sending", _("Sending")
+        DONE = "done", _("Done")
+        REFUSED = "refused", _("Refused")
+        UNSETTLED = "unsettled", _("Unsettled")
+
+    service = models.ForeignKey("disbalance.ConsumerService", on_delete=models.PROTECT, related_name="+",
+                                verbose_name=_("service"))
+    customer = models.ForeignKey("customers.Customer", on_delete=models.PROTECT, related_name="payer_transfers",
+                                 verbose_name=_("customer"))
+    from_order = models.ForeignKey(BalanceOrder, on_delete=models.PROTECT, related_name="+",
+                                   verbose_name=_("from order"))
+    to_order = models.ForeignKey(BalanceOrder, on_delete=models.PROTECT, related_name="+", verbose_name=_("to order"))
+    amount = MoneyField(verbose_name=_("amount"))
+    reason = models.CharField(max_length=500, verbose_name=_("reason"))
+    created_by = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+                                   verbose_name=_("created by"))
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.SENDING,
+                              verbose_name=_("status"))
+    balance_error = models.CharField(max_length=500, blank=True, default="", verbose_name=_("Balance error"))
+    qty_old = models.DecimalField(max_digits=24, decimal_places=6, null=True, blank=True,
+                                  help_text=_("The source order's consume (its units) the transfer was asked with"),
+                                  verbose_name=_("qty old"))
+    qty_new = models.DecimalField(max_digits=24, decimal_places=6, null=True, blank=True,
+                                  help_text=_("What the transfer leaves on the source order (its units)"),
+                                  verbose_name=_("qty new"))
+    ledger_transaction = models.OneToOneField("wallets.LedgerTransaction", null=True, blank=True,
+                                              on_delete=models.PROTECT, related_name="+",
+                                              verbose_name=_("ledger transaction"))
+    created_at = models.DateTimeField(default=timezone.now, editable=False, verbose_name=_("created at"))
+    updated_at = models.DateTimeField(default=timezone.now, verbose_name=_("updated at"))
+
+    class Meta:
+        verbose_name = _("payer transfer")
+        verbose_name_plural = _("payer transfers")
+        ordering = ["-id"]
+        constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="payer_transfer_amount_positive")]
+        indexes = [models.Index(fields=["status"])]
+
+    def __str__(self) -> str:
+        return _("transfer %(id)s of %(amount)s (%(status)s)") % {"id": self.pk, "amount": self.amount,
+                                                                   "status": self.get_status_display()}
 
 
 class CreditDraw(models.Model):

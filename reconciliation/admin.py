@@ -12,6 +12,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from simple_history.admin import SimpleHistoryAdmin
 
@@ -42,7 +43,7 @@ class MismatchAdmin(CsvExportMixin, SimpleHistoryAdmin):
     list_display_links = ("id", "summary")
     list_filter = ("status", "kind", "severity", "service")
     list_select_related = ("customer", "agency", "order", "service", "last_fix_by", "resolved_by")
-    search_help_text = "Exact customer external id, Balance client id, order or operation id, or mismatch key."
+    search_help_text = _("Exact customer external id, Balance client id, order or operation id, or mismatch key.")
     search_fields = ("key",)
     show_full_result_count = False
     date_hierarchy = "detected_at"
@@ -51,9 +52,9 @@ class MismatchAdmin(CsvExportMixin, SimpleHistoryAdmin):
     change_form_template = "admin/reconciliation/mismatch/change_form.html"
     fieldsets = [
         (None, {"fields": ("summary", "kind", "severity", "status", "links")}),
-        ("Billing vs Balance", {"fields": ("details_table", "note")}),
-        ("Seen", {"fields": ("detected_at", "last_seen_at", "times_seen", "key")}),
-        ("Fix and resolution", {"fields": ("fix_attempts", "last_fix_at", "last_fix_by", "last_fix_note",
+        (_("Billing vs Balance"), {"fields": ("details_table", "note")}),
+        (_("Seen"), {"fields": ("detected_at", "last_seen_at", "times_seen", "key")}),
+        (_("Fix and resolution"), {"fields": ("fix_attempts", "last_fix_at", "last_fix_by", "last_fix_note",
                                            "resolved_at", "resolved_by", "resolution")}),
     ]
     readonly_fields = ("summary", "kind", "severity", "status", "links", "details_table", "note", "detected_at",
@@ -96,41 +97,41 @@ class MismatchAdmin(CsvExportMixin, SimpleHistoryAdmin):
     @admin.display(description=_("severity"), ordering="severity")
     def severity_badge(self, obj: Mismatch) -> str:
         return format_html('<strong style="color:{}">{}</strong>', _SEVERITY_COLORS.get(obj.severity, "inherit"),
-                           obj.severity)
+                           obj.get_severity_display())
 
     @admin.display(description=_("customer"), ordering="customer__external_id")
     def customer_link(self, obj: Mismatch) -> str:
         if obj.customer is not None:
             return admin_link(obj.customer, obj.customer.external_id)
         if obj.agency is not None:
-            return admin_link(obj.agency, f"agency {obj.agency.external_id}")
+            return admin_link(obj.agency, _("agency %(id)s") % {"id": obj.agency.external_id})
         return "-"
 
     @admin.display(description=_("fix"))
     def fix_state(self, obj: Mismatch) -> str:
         if obj.status == Mismatch.Status.RESOLVED:
-            by = obj.resolved_by.get_username() if obj.resolved_by else "system"
-            return format_html("resolved by {}", by)
+            by = obj.resolved_by.get_username() if obj.resolved_by else _("system")
+            return format_html(_("resolved by {}"), by)
         if not obj.fix_attempts:
             return "-"
-        by = obj.last_fix_by.get_username() if obj.last_fix_by else "autofix"
-        return format_html("{} fix(es), last by {}: {}", obj.fix_attempts, by, obj.last_fix_note[:60])
+        by = obj.last_fix_by.get_username() if obj.last_fix_by else _("autofix")
+        return format_html(_("{} fix(es), last by {}: {}"), obj.fix_attempts, by, obj.last_fix_note[:60])
 
     @admin.display(description=_("links"))
     def links(self, obj: Mismatch) -> str:
         items = []
         if obj.customer is not None:
-            items.append(("customer", admin_link(obj.customer, f"{obj.customer.external_id} "
-                                                          f"(Balance client {obj.customer.balance_client_id})")))
+            items.append((_("customer"), admin_link(obj.customer, _("%(id)s (Balance client %(client)s)") % {
+                "id": obj.customer.external_id, "client": obj.customer.balance_client_id})))
         if obj.agency is not None:
-            items.append(("agency", admin_link(obj.agency, f"{obj.agency.external_id} "
-                                                      f"(Balance client {obj.agency.balance_client_id})")))
+            items.append((_("agency"), admin_link(obj.agency, _("%(id)s (Balance client %(client)s)") % {
+                "id": obj.agency.external_id, "client": obj.agency.balance_client_id})))
         if obj.order is not None:
-            items.append(("Balance order", admin_link(obj.order, f"{obj.order.pk} ({obj.order.key})")))
+            items.append((_("Balance order"), admin_link(obj.order, f"{obj.order.pk} ({obj.order.key})")))
         if obj.operation is not None:
-            items.append(("outbox operation", admin_link(obj.operation, obj.operation)))
+            items.append((_("outbox operation"), admin_link(obj.operation, obj.operation)))
         if obj.service is not None:
-            items.append(("service", obj.service.slug))
+            items.append((_("service"), obj.service.slug))
         if not items:
             return "-"
         rows = format_html_join("", "<tr><th scope='row'>{}</th><td>{}</td></tr>", items)
@@ -142,14 +143,15 @@ class MismatchAdmin(CsvExportMixin, SimpleHistoryAdmin):
         if not rows:
             return "-"
         body = format_html_join("", "<tr><th scope='row'>{}</th><td>{}</td><td>{}</td></tr>",
-                                ((r[0], r[1] if r[1] != "" else "—", r[2] if r[2] != "" else "—")
+                                ((gettext(r[0]), r[1] if r[1] != "" else "—", r[2] if r[2] != "" else "—")
                                  for r in rows if len(r) == 3))
-        return format_html("<table><thead><tr><th></th><th>billing</th><th>Balance</th></tr></thead>"
-                           "<tbody>{}</tbody></table>", body)
+        return format_html("<table><thead><tr><th></th><th>{}</th><th>{}</th></tr></thead>"
+                           "<tbody>{}</tbody></table>", _("billing"), _("Balance"), body)
 
     @admin.display(description=_("note for support"))
     def note(self, obj: Mismatch) -> str:
-        return obj.details.get("note") or "-"
+        note = obj.details.get("note")
+        return gettext(note) if note else "-"
 
     # --- actions (list) and buttons (page) ---
 
@@ -157,34 +159,40 @@ class MismatchAdmin(CsvExportMixin, SimpleHistoryAdmin):
     def fix_selected(self, request: HttpRequest, queryset: QuerySet[Mismatch]) -> None:
         selected = list(queryset.filter(status=Mismatch.Status.OPEN)[:MISMATCH_ACTION_MAX + 1])
         if len(selected) > MISMATCH_ACTION_MAX:
-            self.message_user(request, f"Fix at most {MISMATCH_ACTION_MAX} mismatches at a time.", messages.ERROR)
+            self.message_user(request, _("Fix at most %(max)s mismatches at a time.") % {"max": MISMATCH_ACTION_MAX},
+                              messages.ERROR)
             return
         for mismatch in selected:
             self._fix(request, mismatch)
         if not selected:
-            self.message_user(request, "None of the selected mismatches is open: nothing to fix.", messages.WARNING)
+            self.message_user(request, _("None of the selected mismatches is open: nothing to fix."),
+                              messages.WARNING)
 
     def _fix(self, request: HttpRequest, mismatch: Mismatch) -> None:
         try:
             result = mismatch_fix(mismatch=mismatch, user=request.user)
         except (ApplicationError, BalanceError) as exc:
-            self.message_user(request, f"Mismatch {mismatch.pk}: {exc}", messages.ERROR)
+            self.message_user(request, _("Mismatch %(id)s: %(error)s") % {"id": mismatch.pk, "error": exc},
+                              messages.ERROR)
             return
         self.log_change(request, mismatch, f"Fix: {result.note}")
-        state = "resolved" if result.mismatch.status == Mismatch.Status.RESOLVED else "still open until re-checked"
+        state = (_("resolved") if result.mismatch.status == Mismatch.Status.RESOLVED
+                 else _("still open until re-checked"))
         level = messages.SUCCESS if result.ok else messages.WARNING
-        self.message_user(request, f"Mismatch {mismatch.pk}: {result.note} ({state}).", level)
+        self.message_user(request, _("Mismatch %(id)s: %(note)s (%(state)s).") % {
+            "id": mismatch.pk, "note": gettext(result.note) if result.note else "", "state": state}, level)
 
     @admin.action(description=_("Resolve with comment…"), permissions=["resolve"])
     def resolve_selected(self, request: HttpRequest, queryset: QuerySet[Mismatch]) -> HttpResponse | None:
         selected = list(queryset.filter(status=Mismatch.Status.OPEN).select_related("customer")
                         [:MISMATCH_ACTION_MAX + 1])
         if not selected:
-            self.message_user(request, "None of the selected mismatches is open: nothing to resolve.",
+            self.message_user(request, _("None of the selected mismatches is open: nothing to resolve."),
                               messages.WARNING)
             return None
         if len(selected) > MISMATCH_ACTION_MAX:
-            self.message_user(request, f"Resolve at most {MISMATCH_ACTION_MAX} mismatches at a time.",
+            self.message_user(request, _("Resolve at most %(max)s mismatches at a time.")
+                              % {"max": MISMATCH_ACTION_MAX},
                               messages.ERROR)
             return None
         comment = request.POST.get("comment", "").strip()
@@ -200,21 +208,22 @@ class MismatchAdmin(CsvExportMixin, SimpleHistoryAdmin):
             try:
                 mismatch_resolve(mismatch=mismatch, user=request.user, comment=comment)
             except ApplicationError as exc:
-                self.message_user(request, f"Mismatch {mismatch.pk}: {exc}", messages.ERROR)
+                self.message_user(request, _("Mismatch %(id)s: %(error)s") % {"id": mismatch.pk, "error": exc},
+                                  messages.ERROR)
                 continue
             self.log_change(request, mismatch, f"Resolved: {comment}")
             resolved += 1
         if resolved:
-            self.message_user(request, f"Resolved {resolved} mismatch(es).", messages.SUCCESS)
+            self.message_user(request, _("Resolved %(count)s mismatch(es).") % {"count": resolved}, messages.SUCCESS)
 
     def _resolve_page(self, request: HttpRequest, mismatches: list[Mismatch], *, error: bool,
                       action_checkbox_name: str = "", form_action: str = "") -> TemplateResponse:
         return TemplateResponse(request, "admin/reconciliation/mismatch/resolve.html", {
             **self.admin_site.each_context(request),
-            "title": "Resolve mismatches with a comment",
+            "title": _("Resolve mismatches with a comment"),
             "opts": self.model._meta,
             "mismatches": mismatches,
-            "error": "A comment is required: say what was done or why the difference is accepted." if error else "",
+            "error": _("A comment is required: say what was done or why the difference is accepted.") if error else "",
             "comment": request.POST.get("comment", ""),
             "action_checkbox_name": action_checkbox_name,
             "form_action": form_action,
@@ -252,7 +261,7 @@ class MismatchAdmin(CsvExportMixin, SimpleHistoryAdmin):
             raise PermissionDenied
         obj = self._object_or_404(request, object_id)
         if obj.status != Mismatch.Status.OPEN:
-            self.message_user(request, f"Mismatch {obj.pk} is already resolved.", messages.WARNING)
+            self.message_user(request, _("Mismatch %(id)s is already resolved.") % {"id": obj.pk}, messages.WARNING)
             return HttpResponseRedirect(self._page_url(obj))
         comment = request.POST.get("comment", "").strip()
         if request.method == "POST" and comment:

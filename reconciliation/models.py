@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 from simple_history.models import HistoricalRecords
 
 from disbalance.models import history_user
@@ -23,50 +24,54 @@ class Mismatch(models.Model):
     """
 
     class Severity(models.TextChoices):
-        INFO = "info"
-        WARNING = "warning"
-        CRITICAL = "critical"
+        INFO = "info", _("Info")
+        WARNING = "warning", _("Warning")
+        CRITICAL = "critical", _("Critical")
 
     class Status(models.TextChoices):
-        OPEN = "open"
-        RESOLVED = "resolved"
+        OPEN = "open", _("Open")
+        RESOLVED = "resolved", _("Resolved")
 
     # The check that found it (`reconciliation.registry`): no choices here, so that a new check needs no migration.
-    kind = models.CharField(max_length=32)
-    severity = models.CharField(max_length=16, choices=Severity.choices)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
-    key = models.CharField(max_length=200, help_text="What differs, e.g. money_out:order:123")
+    kind = models.CharField(max_length=32, verbose_name=_("kind"))
+    severity = models.CharField(max_length=16, choices=Severity.choices, verbose_name=_("severity"))
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN, verbose_name=_("status"))
+    key = models.CharField(max_length=200, help_text=_("What differs, e.g. money_out:order:123"), verbose_name=_("key"))
     service = models.ForeignKey("disbalance.ConsumerService", null=True, blank=True, on_delete=models.PROTECT,
-                                related_name="+")
+                                related_name="+", verbose_name=_("service"))
     customer = models.ForeignKey("customers.Customer", null=True, blank=True, on_delete=models.PROTECT,
-                                 related_name="mismatches")
+                                 related_name="mismatches", verbose_name=_("customer"))
     agency = models.ForeignKey("agencies.Agency", null=True, blank=True, on_delete=models.PROTECT,
-                               related_name="mismatches")
+                               related_name="mismatches", verbose_name=_("agency"))
     order = models.ForeignKey("payments.BalanceOrder", null=True, blank=True, on_delete=models.PROTECT,
-                              related_name="mismatches")
+                              related_name="mismatches", verbose_name=_("order"))
     operation = models.ForeignKey("disbalance.OutboxOperation", null=True, blank=True, on_delete=models.SET_NULL,
-                                  related_name="mismatches")
-    summary = models.CharField(max_length=300)
-    details = models.JSONField(default=dict, blank=True)
-    detected_at = models.DateTimeField(default=timezone.now)
-    last_seen_at = models.DateTimeField(default=timezone.now)
-    times_seen = models.PositiveIntegerField(default=1)
-    fix_attempts = models.PositiveIntegerField(default=0)
-    last_fix_at = models.DateTimeField(null=True, blank=True)
+                                  related_name="mismatches", verbose_name=_("operation"))
+    summary = models.CharField(max_length=300, verbose_name=_("summary"))
+    details = models.JSONField(default=dict, blank=True, verbose_name=_("details"))
+    detected_at = models.DateTimeField(default=timezone.now, verbose_name=_("detected at"))
+    last_seen_at = models.DateTimeField(default=timezone.now, verbose_name=_("last seen at"))
+    times_seen = models.PositiveIntegerField(default=1, verbose_name=_("times seen"))
+    fix_attempts = models.PositiveIntegerField(default=0, verbose_name=_("fix attempts"))
+    last_fix_at = models.DateTimeField(null=True, blank=True, verbose_name=_("last fix at"))
     last_fix_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
-                                    related_name="+", help_text="Empty: fixed automatically by reconciliation")
-    last_fix_note = models.CharField(max_length=500, blank=True, default="")
-    resolved_at = models.DateTimeField(null=True, blank=True)
+                                    related_name="+",
+                                    help_text=_("Empty: fixed automatically by reconciliation"),
+                                    verbose_name=_("last fix by"))
+    last_fix_note = models.CharField(max_length=500, blank=True, default="", verbose_name=_("last fix note"))
+    resolved_at = models.DateTimeField(null=True, blank=True, verbose_name=_("resolved at"))
     resolved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
-                                    related_name="+", help_text="Empty: closed by the system")
-    resolution = models.TextField(blank=True, default="")
+                                    related_name="+", help_text=_("Empty: closed by the system"),
+                                    verbose_name=_("resolved by"))
+    resolution = models.TextField(blank=True, default="", verbose_name=_("resolution"))
     history = HistoricalRecords(get_user=history_user, table_name="balance_gateway_historicalmismatch")
 
     class Meta:
         # The tables keep the names they had when reconciliation lived in the gateway (moved without copying rows).
+        verbose_name = _("mismatch")
         db_table = "balance_gateway_mismatch"
         ordering = ["-detected_at", "-id"]
-        verbose_name_plural = "mismatches"
+        verbose_name_plural = _("mismatches")
         permissions = [("fix_mismatch", "Can fix a mismatch (re-sync with Balance)"),
                        ("resolve_mismatch", "Can resolve a mismatch with a comment")]
         constraints = [

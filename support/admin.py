@@ -12,8 +12,11 @@ and recorded with the user twice: in the admin log (`LogEntry`) and in the domai
 `changed_by_user`/`reason`, the ledger transaction's `created_by`/`reason`, the mismatch's `last_fix_by`):
 
 - "Change agency" (`customers.change_agency`): `agency_change`, refused agencies shown as an error;
-- "Adjust wallet" and "Move money between payers" (`customers.adjust_wallet`, billing admins):
-  `overdrafts.services.wallet_correct` / `wallet_move_between_payers` (the ledger write, then debt and blocks);
+- "Adjust wallet" (`customers.adjust_wallet`, billing admins): `overdrafts.services.wallet_correct` (the ledger
+  write, then debt and blocks; Balance is not changed, the page says so);
+- "Move money between payers" (`customers.adjust_wallet`): `payments.services.payer_transfer_start` and
+  `payer_transfer_run` (Balance's CreateTransferMultiple first, then the ledger transfer; a refusal is shown with
+  Balance's reason and changes nothing);
 - "Retry" a failed Balance operation of the customer (`customers.retry_operation`): `outbox_retry`;
 - "Fix" an open mismatch (`reconciliation.fix_mismatch`, one click, no reason): `mismatch_fix`.
 
@@ -50,8 +53,15 @@ from disbalance.outbox import outbox_retry
 from disbalance.webhooks import webhook_resend
 from overdrafts import services as overdrafts
 from payments.admin import orders_refresh, orders_sync, payer_label
-from payments.models import BalanceOrder
-from payments.services import refund_create, topup_create
+from payments.models import BalanceOrder, PayerTransfer
+from payments.services import (
+    payer_transfer_check,
+    payer_transfer_destination_ready,
+    payer_transfer_run,
+    payer_transfer_start,
+    refund_create,
+    topup_create,
+)
 from reconciliation.actions import mismatch_fix
 from reconciliation.models import Mismatch
 from support.customer_page import (
@@ -193,14 +203,20 @@ class CustomerAdmin(CsvExportMixin, SimpleHistoryAdmin):
 
     def _run_action(self, request: HttpRequest, customer: Customer, form: ReasonForm, *, title: str, intro: str,
                     submit: str, apply: Callable[[Customer, dict[str, Any]], str],
-                    details: list[tuple[str, Any]] | None = None) -> HttpResponse:
+                    details: list[tuple[str, Any]] | None = None,
+                    prepare: Callable[[Customer, dict[str, Any]], None] | None = None,
+                    then: Callable[[str], tuple[str, int]] | None = None) -> HttpResponse:
         """Show the action's form; on a valid POST run `apply` (the service call) and log it in one transaction.
 
         `apply` returns the text for the admin log and the message. A refusal by the domain (invalid state,
-        insufficient funds, validation) changes nothing and re-shows the form with the error.
+        insufficient funds, validation) changes nothing and re-shows the form with the error. `prepare` runs
+        before that transaction and `then` after it commits (where Balance may be called); `then` returns the
+        message and its level, an ERROR re-showing the form.
         """
         if request.method == "POST" and form.is_valid():
             try:
+                if prepare is not None:
+                    prepare(customer, form.cleaned_data)
                 with transaction.atomic():
                     message = apply(customer, form.cleaned_data)
                     self.log_change(request, customer, message)
@@ -211,8 +227,12 @@ class CustomerAdmin(CsvExportMixin, SimpleHistoryAdmin):
                     for error in errors:
                         form.add_error(field if field in form.fields else None, error)
             else:
-                self.message_user(request, message, messages.SUCCESS)
-                return HttpResponseRedirect(reverse("admin:customers_customer_change", args=[customer.pk]))
+                level = messages.SUCCESS
+                if then is not None:
+                    message, level = then(message)
+                self.message_user(request, message, level)
+                if level != messages.ERROR:
+                    return HttpResponseRedirect(reverse("admin:customers_customer_change", args=[customer.pk]))
         context = {
             **self.admin_site.each_context(request),
             "title": title,
@@ -257,40 +277,82 @@ class CustomerAdmin(CsvExportMixin, SimpleHistoryAdmin):
         def apply(customer: Customer, data: dict[str, Any]) -> str:
             payer = form.payer("payer")
             transaction_ = overdrafts.wallet_correct(customer=customer, payer=payer, amount=data["amount"],
-                                                     reason=data["reason"], by=request.user)
+                                                     reason=data["reason"], by=request.user,
+                                                     balance_effect=data["balance_effect"])
+            effect = (_("Balance is not changed: this mirrors a change already made in Balance.")
+                      if data["balance_effect"] == overdrafts.MIRRORS_BALANCE else
+                      _("Balance is not changed: its money on the payer's order stays as it is, billing only lets "
+                        "less of it be spent."))
             return _("Adjusted the wallet under %(payer)s by %(amount)s (ledger transaction %(transaction)s). "
-                     "Reason: %(reason)s") % {"payer": payer_label(payer), "amount": format_amount(data["amount"]),
-                                              "transaction": transaction_.public_id, "reason": data["reason"]}
+                     "%(effect)s Reason: %(reason)s") % {
+                "payer": payer_label(payer), "amount": format_amount(data["amount"]),
+                "transaction": transaction_.public_id, "effect": effect, "reason": data["reason"]}
 
         form = AdjustWalletForm(_posted(request), customer=customer)
         return self._run_action(
             request, customer, form, title=_("Adjust the wallet of %(customer)s") % {"customer": customer.external_id},
             submit=_("Post adjustment"), apply=apply,
             intro=_("A correction is a new ledger transaction (type adjustment) against the service's adjustments "
-                    "account, with your name and reason; nothing is ever edited. Balance is not told."),
+                    "account, with your name and reason; nothing is ever edited. Balance is not changed by it: "
+                    "Balance's money on the payer's order stays as it is. So an adjustment may take money off "
+                    "(billing then lets less be spent), or mirror a change already made in Balance; money that is "
+                    "only in billing's ledger would be unpaid completion in Balance once spent, so an upward "
+                    "ledger-only adjustment is refused."),
         )
 
     def move_money_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         customer = self._customer_for(request, object_id, PERM_ADJUST_WALLET)
+        started: list[PayerTransfer] = []
+
+        def prepare(customer: Customer, data: dict[str, Any]) -> None:
+            payer_transfer_check(customer=customer, from_payer=form.payer("from_payer"),
+                                 to_payer=form.payer("to_payer"), amount=data["amount"])
+            if not payer_transfer_destination_ready(customer=customer, to_payer=form.payer("to_payer")):
+                raise InvalidState(_("The wallet order under %(payer)s is not in Balance yet (its sync is waiting "
+                                     "in the outbox): try again in a minute.") % {
+                    "payer": payer_label(form.payer("to_payer"))})
 
         def apply(customer: Customer, data: dict[str, Any]) -> str:
             source, target = form.payer("from_payer"), form.payer("to_payer")
-            transaction_ = overdrafts.wallet_move_between_payers(
-                customer=customer, from_payer=source, to_payer=target, amount=data["amount"], reason=data["reason"],
-                by=request.user)
-            return _("Moved %(amount)s from %(source)s to %(target)s (ledger transaction %(transaction)s). "
+            started.append(payer_transfer_start(customer=customer, from_payer=source, to_payer=target,
+                                                amount=data["amount"], reason=data["reason"], by=request.user))
+            return _("Asked Balance to move %(amount)s from %(source)s to %(target)s (transfer #%(id)s). "
                      "Reason: %(reason)s") % {"amount": format_amount(data["amount"]), "source": payer_label(source),
-                                              "target": payer_label(target), "transaction": transaction_.public_id,
+                                              "target": payer_label(target), "id": started[0].pk,
                                               "reason": data["reason"]}
+
+        def then(asked: str) -> tuple[str, int]:
+            transfer = payer_transfer_run(transfer=started[0])
+            words = {"amount": format_amount(transfer.amount), "id": transfer.pk,
+                     "source": payer_label(form.payer("from_payer")), "target": payer_label(form.payer("to_payer")),
+                     "reason": transfer.reason, "error": transfer.balance_error}
+            if transfer.status == PayerTransfer.Status.DONE:
+                assert transfer.ledger_transaction is not None
+                words["transaction"] = transfer.ledger_transaction.public_id
+                message, level = _("Moved %(amount)s from %(source)s to %(target)s in Balance and in the ledger "
+                                   "(transfer #%(id)s, ledger transaction %(transaction)s). Reason: %(reason)s"
+                                   ) % words, messages.SUCCESS
+            elif transfer.status == PayerTransfer.Status.REFUSED:
+                message, level = _("Nothing was changed: %(error)s") % words, messages.ERROR
+            elif transfer.status == PayerTransfer.Status.UNSETTLED:
+                message, level = _("Transfer #%(id)s is unsettled: %(error)s") % words, messages.WARNING
+            else:
+                message, level = _("Balance has not answered yet: billing asks again by itself, and the money moves "
+                                   "in the ledger once Balance confirms (transfer #%(id)s).") % words, messages.INFO
+            self.log_change(request, customer, message)
+            return message, level
 
         form = MoveMoneyForm(_posted(request), customer=customer)
         return self._run_action(
             request, customer, form,
             title=_("Move money between the payers of %(customer)s") % {"customer": customer.external_id},
-            submit=_("Move money"), apply=apply,
+            submit=_("Move money"), apply=apply, prepare=prepare, then=then,
             intro=_("Moves free money between two payers' wallets of this customer, e.g. to return an old agency's "
-                    "money when the customer comes back to it. One ledger transaction (type transfer) with your "
-                    "name and reason."),
+                    "money when the customer comes back to it. Balance is changed first: its money moves between "
+                    "the two payers' wallet orders (CreateTransferMultiple); only when Balance has moved it, one "
+                    "ledger transaction (type transfer) with your name and reason follows. If Balance refuses (it "
+                    "moves money only between orders of one client and agency, and only money that is free there), "
+                    "you see its reason and nothing is changed."),
         )
 
     def retry_operation_view(self, request: HttpRequest, object_id: str, operation_id: int) -> HttpResponse:

@@ -182,15 +182,17 @@ def customer_mismatches(customer: Customer) -> list[dict[str, Any]]:
     rows = []
     for mismatch in mismatches:
         details = mismatch.details if isinstance(mismatch.details, dict) else {}
-        differences = [[str(cell) for cell in row] for row in details.get("rows") or []
-                       if isinstance(row, list | tuple) and len(row) == 3]
+        # A finding's fixed row labels and note are stored in English and marked in the checks (gettext_noop).
+        differences = [[_(str(label)) if label else "", str(billing), str(balance)]
+                       for label, billing, balance in (row for row in details.get("rows") or []
+                                                       if isinstance(row, list | tuple) and len(row) == 3)]
         rows.append({
             "obj": mismatch,
             "kind": mismatch.get_kind_display(),
             "differences": differences,
-            "note": str(details.get("note") or ""),
+            "note": _(str(details["note"])) if details.get("note") else "",
             "fixable": bool(details.get("fix")) or _always_fixable(mismatch.kind),
-            "last_fix_by": (mismatch.last_fix_by.get_username() if mismatch.last_fix_by else "autofix")
+            "last_fix_by": (mismatch.last_fix_by.get_username() if mismatch.last_fix_by else _("autofix"))
             if mismatch.last_fix_at else "",
             "url": admin_url("admin:reconciliation_mismatch_change", mismatch.pk),
         })

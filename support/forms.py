@@ -15,6 +15,7 @@ from balance_gateway.models import RegistrationStatus
 from customers.models import Customer
 from disbalance import admin_kit
 from disbalance.money import format_amount, format_money
+from overdrafts.services import LEDGER_ONLY, MIRRORS_BALANCE
 from payments.admin import payer_label
 from payments.models import Charge
 from support.customer_page import customer_payers, refundable_charges
@@ -101,7 +102,20 @@ class AdjustWalletForm(PayersForm):
         label=_("Amount"),
         help_text=_("Signed: 100.00 credits the wallet, -100.00 takes money off it (it may go below zero)."),
     )
-    field_order = ["payer", "amount", "reason"]
+    balance_effect = forms.ChoiceField(
+        label=_("Balance"), widget=forms.RadioSelect,
+        choices=[
+            (LEDGER_ONLY, _("Billing's ledger only. Balance is not changed: its money on the payer's order stays as "
+                            "it is. Only for taking money off (e.g. money credited twice in billing): an upward "
+                            "ledger-only adjustment is refused, because spending it would be unpaid completion in "
+                            "Balance.")),
+            (MIRRORS_BALANCE, _("Mirrors a change already made in Balance that billing missed. Balance is not "
+                                "changed by this either: it already shows the change.")),
+        ],
+        help_text=_("An adjustment never changes Balance. To put money in Balance use \"Create a payment link\"; to "
+                    "move money between payers use \"Move money between payers\" (made in Balance)."),
+    )
+    field_order = ["payer", "amount", "balance_effect", "reason"]
     payer_fields = ("payer",)
 
     def clean_amount(self) -> Decimal:

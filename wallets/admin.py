@@ -6,6 +6,8 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.text import format_lazy
+from django.utils.translation import gettext_lazy as _
 
 from disbalance.admin_kit import ReadOnlyAdminMixin
 from disbalance.money import format_amount
@@ -62,7 +64,7 @@ class AccountAdmin(LedgerReadOnly, admin.ModelAdmin):
     fields = ("key", "kind", "service", "customer", "payer_agency", "product_code", "currency", "balance", "cached",
               "created_at", "statement")
 
-    @admin.display(description=f"Statement (latest {STATEMENT_ROWS} entries)")
+    @admin.display(description=format_lazy(_("Statement (latest {rows} entries)"), rows=STATEMENT_ROWS))
     def statement(self, obj: Account) -> str:
         entries = (
             LedgerEntry.objects.filter(account=obj).select_related("transaction").order_by("-id")[:STATEMENT_ROWS]
@@ -76,7 +78,7 @@ class AccountAdmin(LedgerReadOnly, admin.ModelAdmin):
                     entry.transaction.created_at.strftime("%Y-%m-%d %H:%M:%S"),
                     reverse("admin:wallets_ledgertransaction_change", args=[entry.transaction_id]),
                     entry.transaction.public_id,
-                    entry.transaction.type,
+                    entry.transaction.get_type_display(),
                     format_amount(entry.amount),
                     "" if entry.balance_after is None else format_amount(entry.balance_after),
                     f"{entry.transaction.reference_kind} {entry.transaction.reference_id}".strip(),
@@ -87,8 +89,9 @@ class AccountAdmin(LedgerReadOnly, admin.ModelAdmin):
         )
         all_link = reverse("admin:wallets_ledgerentry_changelist") + f"?account__id__exact={obj.pk}"
         return format_html(
-            "<table><thead><tr><th>when</th><th>transaction</th><th>type</th><th>amount</th><th>balance after</th>"
-            "<th>reference</th><th>reason / description</th></tr></thead><tbody>{}</tbody></table>"
-            "<p><a href='{}'>all entries of this account</a></p>",
-            rows, all_link,
+            "<table><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th>"
+            "<th>{}</th><th>{}</th></tr></thead><tbody>{}</tbody></table>"
+            "<p><a href='{}'>{}</a></p>",
+            _("when"), _("transaction"), _("type"), _("amount"), _("balance after"), _("reference"),
+            _("reason / description"), rows, all_link, _("all entries of this account"),
         )

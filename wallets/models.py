@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from disbalance.money import MoneyField
 from wallets.exceptions import LedgerImmutable
@@ -44,34 +45,40 @@ class Account(models.Model):
     """
 
     class Kind(models.TextChoices):
-        WALLET = "wallet"
-        HOLDS = "holds"
-        SPEND = "spend"
-        CLEARING = "clearing"
-        ADJUSTMENTS = "adjustments"
+        WALLET = "wallet", _("Wallet")
+        HOLDS = "holds", _("Holds")
+        SPEND = "spend", _("Spend")
+        CLEARING = "clearing", _("Clearing")
+        ADJUSTMENTS = "adjustments", _("Adjustments")
 
     CUSTOMER_KINDS: ClassVar[tuple[str, ...]] = (Kind.WALLET, Kind.HOLDS, Kind.SPEND)
     SERVICE_KINDS: ClassVar[tuple[str, ...]] = (Kind.CLEARING, Kind.ADJUSTMENTS)
     CACHED_KINDS: ClassVar[tuple[str, ...]] = CUSTOMER_KINDS
 
-    service = models.ForeignKey("disbalance.ConsumerService", on_delete=models.PROTECT, related_name="+")
-    kind = models.CharField(max_length=16, choices=Kind.choices)
+    service = models.ForeignKey("disbalance.ConsumerService", on_delete=models.PROTECT, related_name="+",
+                                verbose_name=_("service"))
+    kind = models.CharField(max_length=16, choices=Kind.choices, verbose_name=_("kind"))
     customer = models.ForeignKey(
-        "customers.Customer", null=True, blank=True, on_delete=models.PROTECT, related_name="ledger_accounts"
+        "customers.Customer", null=True, blank=True, on_delete=models.PROTECT, related_name="ledger_accounts",
+        verbose_name=_("customer")
     )
     payer_agency = models.ForeignKey(
         "agencies.Agency", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
-        help_text="Who pays: the agency, or empty when the customer pays itself",
+        help_text=_("Who pays: the agency, or empty when the customer pays itself"), verbose_name=_("payer agency")
     )
     # The payments app will own a Product model; until it is wired, the product is its code.
-    product_code = models.CharField(max_length=64, null=True, blank=True)
-    currency = models.CharField(max_length=3)
-    balance = MoneyField(default=0, help_text="Cached sum of the entries (only when `cached`)")
-    cached = models.BooleanField(help_text="Whether `balance` is maintained; otherwise it is always sum(entries)")
-    key = models.CharField(max_length=255, unique=True)
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    product_code = models.CharField(max_length=64, null=True, blank=True, verbose_name=_("product code"))
+    currency = models.CharField(max_length=3, verbose_name=_("currency"))
+    balance = MoneyField(default=0, help_text=_("Cached sum of the entries (only when `cached`)"),
+                         verbose_name=_("balance"))
+    cached = models.BooleanField(help_text=_("Whether `balance` is maintained; otherwise it is always sum(entries)"),
+                                 verbose_name=_("cached"))
+    key = models.CharField(max_length=255, unique=True, verbose_name=_("key"))
+    created_at = models.DateTimeField(default=timezone.now, editable=False, verbose_name=_("created at"))
 
     class Meta:
+        verbose_name = _("account")
+        verbose_name_plural = _("accounts")
         ordering = ["id"]
         constraints = [
             models.CheckConstraint(
@@ -150,37 +157,44 @@ class LedgerTransaction(ImmutableModel):
     """
 
     class Type(models.TextChoices):
-        TOPUP = "topup"
-        CHARGE = "charge"
-        HOLD = "hold"
-        CAPTURE = "capture"
-        RELEASE = "release"
-        REFUND = "refund"
-        ADJUSTMENT = "adjustment"
-        TRANSFER = "transfer"
-        MIGRATION = "migration"  # opening balance: free money of an order adopted from a consumer's Balance past
+        TOPUP = "topup", _("Top-up")
+        CHARGE = "charge", _("Charge")
+        HOLD = "hold", _("Hold")
+        CAPTURE = "capture", _("Capture")
+        RELEASE = "release", _("Release")
+        REFUND = "refund", _("Refund")
+        ADJUSTMENT = "adjustment", _("Adjustment")
+        TRANSFER = "transfer", _("Transfer")
+        # opening balance: free money of an order adopted from a consumer's Balance past
+        MIGRATION = "migration", _("Migration")
 
     REASON_REQUIRED: ClassVar[tuple[str, ...]] = (Type.ADJUSTMENT, Type.TRANSFER)
 
-    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    service = models.ForeignKey("disbalance.ConsumerService", on_delete=models.PROTECT, related_name="+")
-    type = models.CharField(max_length=16, choices=Type.choices)
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False, verbose_name=_("public id"))
+    service = models.ForeignKey("disbalance.ConsumerService", on_delete=models.PROTECT, related_name="+",
+                                verbose_name=_("service"))
+    type = models.CharField(max_length=16, choices=Type.choices, verbose_name=_("type"))
     customer = models.ForeignKey(
-        "customers.Customer", null=True, blank=True, on_delete=models.PROTECT, related_name="ledger_transactions"
+        "customers.Customer", null=True, blank=True, on_delete=models.PROTECT, related_name="ledger_transactions",
+        verbose_name=_("customer")
     )
     payer_agency = models.ForeignKey(
-        "agencies.Agency", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        "agencies.Agency", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        verbose_name=_("payer agency")
     )
-    reference_kind = models.CharField(max_length=32, blank=True, default="")
-    reference_id = models.CharField(max_length=64, blank=True, default="")
-    description = models.CharField(max_length=500, blank=True, default="")
-    reason = models.CharField(max_length=500, blank=True, default="")
+    reference_kind = models.CharField(max_length=32, blank=True, default="", verbose_name=_("reference kind"))
+    reference_id = models.CharField(max_length=64, blank=True, default="", verbose_name=_("reference id"))
+    description = models.CharField(max_length=500, blank=True, default="", verbose_name=_("description"))
+    reason = models.CharField(max_length=500, blank=True, default="", verbose_name=_("reason"))
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        verbose_name=_("created by")
     )
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False, verbose_name=_("created at"))
 
     class Meta:
+        verbose_name = _("ledger transaction")
+        verbose_name_plural = _("ledger transactions")
         ordering = ["-id"]
         constraints = [
             models.CheckConstraint(
@@ -214,14 +228,16 @@ class LedgerEntry(ImmutableModel):
     the entries of a cached account ordered by id form a chain: previous balance_after + amount = balance_after.
     """
 
-    transaction = models.ForeignKey(LedgerTransaction, on_delete=models.PROTECT, related_name="entries")
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="entries")
-    amount = MoneyField()
-    balance_after = MoneyField(null=True, blank=True)
+    transaction = models.ForeignKey(LedgerTransaction, on_delete=models.PROTECT, related_name="entries",
+                                    verbose_name=_("transaction"))
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="entries", verbose_name=_("account"))
+    amount = MoneyField(verbose_name=_("amount"))
+    balance_after = MoneyField(null=True, blank=True, verbose_name=_("balance after"))
 
     class Meta:
+        verbose_name = _("ledger entry")
         ordering = ["id"]
-        verbose_name_plural = "ledger entries"
+        verbose_name_plural = _("ledger entries")
         constraints = [
             models.CheckConstraint(condition=~Q(amount=0), name="ledger_entry_amount_not_zero"),
             models.UniqueConstraint(fields=["transaction", "account"], name="ledger_entry_one_per_account"),

@@ -309,7 +309,9 @@ def reconciliation_statement(*, customer: Customer, payer: Agency | None, date_f
         lines.append(ReconciliationLine(
             transaction_id=txn.public_id, date=txn.created_at, type=txn.type, product=product, amount=amount,
             balance_after=balance, reference_kind=txn.reference_kind, reference_id=txn.reference_id,
-            description=txn.reason or txn.description,
+            # A correction shows its reason and what it did to Balance (its description: "Balance not changed...").
+            description=(f"{txn.reason} · {txn.description}" if txn.type in CORRECTION_TYPES and txn.reason
+                         and txn.description else txn.reason or txn.description),
         ))
     return ReconciliationStatement(
         customer=customer, payer=payer, date_from=date_from, date_to=date_to,

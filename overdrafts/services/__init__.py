@@ -47,7 +47,13 @@ from overdrafts.services.auto_overdraft import (
     auto_overdraft_sync,
     auto_overdraft_wanted,
 )
-from overdrafts.services.corrections import wallet_correct, wallet_move_between_payers
+from overdrafts.services.corrections import (
+    BALANCE_EFFECTS,
+    LEDGER_ONLY,
+    MIRRORS_BALANCE,
+    wallet_correct,
+    wallet_move_between_payers,
+)
 from overdrafts.services.debt import DebtRefresh, overdrafts_check, payment_term
 from overdrafts.services.limits import (
     BalanceOverdraft,
@@ -68,6 +74,9 @@ from overdrafts.services.support import (
 )
 
 __all__ = [
+    "BALANCE_EFFECTS",
+    "LEDGER_ONLY",
+    "MIRRORS_BALANCE",
     "OVERDRAFT_PARAMS",
     "BalanceOverdraft",
     "ClientNotifications",

@@ -6,8 +6,9 @@ ledger accounts, then this app's own rows (order, hold, charge), inside one shor
 re-read and validated under the lock. Balance is called only by outbox handlers and periodic jobs, never inside
 a transaction.
 
-Importing this package registers the outbox handlers (`orders.sync`, `topup.request`, `credit.draw`), the `order`
-notification applier and the agency money hook (`credit.credit_draw_enqueue`).
+Importing this package registers the outbox handlers (`orders.sync`, `topup.request`, `credit.draw`,
+`payments.payer_transfer`), the `order` notification applier and the agency money hook
+(`credit.credit_draw_enqueue`).
 """
 
 from payments.services.charges import charge_create
@@ -49,10 +50,19 @@ from payments.services.spend import (
     spend_report,
 )
 from payments.services.topups import TOPUP_REQUEST, topup_create, topup_request_in_balance, topups_expire
+from payments.services.transfers import (
+    PAYER_TRANSFER,
+    money_in_flight,
+    payer_transfer_check,
+    payer_transfer_destination_ready,
+    payer_transfer_run,
+    payer_transfer_start,
+)
 
 __all__ = [
     "CREDIT_DRAW",
     "ORDERS_SYNC",
+    "PAYER_TRANSFER",
     "REPORT_REFUSED",
     "TOPUP_REQUEST",
     "OrderNotifications",
@@ -71,6 +81,7 @@ __all__ = [
     "hold_create",
     "hold_release",
     "holds_expire",
+    "money_in_flight",
     "order_apply_balance_state",
     "order_note_balance_state",
     "order_spec",
@@ -80,6 +91,10 @@ __all__ = [
     "orders_resend",
     "orders_sync_to_balance",
     "orders_with_unreported_spend",
+    "payer_transfer_check",
+    "payer_transfer_destination_ready",
+    "payer_transfer_run",
+    "payer_transfer_start",
     "product_create",
     "refund_create",
     "spend_account_key",

@@ -20,8 +20,8 @@ from disbalance.events import MoneyEvent
 from disbalance.money import CENT, ZERO, format_amount
 from overdrafts import services as overdrafts
 from payments.models import BalanceOrder, TopUp
-from payments.services.adoption import adoption_in_flight
 from payments.services.credit import credit_draw_in_flight, credit_drawn, credit_drawn_since
+from payments.services.transfers import money_in_flight
 from wallets import services as ledger
 
 
@@ -88,8 +88,8 @@ def order_apply_balance_state(*, order_id: int, state: OrderState) -> str:
     order = BalanceOrder.objects.select_for_update(of=("self",)).select_related("payer_agency").get(pk=order_id)
     if state.tid is not None and state.tid <= order.last_tid:
         return "stale"
-    if adoption_in_flight(order.pk):
-        return "stale"  # legacy money is on its way here (adopt_orders posts it); the next pull sees the rest
+    if money_in_flight(order.pk):
+        return "stale"  # money is being moved here or away in Balance (adoption, payer transfer): posted by that
     if order.payer_agency_id and credit_draw_in_flight(order.pk):
         return "stale"  # a credit invoice is being made: the money may or may not include it yet
     # Agency credit drawn on the order (credit invoices) is the agency's, not money paid into the wallet.
@@ -180,9 +180,9 @@ class OrderNotifications:
     @staticmethod
     def exists(notification: OrderNotification) -> bool:
         order = _order_for_key(notification.service_id, notification.service_order_id)
-        # While legacy money is being moved onto a wallet order, or a credit invoice is being made on it, Balance
-        # is told "not found" and re-sends later.
-        return order is not None and not adoption_in_flight(order.pk) and not (
+        # While money is moved onto or off a wallet order (adoption, payer transfer), or a credit invoice is being
+        # made on it, Balance is told "not found" and re-sends later.
+        return order is not None and not money_in_flight(order.pk) and not (
             order.payer_agency_id and credit_draw_in_flight(order.pk))
 
     @staticmethod

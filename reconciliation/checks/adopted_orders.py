@@ -10,6 +10,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import gettext_noop
+
 from balance_gateway.client import OrderInfo
 from payments.models import OrderAdoption
 from reconciliation.findings import Checks, Finding, Severity, money
@@ -42,14 +45,15 @@ def _compare(checks: Checks, adoption: OrderAdoption, info: OrderInfo | None, no
             return
         checks.differ(_finding(
             adoption, f"Legacy order {soid}: its adoption was interrupted",
-            [["adoption", "transferring", "—"]],
+            [[gettext_noop("adoption"), "transferring", "—"]],
             "A run of adopt_orders stopped between asking Balance to move the money and posting it: run the same "
             "file again, it settles the order from what Balance shows.", Severity.WARNING))
         return
     if info is None:
         checks.differ(_finding(
             adoption, f"Legacy order {soid}: not found in Balance",
-            [["order", "adopted", "not found"]], "Balance no longer has the adopted order.", Severity.CRITICAL))
+            [[gettext_noop("order"), "adopted", "not found"]], "Balance no longer has the adopted order.",
+            Severity.CRITICAL))
         return
     if (info.consume_amount == adoption.expected_consume_amount
             and info.completion_amount == adoption.expected_completion_amount):
@@ -57,7 +61,8 @@ def _compare(checks: Checks, adoption: OrderAdoption, info: OrderInfo | None, no
         return
     checks.differ(_finding(
         adoption, f"Legacy order {soid}: money changed in Balance after its adoption",
-        [["money on the order (consume_amount)", money(adoption.expected_consume_amount), money(info.consume_amount)],
+        [[gettext_noop("money on the order (consume_amount)"), money(adoption.expected_consume_amount),
+          money(info.consume_amount)],
          ["completion (completion_amount)", money(adoption.expected_completion_amount),
           money(info.completion_amount)]],
         "The order's money moved to billing's wallet when it was adopted. New money or completion on it means the "
@@ -81,4 +86,4 @@ def compare(run: Any, batch: CustomerBatch, checks: Checks) -> None:
         _compare(checks, adoption, infos.get(key), run.now)
 
 
-register(Check(kind=ADOPTED_ORDER, label="adopted legacy order", stages=(STAGE_CUSTOMERS,), compare=compare))
+register(Check(kind=ADOPTED_ORDER, label=_("adopted legacy order"), stages=(STAGE_CUSTOMERS,), compare=compare))

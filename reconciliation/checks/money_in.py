@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import gettext_noop
+
 from balance_gateway.client import BalanceClient, OrderInfo
 from disbalance.money import ZERO
 from payments.models import BalanceOrder
@@ -53,9 +56,7 @@ def _check_money_in(checks: Checks, order: BalanceOrder, info: OrderInfo, childr
         kind=MONEY_IN, key=key, severity=Severity.WARNING if more_in_balance else Severity.CRITICAL,
         summary=f"Order {order.pk} ({order.key}): money in Balance {money(balance_money)}, billing "
                 f"credited {money(order.credited_qty)}",
-        rows=[["money on the order (consume_amount)", money(order.credited_qty), money(balance_money + credit)],
-              ["agency credit drawn on it (not wallet money)", "", money(credit)],
-              ["wallet money", money(order.credited_qty), money(balance_money)]],
+        rows=[[gettext_noop("money on the order (consume_amount)"), money(order.credited_qty), money(balance_money)]],
         note=note, fix=fix, service_id=order.service_id, customer_id=order.customer_id, order_id=order.pk,
         data={"consume_amount": money(balance_money), "completion_qty": str(info.completion_qty)},
     ))
@@ -110,4 +111,4 @@ def fix(context: FixContext, mismatches: list) -> FixNotes:
     return notes
 
 
-register(Check(kind=MONEY_IN, label="money in", stages=(STAGE_CUSTOMERS,), compare=compare, autofix=True, fix=fix))
+register(Check(kind=MONEY_IN, label=_("money in"), stages=(STAGE_CUSTOMERS,), compare=compare, autofix=True, fix=fix))

@@ -12,6 +12,8 @@ from decimal import Decimal
 from typing import Any
 
 from django.db.models import Max
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import gettext_noop
 
 from balance_gateway.client import OrderInfo
 from disbalance.money import ZERO
@@ -42,7 +44,7 @@ def _check_money_out(checks: Checks, order: BalanceOrder, info: OrderInfo, spend
             kind=MONEY_OUT, key=key, severity=Severity.CRITICAL,
             summary=f"Order {order.pk} ({order.key}): Balance refused its completion report "
                     f"({order.report_refused_at:%Y-%m-%d %H:%M} UTC)",
-            rows=[["completion (cumulative)", str(expected), str(info.completion_qty)],
+            rows=[[gettext_noop("completion (cumulative)"), str(expected), str(info.completion_qty)],
                   ["last accepted report (money)", money(order.reported_qty), ""]],
             note=(f"{order.report_error or 'UpdateCampaigns answered 0.'} Check the order in Balance (blocked or "
                   "stopped?), then re-report (the Fix button): it sends the cumulative spend again and clears "
@@ -63,7 +65,7 @@ def _check_money_out(checks: Checks, order: BalanceOrder, info: OrderInfo, spend
         note = (f"Spend changed at {changed_at:%Y-%m-%d %H:%M} UTC and is still not reported: is the spend_report "
                 "job running? Re-reporting sends the cumulative spend now.")
     elif order.kind == BalanceOrder.Kind.WALLET:
-        note = "Billing never reports completions on a wallet order: re-reporting sets it back to 0."
+        note = gettext_noop("Billing never reports completions on a wallet order: re-reporting sets it back to 0.")
     else:
         note = ("Balance's completion differs from what billing reported (changed in Balance, or a report was "
                 "lost, or Balance has not processed it yet): re-reporting sends billing's cumulative spend, which "
@@ -72,7 +74,7 @@ def _check_money_out(checks: Checks, order: BalanceOrder, info: OrderInfo, spend
         kind=MONEY_OUT, key=key, severity=Severity.CRITICAL,
         summary=f"Order {order.pk} ({order.key}): completion in Balance {info.completion_qty}, "
                 f"billing's spend {expected} ({money(spend)})",
-        rows=[["completion (cumulative, product units)", str(expected), str(info.completion_qty)],
+        rows=[[gettext_noop("completion (cumulative, product units)"), str(expected), str(info.completion_qty)],
               ["last accepted report (money)", money(order.reported_qty), ""]],
         note=note, fix=FIX_REPORT, service_id=order.service_id, customer_id=order.customer_id, order_id=order.pk,
     ))
@@ -105,5 +107,5 @@ def fix(context: FixContext, mismatches: list) -> FixNotes:
     return notes
 
 
-register(Check(kind=MONEY_OUT, label="money out", stages=(STAGE_CUSTOMERS,), compare=compare, autofix=True,
+register(Check(kind=MONEY_OUT, label=_("money out"), stages=(STAGE_CUSTOMERS,), compare=compare, autofix=True,
                fix=fix))

@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import gettext_noop
 
 from balance_gateway.client import BalanceClient, OrderInfo, OrderResult
 from customers.models import Customer
@@ -52,7 +54,7 @@ def _refused(checks: Checks, order: BalanceOrder, customer: Customer, result: Or
     checks.differ(Finding(
         kind=ORDER_OWNERSHIP, key=order_key(ORDER_OWNERSHIP, order.pk), severity=Severity.CRITICAL, fix=None,
         summary=f"Order {order.pk} ({order.key}): Balance refuses billing's owner and payer ({wanted})",
-        rows=[["owner and payer", wanted, f"refused: {result.message}"[:300]]],
+        rows=[[gettext_noop("owner and payer"), wanted, f"refused: {result.message}"[:300]]],
         note=("Balance refused the order as billing sends it (an order with money keeps its owner in Balance). "
               "Support: move the money in Balance (a transfer to an order of the right payer) or correct the "
               "order there, then Fix (sends the order again) or resolve with a comment."),
@@ -72,8 +74,9 @@ def check_ownership(checks: Checks, order: BalanceOrder, customer: Customer, inf
             checks.differ(Finding(
                 kind=ORDER_OWNERSHIP, key=key, severity=Severity.CRITICAL, fix=FIX_RESEND,
                 summary=f"Order {order.pk} ({order.key}) is synced in billing but missing in Balance",
-                rows=[["order in Balance", "synced", "missing"]],
-                note="Re-sending creates it again (orders are keyed by billing's ServiceOrderID).", **base,
+                rows=[[gettext_noop("order in Balance"), "synced", "missing"]],
+                note=gettext_noop("Re-sending creates it again (orders are keyed by billing's ServiceOrderID)."),
+                **base,
             ))
         return  # not in Balance yet (pending or failed): the outbox's business, see stale operations
     payer = order.payer_agency
@@ -99,7 +102,7 @@ def check_ownership(checks: Checks, order: BalanceOrder, customer: Customer, inf
     rows = [[name, expected[name], actual[name]] for name in differing]
     owner_changed = "ProductID" in differing
     fix: str | None = FIX_RESEND
-    note = "Re-sending the order to Balance restores billing's values."
+    note = gettext_noop("Re-sending the order to Balance restores billing's values.")
     if owner_changed and info.consume_amount > 0:
         fix = None
         note = (f"Balance does not change the ProductID of an order that has money (consume_amount "
@@ -165,5 +168,5 @@ def fix(context: FixContext, mismatches: list) -> FixNotes:
     return notes
 
 
-register(Check(kind=ORDER_OWNERSHIP, label="order ownership", stages=(STAGE_CUSTOMERS,), compare=compare,
+register(Check(kind=ORDER_OWNERSHIP, label=_("order ownership"), stages=(STAGE_CUSTOMERS,), compare=compare,
                autofix=True, fix=fix))

@@ -11,6 +11,8 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import gettext_noop
 
 from agencies.services import enqueue_sync as agency_sync
 from balance_gateway.client import ClientInfo, PersonInfo
@@ -41,8 +43,10 @@ def _check_client(checks: Checks, party: BalanceParty, info: ClientInfo | None) 
         checks.differ(Finding(
             kind=CUSTOMER_DATA, key=key, severity=Severity.CRITICAL, fix=None,
             summary=f"{label}: Balance client {party.balance_client_id} not found",
-            rows=[["Balance client", str(party.balance_client_id), "missing"]],
-            note="The client billing links to does not exist in Balance: support must link the right client.", **ids,
+            rows=[[gettext_noop("Balance client"), str(party.balance_client_id), "missing"]],
+            note=gettext_noop("The client billing links to does not exist in Balance: support must link the right "
+                              "client."),
+            **ids,
         ))
         return True
     rows = []
@@ -54,7 +58,7 @@ def _check_client(checks: Checks, party: BalanceParty, info: ClientInfo | None) 
         checks.equal(key)
         return False
     flag = len(rows) > 1 or rows[0][0] == "agency flag"
-    note = "Fix sends billing's data to Balance (CreateClient with CLIENT_ID)."
+    note = gettext_noop("Fix sends billing's data to Balance (CreateClient with CLIENT_ID).")
     if flag:
         note = ("Balance never changes a client's agency flag: the client billing links to is the wrong kind. "
                 "Support must link the right client; " + note)
@@ -91,8 +95,8 @@ def _check_person(checks: Checks, party: BalanceParty, persons: list[PersonInfo]
         checks.differ(Finding(
             kind=CUSTOMER_DATA, key=key, severity=Severity.WARNING, fix=None,
             summary=f"{label}: Balance person {party.balance_person_id} is {state}",
-            rows=[["person", str(party.balance_person_id), state]],
-            note="Invoices need the payer's person: support must link or re-create it.", **ids,
+            rows=[[gettext_noop("person"), str(party.balance_person_id), state]],
+            note=gettext_noop("Invoices need the payer's person: support must link or re-create it."), **ids,
         ))
         return
     rows = []
@@ -108,7 +112,8 @@ def _check_person(checks: Checks, party: BalanceParty, persons: list[PersonInfo]
     checks.differ(Finding(
         kind=CUSTOMER_DATA, key=key, severity=Severity.WARNING,
         summary=f"{label}: Balance person {person.person_id} differs ({', '.join(r[0] for r in rows)})",
-        rows=rows, note="Fix sends billing's data to Balance (CreatePerson with person_id).", fix=FIX_PUSH_DATA,
+        rows=rows, note=gettext_noop("Fix sends billing's data to Balance (CreatePerson with person_id)."),
+        fix=FIX_PUSH_DATA,
         **ids,
     ))
 
@@ -150,5 +155,5 @@ def fix(context: FixContext, mismatches: list) -> FixNotes:
     return {mismatch.pk: _push_party_data(mismatch) for mismatch in mismatches}
 
 
-register(Check(kind=CUSTOMER_DATA, label="customer/agency data", stages=(STAGE_CUSTOMERS, STAGE_AGENCIES),
+register(Check(kind=CUSTOMER_DATA, label=_("customer/agency data"), stages=(STAGE_CUSTOMERS, STAGE_AGENCIES),
                compare=compare, autofix=False, fix=fix, always_fixable=True))

@@ -7,6 +7,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import gettext_noop
+
 from agencies.models import Agency
 from customers.models import Customer
 from disbalance.models import OutboxOperation
@@ -62,7 +65,8 @@ def operation_finding(operation: OutboxOperation, now: datetime) -> Finding | No
         kind=STALE_OPERATION, key=operation_key(operation.pk), severity=severity, fix=fix,
         summary=f"Operation {operation.pk} {operation.kind} ({operation.subject}) {state}"
                 + (f": {error[:120]}" if error else ""),
-        rows=[["status", operation.status, ""], ["attempts", f"{operation.attempts} of {operation.max_attempts}", ""],
+        rows=[[gettext_noop("status"), operation.status, ""],
+              [gettext_noop("attempts"), f"{operation.attempts} of {operation.max_attempts}", ""],
               ["created", f"{operation.created_at:%Y-%m-%d %H:%M:%S}", ""],
               ["last error", error[:300], ""]],
         note=note, service_id=operation.service_id, customer_id=customer_id,
@@ -95,5 +99,5 @@ def fix(context: FixContext, mismatches: list) -> FixNotes:
     return notes
 
 
-register(Check(kind=STALE_OPERATION, label="stale operation", stages=(STAGE_OPERATIONS,), compare=compare,
+register(Check(kind=STALE_OPERATION, label=_("stale operation"), stages=(STAGE_OPERATIONS,), compare=compare,
                autofix=True, fix=fix, always_fixable=True))

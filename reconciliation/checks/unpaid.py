@@ -10,6 +10,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.conf import settings
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import gettext_noop
 
 from agencies.models import Agency
 from balance_gateway.client import OrderInfo
@@ -91,7 +93,7 @@ def _check_unpaid(run: Run, checks: Checks, customer: Customer, wallet: BalanceO
         kind=UNPAID_COMPLETION, key=key, severity=Severity.CRITICAL,
         summary=f"{customer.external_id} (payer {payer}): {money(worst)} spent beyond money and overdraft "
                 f"({where})",
-        rows=[["money in (consume_amount)", money(credited), money(balance_money)],
+        rows=[[gettext_noop("money in (consume_amount)"), money(credited), money(balance_money)],
               ["spent (completion_amount)", money(billing_spend), money(balance_spent)],
               ["wallet", money(wallet_balance), money(balance_money - balance_spent)],
               ["overdraft / credit limit (billing's) / auto-overdraft (Balance's)", money(limit), money(cover)],
@@ -132,5 +134,5 @@ def fix(context: FixContext, mismatches: list) -> FixNotes:
     return notes
 
 
-register(Check(kind=UNPAID_COMPLETION, label="unpaid completion", stages=(STAGE_CUSTOMERS,), compare=compare,
+register(Check(kind=UNPAID_COMPLETION, label=_("unpaid completion"), stages=(STAGE_CUSTOMERS,), compare=compare,
                autofix=False, fix=fix, always_fixable=True))

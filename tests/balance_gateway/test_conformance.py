@@ -203,12 +203,40 @@ def test_user_client_association(gateway, fake_balance, answer, linked, elsewher
     assert fake_balance.last("CreateUserClientAssociation").params == (str(OPERATOR_UID), 1234567, "4001234567890")
 
 
-@pytest.mark.parametrize("code", [1003, 2])
-def test_user_client_association_refusals_are_final(gateway, fake_balance, code):
-    fake_balance.reply("CreateUserClientAssociation", [code, "refused"])
+# CreateUserClientAssociation's codes come as the answer's code (`[4008, "..."]`) or as a fault: Balance's XML
+# error document with the code in `<code>`, or a fault whose faultCode is the code (its faultString plain text).
+ASSOCIATION_FAULTS = {
+    "answer": lambda code, text: [code, text],
+    "xml fault": lambda code, text: balance_fault(str(code), text, "CreateUserClientAssociation"),
+    "fault code": lambda code, text: xmlrpc.client.Fault(code, text),
+}
+
+
+@pytest.mark.parametrize("form", sorted(ASSOCIATION_FAULTS))
+def test_user_client_association_linked_elsewhere_in_every_form(gateway, fake_balance, form):
+    fake_balance.reply("CreateUserClientAssociation",
+                       ASSOCIATION_FAULTS[form](4008, "Passport 42 is already linked to client 7654321"))
+    result = gateway.create_user_client_association(client_id=1234567, user_uid=42)
+    assert (result.linked, result.linked_elsewhere) == (False, True)
+    assert len(fake_balance.requests) == 1  # an answer: not repeated
+
+
+@pytest.mark.parametrize("form", sorted(ASSOCIATION_FAULTS))
+@pytest.mark.parametrize("code,meaning", [(1003, "no such client"), (2, "no such user")])
+def test_user_client_association_refusals_are_final(gateway, fake_balance, code, meaning, form):
+    fake_balance.reply("CreateUserClientAssociation", ASSOCIATION_FAULTS[form](code, "not found in DB"))
     with pytest.raises(BalanceFinalError) as exc_info:
         gateway.create_user_client_association(client_id=1234567, user_uid=42)
     assert exc_info.value.code == str(code)
+    assert exc_info.value.message.startswith(meaning), exc_info.value.message
+    assert len(fake_balance.requests) == 1  # final: never retried
+
+
+def test_a_plain_fault_with_another_code_stays_transient(gateway, fake_balance):
+    """Only the method's own codes are read from faultCode: any other plain fault is Balance failing."""
+    fake_balance.reply("CreateUserClientAssociation", xmlrpc.client.Fault(-1, "Error: DatabaseError"),
+                       [0, "SUCCESS"])
+    assert gateway.create_user_client_association(client_id=1234567, user_uid=42).linked
 
 
 def test_find_client(gateway, fake_balance):

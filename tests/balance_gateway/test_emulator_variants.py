@@ -90,7 +90,8 @@ def test_enqueue_type_moves_money_onto_children(emulator_factory):
     assert (state_order(rpc, 2)["UnpaidQty"], state_order(rpc, 2)["UnpaidSum"]) == ("200.000000", "200.00")
 
 
-def test_joining_a_group_moves_free_money_unless_told_not_to(rpc):
+def test_joining_a_group_moves_free_money_unless_told_not_to(emulator_factory):
+    rpc = emulator_proxy(emulator_factory(group_type="parent"))  # its figures are the parent type's
     client_id = new_client(rpc)
     orders(rpc, order(1, client_id), order(2, client_id), order(3, client_id))
     pay(rpc, client_id, 2, "100.00")
@@ -159,7 +160,8 @@ def test_auto_overdraft_covers_spending_and_payment_repays_it(balance_emulator, 
     assert all(o["UnpaidSum"] == "0.00" for o in rpc.Emulator.State()["orders"])
 
 
-def test_overdraft_invoice_puts_money_at_once_within_the_limit(rpc):
+def test_overdraft_invoice_puts_money_at_once_within_the_limit(emulator_factory):
+    rpc = emulator_proxy(emulator_factory(group_type="parent"))  # its figures are the parent type's
     client_id, _ = overdraft_client(rpc)
     line = [{"ServiceID": SERVICE, "ServiceOrderID": "1", "Qty": "3000.00"}]
     request = rpc.Balance2.CreateRequest2(OP, client_id, line, {"QtyIsAmount": 1, "Overdraft": 1})

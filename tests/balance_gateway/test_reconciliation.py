@@ -393,6 +393,7 @@ def test_periodic_job(balance):
 
 @pytest.mark.django_db
 def test_admin_queue_details_and_resolve_with_comment(client, service):
+    client.defaults["HTTP_ACCEPT_LANGUAGE"] = "en"  # reads the English console's texts (Russian: tests/support)
     customer = Customer.objects.create(service=service, external_id="dealer:1", kind="company", name="C",
                                        status="active", balance_client_id=100123)
     mismatch = Mismatch.objects.create(

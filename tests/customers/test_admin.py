@@ -113,7 +113,7 @@ def test_customer_page_shows_wallet_statement_and_operations(admin_client, custo
 
     assert str(hold.pk)[:12] in section(html, "money-holds") and "Boost" in section(html, "money-holds")
     topups = section(html, "money-topups")
-    assert "123.45" in topups and "pending" in topups
+    assert "123.45" in topups and "Pending" in topups  # the status label
     charges = section(html, "money-charges")
     assert "300.00" in charges and "placement" in charges
 
@@ -121,7 +121,7 @@ def test_customer_page_shows_wallet_statement_and_operations(admin_client, custo
     for order in BalanceOrder.objects.filter(customer=customer):
         assert f"7:{order.pk}" in orders
         assert reverse("admin:payments_balanceorder_change", args=[order.pk]) in orders
-    assert orders.count("pending") == 3  # wallet, placement and boost orders, none in Balance yet
+    assert orders.count("Pending") == 3  # wallet, placement and boost orders, none in Balance yet
     assert 'value="refresh_orders_from_balance"' in orders and 'value="sync_orders_to_balance"' in orders
 
     outbox = section(html, "money-outbox")

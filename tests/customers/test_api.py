@@ -91,6 +91,17 @@ def test_list_filters_and_pagination(api):
     problem(api.get("/api/v1/customers?status=bogus"), 400, "validation_error")
 
 
+@pytest.mark.parametrize("limit", ["0", "501", "-1", "abc", "2.5", "", "\u0663"])
+def test_a_limit_outside_1_to_500_is_a_400_not_a_silent_default(api, limit):
+    data = problem(api.get("/api/v1/customers", {"limit": limit}), 400, "validation_error")
+    assert "limit" in data["errors"], data
+    problem(api.get("/api/v1/events", {"limit": limit}), 400, "validation_error")
+
+
+def test_the_largest_limit_is_served(api):
+    assert api.get("/api/v1/customers?limit=500").status_code == 200
+
+
 def test_unknown_customer_is_404(api):
     problem(api.get("/api/v1/customers/nope"), 404, "not_found")
     problem(api.patch("/api/v1/customers/nope", {"name": "x"}, format="json"), 404, "not_found")
@@ -206,3 +217,17 @@ def test_tenant_isolation_for_customers(api, other_api):
     # The other service may register its own customer with the same external id.
     assert other_api.post("/api/v1/customers", COMPANY, format="json").status_code == 201
     assert Customer.objects.count() == 2
+
+
+@pytest.mark.parametrize("char", ["\x01", "\x08", "\x0b", "\x1f", "\ufffe"])
+def test_characters_xml_cannot_carry_are_refused_before_they_reach_balance(api, char):
+    """A name Balance's XML-RPC could not carry would fail every CreateClient for ever: a 400 naming the field
+    instead, and nothing created. Tab, newline and carriage return are fine."""
+    data = problem(api.post("/api/v1/customers", {**PERSON, "name": f"Ivan{char}Petrov"}, format="json"),
+                   400, "validation_error")
+    assert "name" in data["errors"], data
+    data = problem(api.post("/api/v1/customers", {**COMPANY, "legal": {**COMPANY["legal"], "long_name": f"LLC{char}"}},
+                            format="json"), 400, "validation_error")
+    assert "legal.long_name" in data["errors"], data
+    assert not Customer.objects.exists()
+    assert api.post("/api/v1/customers", {**PERSON, "name": "Ivan\tPetrov\r\n"}, format="json").status_code == 201

@@ -48,6 +48,8 @@ def notify_order(order, consume: str, tid: int):
     payload = {"ServiceID": str(order.service.balance_service_id), "ServiceOrderID": str(order.pk),
                "ConsumeQty": consume, "ConsumeSum": consume, "CompletionQty": "0.00", "ConsumeCurrency": "RUB",
                "Tid": str(tid), "Signal": 1, "SignalDescription": "order"}
+    if settings.BALANCE_GROUP_REPORTING == "enqueue":  # the group's money is then TotalConsumeQty on the parent
+        payload["TotalConsumeQty"] = consume
     body = xmlrpc.client.dumps((payload,), methodname="BalanceClient.NotifyOrder2")
     response = Client().post(f"/balance/notify?secret={settings.BALANCE_NOTIFY_SECRET}", body,
                              content_type="text/xml")

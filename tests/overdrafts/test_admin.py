@@ -41,6 +41,7 @@ def customer(service, products):
 @pytest.fixture
 def logged_in(client):
     def login(user):
+        client.defaults["HTTP_ACCEPT_LANGUAGE"] = "en"  # these tests read the English console's messages
         client.force_login(user)
         return client
     return login
@@ -58,7 +59,7 @@ def test_pages_render_with_data(admin_client, admin_user, customer, service, mod
     assert response.status_code == 200, response.content[:500]
     if model is Overdraft:
         html = response.content.decode()
-        assert "dealer:20101" in html and "1200.00" in html and "3000.00" in html and "manual: check" in html
+        assert "dealer:20101" in html and "1200.00" in html and "3000.00" in html and "Manual: check" in html
         assert admin_client.get(url(Overdraft, "history", obj.pk)).status_code == 200
 
 

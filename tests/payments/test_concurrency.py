@@ -4,6 +4,7 @@
 `test_the_lock_is_what_keeps_it_exact`, which removes it and expects the violation).
 """
 
+import importlib
 import random
 import threading
 import uuid
@@ -16,6 +17,7 @@ from rest_framework.test import APIClient
 
 from customers.models import Customer
 from payments.models import Charge, Hold, Refund
+from payments.services import charge_create
 from tests.conftest import requires_postgres
 from tests.locking import without_row_locks
 from wallets import services as wallet_services
@@ -132,3 +134,88 @@ def test_the_lock_is_what_keeps_it_exact(token, active_customer, monkeypatch):
     except (AssertionError, SystemExit, Exception):
         return
     pytest.fail("without the lock the ledger stayed exact: the concurrency test would not catch a missing lock")
+
+
+# --- the lean charge's database function (payments_charge_create) ----------------------------------------------
+
+def _charge_clients(customer_pk, products, seed):
+    """16 threads, each 30 charges through `charge_create` (on PostgreSQL: the function for every warm charge)."""
+    successes, errors, lock = [], [], threading.Lock()
+    barrier = threading.Barrier(THREADS)
+
+    def client_loop(n):
+        rng = random.Random(seed * 100 + n)
+        barrier.wait()
+        try:
+            for _ in range(30):
+                product = products[rng.choice(["placement", "boost"])]
+                try:
+                    charge = charge_create(customer=Customer(pk=customer_pk), product=product,
+                                           amount=Decimal(rng.randint(100, 4000)) / 100)
+                except Exception as exc:
+                    if getattr(exc, "code", "") != "insufficient_funds":  # the only expected refusal
+                        with lock:
+                            errors.append(repr(exc))
+                    continue
+                with lock:
+                    successes.append(charge)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=client_loop, args=(n,)) for n in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return successes, errors
+
+
+def _assert_charges_exact(customer, charges, errors, start):
+    """Every successful charge is in the ledger once, nothing else is, and the wallet is never overdrawn."""
+    assert errors == []
+    call_command("verify_ledger")
+    wallet = Account.objects.get(kind="wallet", customer=customer, payer_agency=None)
+    assert wallet.balance >= 0, "the wallet was overdrawn"
+    refs = sorted(LedgerTransaction.objects.filter(reference_kind="charge").values_list("reference_id", flat=True))
+    assert refs == sorted(str(c.id) for c in charges)
+    assert wallet.balance + sum((c.amount for c in charges), Decimal(0)) == start
+    assert Charge.objects.filter(customer=customer).count() == len(charges)
+
+
+def _warm(customer, products, amount):
+    """Fund the wallet and charge each product once (accounts and Balance orders): every later charge is lean."""
+    _fund(customer, amount)
+    return [charge_create(customer=customer, product=product, amount=Decimal("1.00")) for product in products.values()]
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_one_wallet_charged_through_the_function_by_16_clients(active_customer, products, run_outbox):
+    warm = _warm(active_customer, products, Decimal("3000.00"))
+    run_outbox()
+    successes, errors = _charge_clients(active_customer.pk, products, seed=11)
+    assert len(successes) > 100
+    assert len(successes) < THREADS * 30, "the funds never ran out: the funds check was not exercised"
+    _assert_charges_exact(active_customer, warm + successes, errors, Decimal("3000.00"))
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_functions_locks_are_what_keep_it_exact(active_customer, products, run_outbox):
+    """The same workload with the function's row locks stripped must break an invariant."""
+    function = importlib.import_module("payments.migrations.0004_charge_create_function")
+    stripped = function.FORWARD.replace("FOR NO KEY UPDATE OF cu", "").replace("FOR NO KEY UPDATE", "")
+    assert function.FORWARD.count("FOR NO KEY UPDATE") == 2 and "FOR NO KEY UPDATE" not in stripped
+    warm = _warm(active_customer, products, Decimal("3000.00"))
+    run_outbox()
+    with connection.cursor() as cursor:
+        cursor.execute(stripped)
+    try:
+        successes, errors = _charge_clients(active_customer.pk, products, seed=11)
+        _assert_charges_exact(active_customer, warm + successes, errors, Decimal("3000.00"))
+    except (AssertionError, SystemExit):  # SystemExit: verify_ledger found a difference
+        return
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(function.FORWARD)
+    pytest.fail("without the function's locks the ledger stayed exact: the test would not catch a missing lock")

@@ -153,8 +153,9 @@ def console(service, products, admin_user, settings) -> Console:
         overdraft_apply_balance_params,
         overdraft_override_set,
     )
+    from payments.models import BalanceOrder
     from payments.services import charge_create, hold_create
-    from wallets.services import wallet_credit_topup
+    from wallets.services import owner_key, wallet_credit_topup
 
     settings.BALANCE_URL = "http://127.0.0.1:9/xmlrpc"  # work an action queues goes nowhere
     agency_a = _with_contract(AgencyFactory(service=service, external_id="agency:a"), service)
@@ -166,6 +167,12 @@ def console(service, products, admin_user, settings) -> Console:
     with transaction.atomic():
         wallet_credit_topup(customer=customer, payer_agency=agency_a, amount=Decimal("500.00"))
         wallet_credit_topup(customer=customer, payer_agency=None, amount=Decimal("100.00"))
+    # Both payers' wallet orders are in Balance, so that a move between them is asked of Balance (which is
+    # unreachable here: the move waits in the outbox, recorded with its reason).
+    for payer in (agency_a, None):
+        key = owner_key(customer_id=customer.pk, payer_agency_id=payer.pk if payer else None)
+        BalanceOrder.objects.create(service=service, customer=customer, payer_agency=payer, kind="wallet",
+                                    key=f"wallet:{key}", sync_status="synced")
     hold = hold_create(customer=customer, product=products["placement"], amount=Decimal("50.00"))
     charge = charge_create(customer=customer, product=products["placement"], amount=Decimal("40.00"))
     # A webhook about the customer to re-send (nobody listens at that address: deliveries wait for a retry).
@@ -229,7 +236,8 @@ CASES: dict[tuple[str, str], Case] = {
     ("customers.customer", "change_agency"): Case(
         _customer_view("change_agency"), lambda c, r: _with_reason({"agency": str(c.agency_b.pk)}, r)),
     ("customers.customer", "adjust_wallet"): Case(
-        _customer_view("adjust_wallet"), lambda c, r: _with_reason({"payer": "self", "amount": "25.00"}, r)),
+        _customer_view("adjust_wallet"), lambda c, r: _with_reason({"payer": "self", "amount": "25.00",
+                                                           "balance_effect": "mirrors_balance"}, r)),
     ("customers.customer", "move_money"): Case(
         _customer_view("move_money"),
         lambda c, r: _with_reason({"from_payer": str(c.agency_a.pk), "to_payer": "self", "amount": "30.00"}, r)),

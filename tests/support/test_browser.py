@@ -92,7 +92,7 @@ def test_support_finds_a_customer_fixes_its_mismatch_and_cannot_edit_ledger_or_t
     page.wait_for_url(f"**/admin/customers/customer/{customer.pk}/change/")
     mismatches = page.locator("#customer-mismatches")
     assert mismatch.summary in mismatches.inner_text()
-    assert "critical" in mismatches.inner_text()
+    assert "Critical" in mismatches.inner_text()  # the severity label
     shot(page, "customer")
 
     # Open the mismatch: its page in the queue says what differs.

@@ -330,18 +330,28 @@ def test_support_cannot_adjust_or_move_money(support_client, customer, agency_a)
 
 def test_adjust_wallet_needs_a_reason_and_records_the_user(billing_client, billing_admin, customer, agency_a):
     before = LedgerTransaction.objects.count()
-    for data in ({"payer": "self", "amount": "150.00", "reason": ""},
-                 {"payer": "self", "amount": "0", "reason": "zero"},
-                 {"payer": "self", "amount": "1.005", "reason": "three places"},
-                 {"payer": "999999", "amount": "10.00", "reason": "unknown payer"}):
+    mirrors, ledger_only = {"balance_effect": "mirrors_balance"}, {"balance_effect": "ledger_only"}
+    for data in ({"payer": "self", "amount": "150.00", "reason": "", **mirrors},
+                 {"payer": "self", "amount": "0", "reason": "zero", **mirrors},
+                 {"payer": "self", "amount": "1.005", "reason": "three places", **mirrors},
+                 {"payer": "999999", "amount": "10.00", "reason": "unknown payer", **mirrors},
+                 {"payer": "self", "amount": "10.00", "reason": "no Balance effect said"},
+                 # money only in billing's ledger would be unpaid completion in Balance once spent
+                 {"payer": "self", "amount": "10.00", "reason": "goodwill", **ledger_only}):
         response = billing_client.post(action(customer, "adjust_wallet"), data)
         assert response.status_code == 200 and response.context["form"].errors, data
+    assert "balance_effect" in response.context["form"].errors
+    assert any("unpaid completion in Balance" in m for m in messages_of(response))
     assert LedgerTransaction.objects.count() == before and not LogEntry.objects.exists()
 
+    form = billing_client.get(action(customer, "adjust_wallet")).content.decode()
+    assert "Balance is not changed" in form and "An adjustment never changes Balance" in form
     response = billing_client.post(action(customer, "adjust_wallet"),
-                                   {"payer": agency_a.pk, "amount": "150.00", "reason": "Paid by bank transfer BT-7"},
-                                   follow=True)
+                                   {"payer": agency_a.pk, "amount": "150.00", "reason": "Paid by bank transfer BT-7",
+                                    **mirrors}, follow=True)
     assert response.redirect_chain[-1][0] == page(customer)
+    assert any("Balance is not changed: this mirrors a change already made in Balance" in m
+               for m in messages_of(response))
     tx = LedgerTransaction.objects.get(type="adjustment")
     assert (tx.created_by, tx.reason, tx.customer, tx.payer_agency) == (
         billing_admin, "Paid by bank transfer BT-7", customer, agency_a)
@@ -350,7 +360,9 @@ def test_adjust_wallet_needs_a_reason_and_records_the_user(billing_client, billi
     assert entry.user == billing_admin and str(tx.public_id) in entry.change_message
 
     billing_client.post(action(customer, "adjust_wallet"),
-                        {"payer": agency_a.pk, "amount": "-200.00", "reason": "Credited twice"})
+                        {"payer": agency_a.pk, "amount": "-200.00", "reason": "Credited twice", **ledger_only})
+    assert LedgerTransaction.objects.filter(type="adjustment").first().description == (
+        "Balance not changed: a correction of billing's ledger only")
     assert wallet_balance(customer, agency_a) == Decimal("-50.00")  # a correction may go below zero
     call_command("verify_ledger")
 
@@ -371,13 +383,14 @@ def test_move_money_between_payers(billing_client, billing_admin, customer, agen
     assert too_much.status_code == 200 and any("Nothing was changed" in m for m in messages_of(too_much))
     assert wallet_balance(customer, agency_a) == Decimal("300.00") and not LogEntry.objects.exists()
 
-    billing_client.post(action(customer, "move_money"), {
+    # Money that never came through Balance (no wallet order there): Balance cannot move it, billing says so and
+    # changes nothing. The move through Balance is tested in test_payer_transfer.py.
+    ledger_only = billing_client.post(action(customer, "move_money"), {
         "from_payer": agency_a.pk, "to_payer": "self", "amount": "120.00", "reason": "Agency A returned it, SUP-9"})
-    assert (wallet_balance(customer, agency_a), wallet_balance(customer, None)) == (Decimal("180.00"),
-                                                                                   Decimal("120.00"))
-    tx = LedgerTransaction.objects.get(type="transfer")
-    assert (tx.created_by, tx.reason, tx.payer_agency) == (billing_admin, "Agency A returned it, SUP-9", agency_a)
-    assert LogEntry.objects.get().user == billing_admin
+    assert any("has no order in Balance" in m for m in messages_of(ledger_only)), messages_of(ledger_only)
+    assert (wallet_balance(customer, agency_a), wallet_balance(customer, None)) == (Decimal("300.00"),
+                                                                                   Decimal("0.00"))
+    assert not LedgerTransaction.objects.filter(type="transfer").exists() and not LogEntry.objects.exists()
     call_command("verify_ledger")
 
 

@@ -8,6 +8,8 @@ Locking scheme (style.md: customer -> wallet -> hold): every write to a customer
   3. the caller's own rows (Hold, Charge, ...), after the customer.
 It re-reads every figure under the lock and validates it there. Service-wide accounts (`clearing`,
 `adjustments`) are never locked nor updated: their balances are not cached, so they are no hot row.
+On PostgreSQL the lean charge takes the same locks in the same order inside the database function
+`payments_charge_create` (migration `payments.0004`), and posts the same rows as `_post_locked`.
 """
 
 from __future__ import annotations

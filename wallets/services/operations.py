@@ -274,10 +274,13 @@ def wallet_adjust(
 def wallet_transfer(
     *, customer: Customer, from_payer: Agency | None, to_payer: Agency | None, amount: Decimal, reason: str,
     created_by: AbstractBaseUser | None, reference_kind: str = "", reference_id: str = "", description: str = "",
+    funds_checked: bool = False,
 ) -> LedgerTransaction:
     """Move free money between two payer wallets of one customer: from -X / to +X (never held money).
 
     The transaction's `payer_agency` is `from_payer` (whose money moves); the statement shows both sides.
+    `funds_checked`: the move mirrors one Balance has already made (billing checked the money before asking), so
+    it is posted even if the source was spent meanwhile and goes below zero.
     """
     reason = required_reason(reason)
     amount = _positive(amount)
@@ -291,7 +294,8 @@ def wallet_transfer(
     source = wallet_account_get_or_create(customer=customer, payer_agency=from_payer)
     target = wallet_account_get_or_create(customer=customer, payer_agency=to_payer)
     locked = lock_accounts([source, target])
-    _funds_check(locked[source.pk], amount, ZERO)
+    if not funds_checked:
+        _funds_check(locked[source.pk], amount, ZERO)
     txn = ledger_post(
         service=customer.service, type=TxType.TRANSFER, entries=[(source, -amount), (target, amount)],
         customer=customer, payer_agency=from_payer, reference_kind=reference_kind, reference_id=reference_id,

@@ -7,12 +7,6 @@ before the failure stay; re-run).
 
 from __future__ import annotations
 
-import sys
-
-from django.core.management.base import BaseCommand, CommandError, CommandParser
-from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
-
 from customers.import_file import (
     COLUMNS,
     ImportAborted,
@@ -22,12 +16,10 @@ from customers.import_file import (
     import_report_write,
 )
 from customers.importing import customers_import
-from disbalance.models import ConsumerService
-
-MAX_BATCH_SIZE = 1000
+from disbalance.file_commands import FileCommand
 
 
-class Command(BaseCommand):
+class Command(FileCommand):
     help = (
         "Link customers and agencies that already exist in Balance to billing, after checking them in Balance. "
         "Never creates anything in Balance; idempotent. CSV columns (header line): " + ", ".join(COLUMNS) + "; "
@@ -35,46 +27,20 @@ class Command(BaseCommand):
         "details the API requires (company and agency: inn, legal_address; individual: lname, fname). "
         "agency_external_id names an agency of this file or one already in billing; balance_person_id is optional."
     )
+    report_help = "also write the skipped rows and reasons here"
+    file_error = ImportFileError
+    aborted = ImportAborted
+    nothing_done = "Nothing was imported."
+    stopped_advice = ("Stopped; batches before the failure are committed. Re-run the same file when Balance is "
+                      "back: rows already linked come back as unchanged.")
 
-    def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("file", help="CSV file with a header line")
-        parser.add_argument("--service", required=True, help="slug of the consumer service")
-        parser.add_argument("--dry-run", action="store_true", help="check everything (Balance too), write nothing")
-        parser.add_argument("--batch-size", type=int, default=100, help="rows per Balance batch and transaction")
-        parser.add_argument("--report", metavar="FILE.csv", help="also write the skipped rows and reasons here")
-        parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    def read_file(self, path: str) -> list:
+        return import_file_read(path)
 
-    def handle(self, *args, **options) -> None:
-        service = ConsumerService.objects.filter(slug=options["service"]).first()
-        if service is None:
-            raise CommandError(f"No consumer service {options['service']!r}.")
-        if not 1 <= options["batch_size"] <= MAX_BATCH_SIZE:
-            raise CommandError(f"--batch-size must be between 1 and {MAX_BATCH_SIZE}.")
-        try:
-            rows = import_file_read(options["file"])
-        except ImportFileError as exc:
-            raise CommandError(f"Cannot read {options['file']}: {exc}. Nothing was imported.") from exc
+    def run(self, **kwargs) -> ImportReport:  # type: ignore[no-untyped-def, override]
+        return customers_import(**kwargs)
 
-        # Log lines (one per Balance call) go through tqdm, so that the bar stays on the last line.
-        with logging_redirect_tqdm(), tqdm(total=len(rows), unit="row", desc="import", dynamic_ncols=True,
-                                           file=getattr(self.stderr, "_out", sys.stderr),
-                                           disable=options["no_progress"]) as bar:
-            try:
-                report = customers_import(service=service, rows=rows, dry_run=options["dry_run"],
-                                          batch_size=options["batch_size"], progress=bar.update)
-            except ImportAborted as exc:
-                aborted = exc
-                report = exc.report
-            else:
-                aborted = None
-        self._finish(report, options)
-        if aborted is not None:
-            raise CommandError(
-                f"{aborted} Stopped; batches before the failure are committed. Re-run the same file when Balance "
-                "is back: rows already linked come back as unchanged."
-            ) from aborted
-
-    def _finish(self, report: ImportReport, options: dict) -> None:
+    def finish(self, report: ImportReport, options: dict) -> None:
         counts = report.counts()
         if report.dry_run:
             summary = (f"Dry run, nothing written: {counts['would_link']} would link, {counts['unchanged']} unchanged, "

@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('agencies', '0002_agency_person_fields_for_balance'),
-        ('payments', '0003_order_adoption'),
+        ('payments', '0007_payer_transfer_verbose_names'),
     ]
 
     operations = [

@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('customers', '0004_low_balance_threshold'),
-        ('overdrafts', '0002_support_groups'),
+        ('overdrafts', '0003_verbose_names'),
     ]
 
     operations = [
