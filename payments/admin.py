@@ -353,7 +353,7 @@ class PayerTransferAdmin(ReadOnlyMoneyAdmin):
     list_filter = ("status", "service")
     list_select_related = ("customer", "from_order__payer_agency", "to_order__payer_agency", "created_by")
     search_fields = ("=customer__external_id",)
-    search_help_text = "Customer id (e.g. dealer:20101), exact"
+    search_help_text = _("Customer id (e.g. dealer:20101), exact")
     fields = ("service", "customer_link", "from_payer", "to_payer", "amount", "reason", "created_by", "status",
               "balance_error", "qty_old", "qty_new", "from_order", "to_order", "ledger_transaction", "created_at",
               "updated_at")

@@ -73,7 +73,11 @@ def emulator_factory() -> Iterator[Callable[..., BalanceEmulator]]:
 
 
 def emulator_proxy(emu: BalanceEmulator) -> xmlrpc.client.ServerProxy:
-    return xmlrpc.client.ServerProxy(emu.url, allow_none=True)
+    """A proxy that sends the ticket the emulator requires, if it requires one (the ticket-on variant), as billing's
+    transport does: tests of the emulator itself then run in every variant."""
+    ticket = emu.options.required_ticket
+    headers = [("X-Ya-Service-Ticket", ticket)] if ticket else []
+    return xmlrpc.client.ServerProxy(emu.url, allow_none=True, headers=headers)
 
 
 def raw_xmlrpc_call(
@@ -81,7 +85,12 @@ def raw_xmlrpc_call(
 ) -> tuple[str, Any]:
     """One XML-RPC call over `requests` (never retried): ("ok", result), ("fault", (code, faultString)),
     ("http", status), ("timeout", None) or ("lost", None) when the connection closed without an answer.
-    `code` is the `<code>` of Balance's XML error, or "" for a fault that is not XML (`Error: DatabaseError...`)."""
+    `code` is the `<code>` of Balance's XML error, or "" for a fault that is not XML (`Error: DatabaseError...`).
+    Without `headers`, the ticket the suite's variant requires (`BALANCE_EMULATOR_OPTIONS`' `required_ticket`) is sent.
+    """
+    if headers is None:
+        ticket = emulator_options_from_env().get("required_ticket")
+        headers = {"X-Ya-Service-Ticket": ticket} if ticket else {}
     body = xmlrpc.client.dumps(params, methodname=method, allow_none=True).encode()
     try:
         response = requests.post(

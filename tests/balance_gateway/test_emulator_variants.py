@@ -4,6 +4,7 @@ notification protocols, tickets, asynchronous completions), notifications, fault
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -438,6 +439,7 @@ def test_management_command_takes_options(tmp_path: Path):
          "--state-file", str(tmp_path / "s.json"), "--option", "group_type=enqueue",
          "--option", "completion_delay_ms=20"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={k: v for k, v in os.environ.items() if k != "BALANCE_EMULATOR_OPTIONS"},  # only the options given here
     )  # fmt: skip
     try:
         url = re.search(r"(http://\S+/xmlrpc)", process.stdout.readline())[1]

@@ -281,6 +281,9 @@ def test_a_process_killed_with_sigkill_then_rerun_ends_as_one_clean_run(service,
     env = {**os.environ, "DATABASE_URL": url, "BALANCE_URL": balance.url, "BALANCE_READ_TIMEOUT": "10",
            "BALANCE_GROUP_REPORTING": settings.BALANCE_GROUP_REPORTING, "CELERY_TASK_ALWAYS_EAGER": "1",
            "LOG_LEVEL": "WARNING"}
+    if balance.options.required_ticket:  # the ticket-on variant: the command sends it as the suite's billing does
+        env.update(BALANCE_TVM_PROVIDER="tests.tvm_tickets.StaticTickets",
+                   TEST_SERVICE_TICKET=balance.options.required_ticket)
     root = Path(__file__).resolve().parents[2]
     process = subprocess.Popen(
         [sys.executable, "manage.py", "adopt_orders", str(orders_file), "--service", "autoru", "--batch-size", "10",
