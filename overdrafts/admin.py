@@ -226,10 +226,10 @@ class OverdraftAdmin(NoDeleteMixin, SimpleHistoryAdmin):
 
 # --- overrides --------------------------------------------------------------------------------------------------
 
-UNCOVERED_WARNING = (
-    "The limit {limit} is above the {granted} Balance granted. Balance's auto-overdraft covers at most {granted}: "
-    "spend beyond it is unpaid completion in Balance (reconciliation shows it as unpaid_completion) until the "
-    "customer pays it."
+UNCOVERED_WARNING = _(
+    "The limit %(limit)s is above the %(granted)s Balance granted. Balance's auto-overdraft covers at most "
+    "%(granted)s: spend beyond it is unpaid completion in Balance (reconciliation shows it as unpaid_completion) "
+    "until the customer pays it."
 )
 
 
@@ -306,8 +306,8 @@ class LimitOverrideAdmin(NoDeleteMixin, admin.ModelAdmin):
                                                   reason=data["reason"], by=request.user,
                                                   expires_at=data.get("expires_at"))
         if created.raises:
-            self.message_user(request, UNCOVERED_WARNING.format(granted=format_amount(created.granted_when_set),
-                                                                limit=format_amount(created.limit)),
+            self.message_user(request, UNCOVERED_WARNING % {"granted": format_amount(created.granted_when_set),
+                                                            "limit": format_amount(created.limit)},
                               messages.WARNING)
         obj.__dict__.update({k: v for k, v in created.__dict__.items() if k != "_state"})
         obj._state.adding, obj._state.db = False, created._state.db

@@ -65,12 +65,12 @@ class Overdraft(models.Model):
     due_at = models.DateTimeField(null=True, blank=True, verbose_name=_("due at"))
     created_at = models.DateTimeField(default=timezone.now, editable=False, verbose_name=_("created at"))
     updated_at = models.DateTimeField(default=timezone.now, verbose_name=_("updated at"))
-    auto_limit = MoneyField(null=True, blank=True,
-                            help_text="ClientLimit of the auto-overdraft billing last set in Balance (empty: never)")
-    auto_set_at = models.DateTimeField(null=True, blank=True)
-    auto_error = models.CharField(max_length=500, blank=True, default="",
-                                  help_text="Balance's refusal of the last SetOverdraftParams (empty: accepted)")
-    auto_refused_at = models.DateTimeField(null=True, blank=True)
+    auto_limit = MoneyField(null=True, blank=True, verbose_name=_("auto-overdraft limit"),
+                            help_text=_("ClientLimit of the auto-overdraft billing last set in Balance (empty: never)"))
+    auto_set_at = models.DateTimeField(null=True, blank=True, verbose_name=_("auto-overdraft set at"))
+    auto_error = models.CharField(max_length=500, blank=True, default="", verbose_name=_("auto-overdraft error"),
+                                  help_text=_("Balance's refusal of the last SetOverdraftParams (empty: accepted)"))
+    auto_refused_at = models.DateTimeField(null=True, blank=True, verbose_name=_("auto-overdraft refused at"))
     history = HistoricalRecords(get_user=history_user)
 
     class Meta:

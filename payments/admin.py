@@ -332,7 +332,7 @@ class CreditDrawAdmin(ReadOnlyMoneyAdmin):
     list_filter = ("status",)
     list_select_related = ("order", "agency")
     search_fields = ("=order__id", "=request_id", "=invoice_id", "=agency__external_id")
-    search_help_text = "Wallet order id, Balance request or invoice id, or agency id (e.g. agency:1), exact"
+    search_help_text = _("Wallet order id, Balance request or invoice id, or agency id (e.g. agency:1), exact")
     fields = ("order_link", "agency", "contract_id", "amount", "status", "request_id", "invoice_id",
               "limit_spent_before", "error", "created_at", "updated_at")
     readonly_fields = fields

@@ -437,30 +437,36 @@ class CreditDraw(models.Model):
     """
 
     class Status(models.TextChoices):
-        PENDING = "pending"
-        REQUESTED = "requested"
-        INVOICING = "invoicing"
-        INVOICED = "invoiced"
-        REFUSED = "refused"
-        UNKNOWN = "unknown"
+        PENDING = "pending", _("Pending")
+        REQUESTED = "requested", _("Requested")
+        INVOICING = "invoicing", _("Invoicing")
+        INVOICED = "invoiced", _("Invoiced")
+        REFUSED = "refused", _("Refused")
+        UNKNOWN = "unknown", _("Unknown")
 
     UNFINISHED = (Status.PENDING, Status.REQUESTED, Status.INVOICING)
     COUNTING = (Status.INVOICING, Status.INVOICED, Status.UNKNOWN)
 
-    order = models.ForeignKey(BalanceOrder, on_delete=models.PROTECT, related_name="credit_draws")
-    agency = models.ForeignKey("agencies.Agency", on_delete=models.PROTECT, related_name="+")
-    contract_id = models.BigIntegerField(help_text="The agency's postpaid contract in Balance")
-    amount = MoneyField()
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
-    request_id = models.BigIntegerField(null=True, blank=True)
-    invoice_id = models.BigIntegerField(null=True, blank=True)
-    limit_spent_before = MoneyField(null=True, blank=True,
-                                    help_text="The contract's LIMIT_SPENT read just before CreateInvoice was sent")
-    error = models.CharField(max_length=500, blank=True, default="")
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
-    updated_at = models.DateTimeField(default=timezone.now)
+    order = models.ForeignKey(BalanceOrder, on_delete=models.PROTECT, related_name="credit_draws",
+                              verbose_name=_("order"))
+    agency = models.ForeignKey("agencies.Agency", on_delete=models.PROTECT, related_name="+",
+                               verbose_name=_("agency"))
+    contract_id = models.BigIntegerField(help_text=_("The agency's postpaid contract in Balance"),
+                                         verbose_name=_("contract id"))
+    amount = MoneyField(verbose_name=_("amount"))
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING,
+                              verbose_name=_("status"))
+    request_id = models.BigIntegerField(null=True, blank=True, verbose_name=_("Balance request id"))
+    invoice_id = models.BigIntegerField(null=True, blank=True, verbose_name=_("Balance invoice id"))
+    limit_spent_before = MoneyField(null=True, blank=True, verbose_name=_("LIMIT_SPENT before"),
+                                    help_text=_("The contract's LIMIT_SPENT read just before CreateInvoice was sent"))
+    error = models.CharField(max_length=500, blank=True, default="", verbose_name=_("error"))
+    created_at = models.DateTimeField(default=timezone.now, editable=False, verbose_name=_("created at"))
+    updated_at = models.DateTimeField(default=timezone.now, verbose_name=_("updated at"))
 
     class Meta:
+        verbose_name = _("credit draw")
+        verbose_name_plural = _("credit draws")
         ordering = ["-id"]
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="credit_draw_amount_positive"),
@@ -469,4 +475,5 @@ class CreditDraw(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"credit draw {self.pk} of {self.amount} on order {self.order_id} ({self.status})"
+        return _("credit draw %(id)s of %(amount)s on order %(order)s (%(status)s)") % {
+            "id": self.pk, "amount": self.amount, "order": self.order_id, "status": self.get_status_display()}
