@@ -235,6 +235,9 @@ BALANCE_REGION_ID = env_int("BALANCE_REGION_ID", 225)
 # "parent" (the wallet order carries the group's money, children ConsumeSum 0) or "enqueue" (money is moved onto
 # children; the wallet order carries TotalConsumeQty).
 BALANCE_GROUP_REPORTING = env("BALANCE_GROUP_REPORTING", "parent")
+# After a pull (GetOrdersInfo, no Tid) credited money ahead of the notifications, a NotifyOrder2 showing less than
+# the pull saw is answered "not found" (Balance re-sends it) until one shows the pulled money, for at most this long.
+BALANCE_PULL_GUARD_SECONDS = env_int("BALANCE_PULL_GUARD_SECONDS", 3600)
 # A child joining a group: 1 keeps Balance from moving the child's free money into the group on its own.
 BALANCE_GROUP_WITHOUT_TRANSFER = env_bool("BALANCE_GROUP_WITHOUT_TRANSFER", True)
 # [unknown] CreateTransferMultiple between orders of one client under different agencies (every move between a

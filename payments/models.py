@@ -129,6 +129,10 @@ class BalanceOrder(models.Model):
     )
     last_tid = models.BigIntegerField(default=0, verbose_name=_("last tid"))
     balance_refreshed_at = models.DateTimeField(null=True, blank=True, verbose_name=_("balance refreshed at"))
+    pulled_money = MoneyField(
+        null=True, blank=True, verbose_name=_("pulled money"),
+        help_text=_("Wallet money a pull credited ahead of the notifications (empty: they have caught up)"))
+    pulled_at = models.DateTimeField(null=True, blank=True, verbose_name=_("pulled at"))
     created_at = models.DateTimeField(default=timezone.now, editable=False, verbose_name=_("created at"))
 
     class Meta:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -13,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from balance_gateway.client import BalanceClient, OrderInfo
-from balance_gateway.notifications import OrderNotification, notification_applier
+from balance_gateway.notifications import OrderNotification, UnknownObject, notification_applier
 from customers.locks import lock_customer
 from customers.models import Customer
 from disbalance.events import MoneyEvent
@@ -98,6 +99,17 @@ def order_apply_balance_state(*, order_id: int, state: OrderState) -> str:
     delta = wallet_money - order.credited_qty
     if state.tid is None and delta <= 0:
         return "stale"
+    if state.tid is not None and order.pulled_money is not None:
+        if wallet_money >= order.pulled_money or order.pulled_at is None or \
+                order.pulled_at < timezone.now() - timedelta(seconds=settings.BALANCE_PULL_GUARD_SECONDS):
+            order.pulled_money = order.pulled_at = None  # the notifications have caught up with the pull
+        else:
+            # A pull credited money this notification does not show yet: it may have been sent before that money
+            # came (reordered, or late). Applying it would take the money back and credit it again on the next
+            # one. Balance re-sends it; by then the notification of the pulled money has set things straight (an
+            # older one is then stale, a newer one showing less is a real cut and applies).
+            raise UnknownObject(f"order {order.pk}: notification Tid {state.tid} shows {format_amount(wallet_money)}"
+                                f", less than the {format_amount(order.pulled_money)} a pull credited; re-send later")
     if delta < 0 and order.payer_agency_id and credit_drawn_since(order_id=order.pk, since=order.balance_refreshed_at):
         # A notification sent before a credit invoice, delivered after it (reordered): its money lacks the credit
         # just drawn, which would look like money taken away. The invoice's own notification (a newer Tid) follows.
@@ -113,6 +125,8 @@ def order_apply_balance_state(*, order_id: int, state: OrderState) -> str:
             topup.save(update_fields=["status", "succeeded_at", "updated_at"])
         if remaining > 0:
             _credit(order, customer, remaining, None, reference_tid)
+        if state.tid is None:
+            order.pulled_money, order.pulled_at = wallet_money, timezone.now()
     elif delta < 0:
         # Balance took money off the order (a refund or transfer made in Balance): mirror it, with the reason.
         ledger.wallet_adjust(
@@ -132,7 +146,7 @@ def order_apply_balance_state(*, order_id: int, state: OrderState) -> str:
         order.last_tid = state.tid
     order.balance_refreshed_at = timezone.now()
     order.save(update_fields=["credited_qty", "balance_consume_qty", "balance_completion_qty", "last_tid",
-                              "balance_refreshed_at"])
+                              "balance_refreshed_at", "pulled_money", "pulled_at"])
     return "applied"
 
 

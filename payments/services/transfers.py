@@ -195,8 +195,12 @@ def payer_transfer_post(*, transfer_id: int) -> PayerTransfer:
         customer=customer, from_payer=transfer.from_order.payer_agency, to_payer=transfer.to_order.payer_agency,
         amount=transfer.amount, reason=transfer.reason, by=transfer.created_by, reference_kind="payer_transfer",
         reference_id=str(transfer.pk), funds_checked=True)
-    BalanceOrder.objects.filter(pk=transfer.from_order_id).update(credited_qty=F("credited_qty") - transfer.amount)
-    BalanceOrder.objects.filter(pk=transfer.to_order_id).update(credited_qty=F("credited_qty") + transfer.amount)
+    # A pull's mark (`pulled_money`, empty stays empty) moves with the money, so Balance's next notification of the
+    # source is not taken for one sent before the pull.
+    BalanceOrder.objects.filter(pk=transfer.from_order_id).update(credited_qty=F("credited_qty") - transfer.amount,
+                                                                  pulled_money=F("pulled_money") - transfer.amount)
+    BalanceOrder.objects.filter(pk=transfer.to_order_id).update(credited_qty=F("credited_qty") + transfer.amount,
+                                                                pulled_money=F("pulled_money") + transfer.amount)
     transfer.status, transfer.ledger_transaction, transfer.updated_at = (
         PayerTransfer.Status.DONE, transaction_, timezone.now())
     transfer.save(update_fields=["status", "ledger_transaction", "updated_at"])

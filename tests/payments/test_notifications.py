@@ -191,3 +191,52 @@ def test_money_paid_outside_a_topup_is_credited(api, emulator, run_outbox, balan
     assert api.get(f"{CUSTOMER}/wallet").json()["balance"] == "75.00"
     statement = api.get(f"{CUSTOMER}/wallet/transactions").json()["results"]
     assert statement[0]["type"] == "topup" and statement[0]["reference"]["kind"] == "balance_order"
+
+
+@pytest.mark.django_db
+def test_a_notification_older_than_a_pull_waits_instead_of_taking_the_pulled_money_back(settings, active_customer,
+                                                                                         wallet_order):
+    """The soak's seed 202: a pull credits paid money, then a NotifyOrder2 sent before that payment arrives late.
+    Applied, it would take the money back and the next notification would credit it again (money without its
+    top-up). It is answered NOT_FOUND (Balance re-sends it) until the notification of the pulled money comes; then
+    the old one is stale and a newer one showing less is a real cut."""
+    from payments.services import OrderState, order_apply_balance_state
+
+    client = Client()
+    assert b"SUCCESS" in notify(client, settings, "BalanceClient.NotifyOrder2",
+                                order_payload(wallet_order, "100.00", 10)).content
+    assert order_apply_balance_state(order_id=wallet_order.pk, state=OrderState(
+        consume_money=Decimal("300.00"), completion_qty=Decimal("0"), tid=None)) == "applied"  # the pull
+    late = order_payload(wallet_order, "100.00", 11)  # sent before the 200.00 came, delivered after the pull
+    assert b"NOT_FOUND" in notify(client, settings, "BalanceClient.NotifyOrder2", late).content
+    assert wallet_balance(active_customer) == Decimal("300.00")
+    assert b"SUCCESS" in notify(client, settings, "BalanceClient.NotifyOrder2",
+                                order_payload(wallet_order, "300.00", 12)).content  # the payment's own
+    assert b"SUCCESS" in notify(client, settings, "BalanceClient.NotifyOrder2", late).content  # re-sent: stale
+    assert wallet_balance(active_customer) == Decimal("300.00")
+    assert not LedgerTransaction.objects.filter(type="adjustment").exists()
+    assert b"SUCCESS" in notify(client, settings, "BalanceClient.NotifyOrder2",
+                                order_payload(wallet_order, "250.00", 13)).content  # a real cut, after catching up
+    assert wallet_balance(active_customer) == Decimal("250.00")
+    assert sorted(BalanceNotification.objects.values_list("tid", "outcome")) == [
+        (10, "applied"), (11, "stale"), (12, "applied"), (13, "applied")]
+    call_command("verify_ledger")
+
+
+@pytest.mark.django_db
+def test_the_pull_guard_lapses(settings, active_customer, wallet_order):
+    """Notifications that never catch up (lost for good) do not block a real cut for longer than the guard."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from payments.services import OrderState, order_apply_balance_state
+
+    order_apply_balance_state(order_id=wallet_order.pk, state=OrderState(
+        consume_money=Decimal("300.00"), completion_qty=Decimal("0"), tid=None))
+    BalanceOrder.objects.filter(pk=wallet_order.pk).update(
+        pulled_at=timezone.now() - timedelta(seconds=settings.BALANCE_PULL_GUARD_SECONDS + 1))
+    assert b"SUCCESS" in notify(Client(), settings, "BalanceClient.NotifyOrder2",
+                                order_payload(wallet_order, "200.00", 20)).content
+    assert wallet_balance(active_customer) == Decimal("200.00")
+    assert BalanceOrder.objects.get(pk=wallet_order.pk).pulled_money is None
