@@ -129,7 +129,7 @@ def test_the_credit_lock_is_what_keeps_the_limit(api, token, emulator, run_outbo
 
     def slow_read(**kwargs):
         value = read(**kwargs)
-        time.sleep(0.02)
+        time.sleep(0.2)  # wide enough that both sides read before either commits, even on a loaded CI
         return value
 
     monkeypatch.setattr(selectors, "agency_credit_used", slow_read)
