@@ -12,7 +12,7 @@ class _CacheDown:
     def get(self, *args, **kwargs):
         raise RedisConnectionError("Error 111 connecting to 127.0.0.1:6390. Connection refused.")
 
-    set = add = get
+    set = add = incr = get_many = get
 
 
 @pytest.mark.django_db
