@@ -76,6 +76,13 @@ PERIODIC_JOBS: list[PeriodicJob] = [
         "Release holds past their expiry (status `expired`, webhook `hold.expired`).",
     ),
     PeriodicJob(
+        "overrides_expire",
+        "overdrafts.tasks.overrides_expire",
+        timedelta(minutes=1),
+        "End support's limit overrides past their expiry (webhook `overdraft.limit_changed`; the auto-overdraft "
+        "in Balance follows).",
+    ),
+    PeriodicJob(
         "overdrafts_check",
         "overdrafts.tasks.overdrafts_check",
         crontab(minute=7),

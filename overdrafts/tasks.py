@@ -20,3 +20,8 @@ def overdrafts_pull() -> dict[str, int]:
 @shared_task(ignore_result=True)
 def agency_credits_pull() -> dict[str, int]:
     return services.agency_credits_pull()
+
+
+@shared_task(ignore_result=True)
+def overrides_expire() -> int:
+    return services.overrides_expire()

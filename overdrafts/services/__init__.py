@@ -71,6 +71,7 @@ from overdrafts.services.support import (
     overdraft_override_end,
     overdraft_override_set,
     overdraft_override_validate,
+    overrides_expire,
 )
 
 __all__ = [
@@ -100,6 +101,7 @@ __all__ = [
     "overdraft_override_validate",
     "overdrafts_check",
     "overdrafts_pull",
+    "overrides_expire",
     "payment_term",
     "spend_limit",
     "wallet_correct",

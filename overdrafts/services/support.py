@@ -116,6 +116,33 @@ def overdraft_override_end(*, override: LimitOverride, reason: str, by: Abstract
     return override
 
 
+EXPIRED_REASON = "Expired"
+
+
+def overrides_expire(*, now: datetime | None = None) -> int:
+    """End every open override whose expiry has passed (periodic, every minute), each in its own transaction:
+    `ended_at` is its expiry, `end_reason` "Expired", no user. The limit already stopped counting at the expiry
+    (`LimitOverride.active_at`); this tells the consumer (`overdraft.limit_changed`, cause `support`, previous
+    limit the override's) and Balance (the auto-overdraft follows the limit down, never below the debt)."""
+    now = now or timezone.now()
+    ended = 0
+    due = LimitOverride.objects.filter(ended_at__isnull=True, expires_at__lte=now).values_list("pk", "customer_id")
+    for pk, customer_id in due:
+        with transaction.atomic():
+            customer = lock_customer(customer_id)  # lock order: customer first, as every override write
+            override = LimitOverride.objects.select_for_update().get(pk=pk)
+            if override.ended_at is not None:
+                continue  # ended or replaced by support in between
+            expires_at = override.expires_at
+            before = selectors.overdraft_limit(customer=customer, now=expires_at - timedelta(microseconds=1))
+            override.ended_at, override.end_reason = expires_at, EXPIRED_REASON
+            override.save(update_fields=["ended_at", "end_reason"])
+            overdraft_limit_announce(customer=customer, before=before, cause="support", reason=EXPIRED_REASON)
+            auto_overdraft_enqueue_if_changed(customer=customer)
+            ended += 1
+    return ended
+
+
 @transaction.atomic
 def customer_block(*, customer: Customer, reason: str, by: AbstractBaseUser) -> Block:
     """Support blocks the customer by hand: charges and holds get `409 customer_blocked` until support

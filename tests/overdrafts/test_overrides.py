@@ -112,3 +112,41 @@ def test_an_agency_customer_gets_no_override(service, billing_admin):
     with pytest.raises(NoOverdraftForAgencyCustomer):
         overdraft_override_set(customer=customer, limit=Decimal("100.00"), reason="x", by=billing_admin,
                                expires_at=timezone.now() + timedelta(days=1))
+
+
+@pytest.mark.django_db
+def test_an_expired_override_is_ended_and_announced_once(customer, support_user, billing_admin, clock):
+    from disbalance.models import WebhookEvent
+    from overdrafts.services import overrides_expire
+
+    raised = overdraft_override_set(customer=customer, limit=Decimal("8000.00"), reason="big campaign",
+                                    by=billing_admin, expires_at=timezone.now() + timedelta(days=7))
+    lowered_elsewhere = overdraft_override_set(customer=CustomerFactory(status="active"), limit=Decimal("0.00"),
+                                               reason="watch", by=support_user,
+                                               expires_at=timezone.now() + timedelta(days=30))
+    events = WebhookEvent.objects.filter(type="overdraft.limit_changed", customer_pk=customer.pk)
+    announced = events.count()  # Balance's grant and the raise
+    assert overrides_expire() == 0  # nothing due yet
+    clock.advance(days=8)
+    assert overrides_expire() == 1
+    raised.refresh_from_db()
+    assert (raised.ended_at, raised.end_reason, raised.ended_by) == (raised.expires_at, "Expired", None)
+    expired = events.order_by("sequence").last()
+    assert {k: expired.data[k] for k in ("limit", "previous_limit", "cause", "reason")} == {
+        "limit": "5000.00", "previous_limit": "8000.00", "cause": "support", "reason": "Expired"}
+    assert overrides_expire() == 0 and events.count() == announced + 1  # once
+    lowered_elsewhere.refresh_from_db()
+    assert lowered_elsewhere.ended_at is None  # not yet due
+
+
+@pytest.mark.django_db
+def test_an_override_ended_by_support_is_not_expired_again(customer, billing_admin, clock):
+    from overdrafts.services import overrides_expire
+
+    raised = overdraft_override_set(customer=customer, limit=Decimal("8000.00"), reason="big campaign",
+                                    by=billing_admin, expires_at=timezone.now() + timedelta(days=7))
+    overdraft_override_end(override=raised, reason="campaign cancelled", by=billing_admin)
+    clock.advance(days=8)
+    assert overrides_expire() == 0
+    raised.refresh_from_db()
+    assert (raised.end_reason, raised.ended_by) == ("campaign cancelled", billing_admin)
