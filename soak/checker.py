@@ -652,13 +652,29 @@ def check_events(service: Any) -> list[str]:
     return problems[:50]
 
 
+def group_money_on_children(state: dict[str, Any], *, enqueue: bool) -> dict[tuple[int, int], Decimal]:
+    """(ServiceID, wallet order id) -> money Balance moved onto the wallet's children: the "enqueue" reporting type
+    moves a group's money onto each child as it completes, so the wallet's money is its own plus its children's
+    (money fields: a child's product may not be priced one unit per rouble). Nothing in the "parent" type."""
+    moved: dict[tuple[int, int], Decimal] = defaultdict(Decimal)
+    if enqueue:
+        for o in state["orders"]:
+            if int(o["GroupServiceOrderID"] or 0):
+                moved[(int(o["ServiceID"]), int(o["GroupServiceOrderID"]))] += dec(o["ConsumeSum"])
+    return moved
+
+
 def check_orders(service: Any, state: dict[str, Any], report: Report, label: str) -> None:
     """Every order agrees with the emulator: money in, money out, ownership; paid requests once; none unpaid."""
+    from django.conf import settings
+
     from payments.models import BalanceOrder, CreditDraw, TopUp
     from wallets.models import Account
 
     problems = []
     emulated = {(int(o["ServiceID"]), int(o["ServiceOrderID"])): o for o in state["orders"]}
+    enqueue = settings.BALANCE_GROUP_REPORTING == "enqueue"
+    on_children = group_money_on_children(state, enqueue=enqueue)
     spend = dict(Account.objects.filter(service=service, kind="spend").values_list("key", "balance"))
     credited_topups: dict[int, Decimal] = defaultdict(Decimal)
     for order_id, amount in TopUp.objects.filter(service=service, status="succeeded").values_list("order_id",
@@ -688,8 +704,12 @@ def check_orders(service: Any, state: dict[str, Any], report: Report, label: str
             problems.append(f"{what}: not in Balance")
             continue
         rows = []
-        if dec(info["ConsumeQty"]) - credit[order.pk] != order.credited_qty:
-            rows.append(f"ConsumeQty {info['ConsumeQty']} less credit drawn {credit[order.pk]} vs credited "
+        # The money on the order in Balance; in the enqueue type a wallet's group money includes what was moved
+        # onto its children, and a child's own money is counted there, not here.
+        consume = dec(info["ConsumeQty"]) + on_children[key]
+        if not (enqueue and order.kind == "child") and consume - credit[order.pk] != order.credited_qty:
+            moved = f" + {on_children[key]} on its children" if on_children[key] else ""
+            rows.append(f"ConsumeQty {info['ConsumeQty']}{moved} less credit drawn {credit[order.pk]} vs credited "
                         f"{order.credited_qty}")
         want_completion = spend.get(order.key.replace("child:", "spend:", 1), Decimal(0)) \
             if order.kind == "child" else Decimal(0)
@@ -703,9 +723,9 @@ def check_orders(service: Any, state: dict[str, Any], report: Report, label: str
         if int(info["GroupServiceOrderID"] or 0) != (order.parent_id or 0):
             rows.append(f"GroupServiceOrderID {info['GroupServiceOrderID']} vs {order.parent_id}")
         if order.kind == "wallet":
-            if paid_per_order[order.pk] + credit[order.pk] != dec(info["ConsumeQty"]):
+            if paid_per_order[order.pk] + credit[order.pk] != consume:
                 rows.append(f"paid requests {paid_per_order[order.pk]} + credit drawn {credit[order.pk]} vs "
-                            f"ConsumeQty {info['ConsumeQty']}")
+                            f"group money {consume}")
             if credited_topups[order.pk] != order.credited_qty:
                 rows.append(f"succeeded top-ups {credited_topups[order.pk]} vs credited {order.credited_qty}")
         if dec(info.get("UnpaidQty", 0)) != 0:

@@ -29,6 +29,7 @@ import json
 import multiprocessing
 import os
 import random
+import shlex
 import shutil
 import signal
 import socket
@@ -249,6 +250,7 @@ def build_stack(args: argparse.Namespace, run_dir: Path) -> Stack:
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("CI_DATABASE_URL", None)
+    env.update(billing_settings_for(variant_options()))
     stack = Stack(run_dir, env, web_port, emulator_port, redis_port)
     stack.add(Service("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port), "--save", "",
                                 "--appendonly", "no", "--daemonize", "no"], env, run_dir,
@@ -269,6 +271,31 @@ def build_stack(args: argparse.Namespace, run_dir: Path) -> Stack:
     stack.add(Service("beat", [str(VENV_BIN / "celery"), "-A", "disbalance", "beat", "--loglevel=INFO",
                                "--schedule", str(run_dir / "celerybeat-schedule")], env, run_dir))
     return stack
+
+
+def variant_options() -> dict[str, Any]:
+    """The emulator variant (`BALANCE_EMULATOR_OPTIONS`, a JSON object, as for the suite): the emulator subprocess
+    reads it from its environment; billing is configured to match below."""
+    from soak.workload import emulator_options
+
+    try:
+        options = emulator_options()
+    except ValueError as exc:
+        raise SoakSetupError(f"BALANCE_EMULATOR_OPTIONS is not JSON: {exc}") from None
+    if not isinstance(options, dict):
+        raise SoakSetupError("BALANCE_EMULATOR_OPTIONS must be a JSON object")
+    return options
+
+
+def billing_settings_for(options: dict[str, Any]) -> dict[str, str]:
+    """Billing's settings for the emulator's variant, as production is told how Balance is set up for the service:
+    the unified-account reporting type, and a TVM ticket on every call when the emulator requires one. (The
+    notification protocol needs nothing: /balance/notify takes both, authenticated by the secret in the URL.)"""
+    settings = {"BALANCE_GROUP_REPORTING": str(options.get("group_type") or "parent")}
+    if options.get("required_ticket"):
+        settings.update(BALANCE_TVM_PROVIDER="soak.tickets.StaticTicket",
+                        SOAK_SERVICE_TICKET=str(options["required_ticket"]))
+    return settings
 
 
 def close_connections() -> None:
@@ -483,7 +510,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def replay_command(args: argparse.Namespace) -> str:
     extra = f" --clients {args.clients}" if args.clients != 4 else ""
     extra += " --no-chaos" if args.no_chaos else ""
-    return f".venv/bin/python -m soak.run --seed {args.seed} --duration {args.duration:g}{extra}"
+    extra += f" --db {args.db}" if args.db != DB_NAME else ""
+    variant = os.environ.get("BALANCE_EMULATOR_OPTIONS")
+    prefix = f"BALANCE_EMULATOR_OPTIONS={shlex.quote(variant)} " if variant else ""
+    return f"{prefix}.venv/bin/python -m soak.run --seed {args.seed} --duration {args.duration:g}{extra}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -494,6 +524,12 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
     log(f"seed {args.seed}, {args.duration:g}s, {args.clients} clients; logs in {run_dir.relative_to(ROOT)}")
+    try:
+        variant = variant_options()
+    except SoakSetupError as exc:
+        log(f"setup failed: {exc}")
+        return 2
+    log(f"emulator variant: {json.dumps(variant) if variant else 'default'}; billing: {billing_settings_for(variant)}")
     log(f"replay with: {replay_command(args)}")
     stack = build_stack(args, run_dir)
     os.environ.update({**stack.env, "LOG_LEVEL": "WARNING"})  # this process: Django for setup and checks

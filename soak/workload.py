@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import random
 import threading
 import time
@@ -53,8 +54,8 @@ class ClientConfig:
 # --- emulator control (XML-RPC, not faulted) ----------------------------------------------------------------------
 
 class _TimeoutTransport(xmlrpc.client.Transport):
-    def __init__(self, timeout: float) -> None:
-        super().__init__()
+    def __init__(self, timeout: float, headers: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(headers=headers or [])
         self.timeout = timeout
 
     def make_connection(self, host: Any) -> http.client.HTTPConnection:
@@ -63,8 +64,16 @@ class _TimeoutTransport(xmlrpc.client.Transport):
         return connection
 
 
+def emulator_options() -> dict[str, Any]:
+    """The emulator variant of this run (`BALANCE_EMULATOR_OPTIONS`, a JSON object; default none), as the suite's."""
+    return json.loads(os.environ.get("BALANCE_EMULATOR_OPTIONS") or "{}")
+
+
 def emulator(url: str, timeout: float = 30.0) -> xmlrpc.client.ServerProxy:
-    return xmlrpc.client.ServerProxy(url, transport=_TimeoutTransport(timeout), allow_none=True)
+    """Control of the emulator; with the ticket it requires, if it requires one (the ticket-on variant)."""
+    ticket = emulator_options().get("required_ticket")
+    headers = [("X-Ya-Service-Ticket", ticket)] if ticket else []
+    return xmlrpc.client.ServerProxy(url, transport=_TimeoutTransport(timeout, headers=headers), allow_none=True)
 
 
 # --- the HTTP client with retries ---------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -32,11 +32,13 @@ class OrderState:
     all the money Balance has on the wallet (agency credit drawn on it included: `order_apply_balance_state`
     takes that off, it is not wallet money).
     `tid` None means a pull (GetOrdersInfo, no Tid): it may only add money, never take it away, because a
-    notification newer than what was read may already be applied."""
+    notification newer than what was read may already be applied. `read_at`: when a pull began reading (None: not
+    known), so that a credit invoice counted after it is not taken off figures that may not include it yet."""
 
     consume_money: Decimal
     completion_qty: Decimal
     tid: int | None
+    read_at: datetime | None = None
 
 
 def _credit(order: BalanceOrder, customer: Customer, amount: Decimal, topup: TopUp | None, tid: int | str) -> None:
@@ -93,6 +95,12 @@ def order_apply_balance_state(*, order_id: int, state: OrderState) -> str:
         return "stale"  # money is being moved here or away in Balance (adoption, payer transfer): posted by that
     if order.payer_agency_id and credit_draw_in_flight(order.pk):
         return "stale"  # a credit invoice is being made: the money may or may not include it yet
+    if state.tid is None and state.read_at is not None and order.payer_agency_id and credit_drawn_since(
+            order_id=order.pk, since=state.read_at):
+        # Read before a credit invoice was counted: taking that credit off money that may lack it would credit
+        # part of a top-up as money without one (and the rest later, again without it). The next pull, or the
+        # invoice's own notification, brings figures that include it.
+        return "stale"
     # Agency credit drawn on the order (credit invoices) is the agency's, not money paid into the wallet.
     wallet_money = state.consume_money - credit_drawn(order_id=order.pk) if order.payer_agency_id else \
         state.consume_money
@@ -240,6 +248,7 @@ def orders_pull(*, orders: list[BalanceOrder] | None = None, client: BalanceClie
                 children.setdefault(child.parent_id, []).append(child)  # type: ignore[arg-type]
         keys = [(o.service.balance_service_id, o.pk) for o in chunk]
         keys += [(o.service.balance_service_id, c.pk) for o in chunk for c in children.get(o.pk, [])]
+        read_at = timezone.now()
         infos = client.get_orders_info(keys)
         by_id = {int(info.service_order_id): info for info in infos}
         for order in chunk:
@@ -250,6 +259,6 @@ def orders_pull(*, orders: list[BalanceOrder] | None = None, client: BalanceClie
             child_infos = [by_id[c.pk] for c in children.get(order.pk, []) if c.pk in by_id]
             outcome = order_apply_balance_state(order_id=order.pk, state=OrderState(
                 consume_money=wallet_money_from_info(info, child_infos), completion_qty=info.completion_qty,
-                tid=None))
+                tid=None, read_at=read_at))
             outcomes[outcome] += 1
     return outcomes

@@ -1,12 +1,11 @@
 """Overdraft and agency credit under concurrent charges (PostgreSQL row locks).
 
 `test_agency_credit_under_16_clients` fails when the AgencyCredit lock is removed: see
-`test_the_credit_lock_is_what_keeps_the_limit`, which removes it and expects the limit to be broken.
+`test_the_credit_lock_is_what_keeps_the_limit`, which shows the last slot of the credit taken twice without it.
 """
 
 import random
 import threading
-import time
 import uuid
 from decimal import Decimal
 
@@ -119,22 +118,64 @@ def test_agency_credit_under_16_clients(api, token, emulator, run_outbox, balanc
     assert AgencyCredit.objects.get(agency=agency).used == used
 
 
+def _charge(token, path, amount):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client.post(f"{path}/charges", {"product": "placement", "amount": amount}, format="json",
+                       HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4()))
+
+
 @requires_postgres
 @pytest.mark.django_db(transaction=True)
-def test_the_credit_lock_is_what_keeps_the_limit(api, token, emulator, run_outbox, balance, products, monkeypatch):
-    """The same workload without the AgencyCredit lock (and a pause that widens the race) must overspend."""
+@pytest.mark.parametrize("locked", [True, False], ids=["with the lock", "without the lock"])
+def test_the_credit_lock_is_what_keeps_the_limit(api, token, emulator, run_outbox, balance, products, monkeypatch,
+                                                 locked):
+    """The last 1,000.00 of the shared credit, asked for by a customer on each side at once. Each spend reads the
+    other's use, then waits at a barrier for the other's read: the interleaving is certain, no sleep decides it.
+
+    Without the AgencyCredit lock both reads come before either write and both spends pass: nothing else (the
+    customer locks, the agency's `credit.draw` outbox rows, ...) serializes the spends of one agency's customers,
+    so `test_agency_credit_under_16_clients` would catch a missing lock. With it, the second spend cannot read
+    until the first commits (the barrier times out for the first) and is refused."""
     agency = _agency_setup(api, emulator, run_outbox)
-    without_row_locks(monkeypatch, AgencyCredit)
+    a, b = "/api/v1/customers/dealer:a", "/api/v1/customers/dealer:b"
+    assert _charge(token, a, "5000.00").status_code == 201
+    assert _charge(token, b, "4000.00").status_code == 201  # 9,000.00 of 10,000.00 used: one slot left
+    if not locked:
+        without_row_locks(monkeypatch, AgencyCredit)
+    barrier = threading.Barrier(2, timeout=1.0 if locked else 30.0)
     read = selectors.agency_credit_used
 
-    def slow_read(**kwargs):
+    def read_then_meet(**kwargs):
         value = read(**kwargs)
-        time.sleep(0.2)  # wide enough that both sides read before either commits, even on a loaded CI
+        if kwargs.get("exclude_customer_id") is not None:  # spend_limit's read of the others' use
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:
+                pass  # the other spend never got to its read while this one ran
         return value
 
-    monkeypatch.setattr(selectors, "agency_credit_used", slow_read)
-    # Spends of 1,000.00 each: with the lock exactly ten fit; without it, the last slot is taken by a customer of
-    # each side at once (both read the other's use before either commits).
-    _, _, _, used = _agency_workload(token, agency, operations=12, amounts=(100000, 100000))
-    if used <= Decimal("10000.00"):
-        pytest.fail("without the lock the shared limit held: the concurrency test would not catch a missing lock")
+    monkeypatch.setattr(selectors, "agency_credit_used", read_then_meet)
+    answers = {}
+
+    def spend(path):
+        try:
+            answers[path] = _charge(token, path, "1000.00").status_code
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=spend, args=(path,)) for path in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    used = -(_wallet("dealer:a", agency) + _wallet("dealer:b", agency))
+    if locked:
+        assert barrier.broken, "both spends read the shared use at once although the lock was taken"
+        assert sorted(answers.values()) == [201, 402]
+        assert used == Decimal("10000.00")
+    else:
+        assert not barrier.broken, "without the lock something else kept one spend from reading until the other " \
+                                   "committed: the lock would not be what keeps the limit"
+        assert answers == {a: 201, b: 201}
+        assert used == Decimal("11000.00"), "without the lock the shared limit held"

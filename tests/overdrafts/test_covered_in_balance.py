@@ -287,3 +287,33 @@ def test_a_notification_sent_before_a_credit_invoice_never_takes_money_back():
     assert order_apply_balance_state(order_id=order.pk, state=OrderState(
         consume_money=Decimal("550.00"), completion_qty=ZERO, tid=13)) == "applied"
     assert wallet_balance(customer, agency.pk) == Decimal("50.00")
+
+
+@pytest.mark.django_db
+def test_a_pull_read_before_a_credit_invoice_is_not_credited_after_it():
+    """GetOrdersInfo read before a credit invoice, applied after the draw is counted (make soak seed 303, enqueue
+    variant): its money lacks the credit, so taking the credit off credited part of a paid top-up as money without
+    one, and the rest later. Not applied; the next pull, read after the invoice, pays the top-up whole."""
+    from payments.models import TopUp
+    from payments.services import OrderState, order_apply_balance_state
+    from tests.factories import AgencyFactory, CustomerFactory
+
+    agency = AgencyFactory()
+    customer = CustomerFactory(service=agency.service, agency=agency)
+    order = BalanceOrder.objects.create(key=f"wallet:c{customer.pk}:p{agency.pk}", service=customer.service,
+                                        customer=customer, payer_agency=agency, kind="wallet", sync_status="synced")
+    CreditDraw.objects.create(order=order, agency=agency, contract_id=1, amount=Decimal("200.00"), status="invoiced")
+    topup = TopUp.objects.create(service=customer.service, customer=customer, payer_agency=agency, order=order,
+                                 amount=Decimal("1000.00"), status="awaiting_payment",
+                                 expires_at=timezone.now() + timedelta(days=1))
+    read_at = timezone.now()
+    CreditDraw.objects.create(order=order, agency=agency, contract_id=1, amount=Decimal("150.00"), status="invoiced")
+    assert order_apply_balance_state(order_id=order.pk, state=OrderState(  # 1000 paid + the first draw only
+        consume_money=Decimal("1200.00"), completion_qty=ZERO, tid=None, read_at=read_at)) == "stale"
+    topup.refresh_from_db()
+    order.refresh_from_db()
+    assert topup.status == "awaiting_payment" and order.credited_qty == ZERO
+    assert order_apply_balance_state(order_id=order.pk, state=OrderState(  # read after the second invoice
+        consume_money=Decimal("1350.00"), completion_qty=ZERO, tid=None, read_at=timezone.now())) == "applied"
+    topup.refresh_from_db()
+    assert topup.status == "succeeded" and wallet_balance(customer, agency.pk) == Decimal("1000.00")

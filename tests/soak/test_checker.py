@@ -12,8 +12,10 @@ from soak.checker import (
     check_events,
     check_holds,
     check_refunds,
+    group_money_on_children,
     in_windows,
 )
+from soak.run import billing_settings_for
 from tests.factories import CustomerFactory
 
 T = 1_700_000_000.0
@@ -24,6 +26,26 @@ def op(kind, key, status, *, id=None, code=None, body=None, ref=None, attempts=N
             "ref": ref or {}, "status": status, "code": code, "replayed": False, "id": id,
             "resp": {"id": id} if id else {}, "attempts": attempts or [[t, status if status else "conn", code]],
             "t0": t, "t1": t + 0.1, **extra}
+
+
+def test_billing_is_configured_for_the_emulator_variant():
+    assert billing_settings_for({}) == {"BALANCE_GROUP_REPORTING": "parent"}
+    assert billing_settings_for({"group_type": "enqueue", "notify_protocol": "json"}) == {
+        "BALANCE_GROUP_REPORTING": "enqueue"}
+    assert billing_settings_for({"required_ticket": "3:serv:soak"}) == {
+        "BALANCE_GROUP_REPORTING": "parent", "BALANCE_TVM_PROVIDER": "soak.tickets.StaticTicket",
+        "SOAK_SERVICE_TICKET": "3:serv:soak"}
+
+
+def test_in_the_enqueue_type_a_wallets_money_includes_what_was_moved_onto_its_children():
+    state = {"orders": [
+        {"ServiceID": 7, "ServiceOrderID": 1, "GroupServiceOrderID": 0, "ConsumeSum": "60.00"},
+        {"ServiceID": 7, "ServiceOrderID": 2, "GroupServiceOrderID": 1, "ConsumeSum": "30.00"},
+        {"ServiceID": 7, "ServiceOrderID": 3, "GroupServiceOrderID": 1, "ConsumeSum": "10.00"},
+        {"ServiceID": 7, "ServiceOrderID": 4, "GroupServiceOrderID": None, "ConsumeSum": "5.00"},
+    ]}
+    assert group_money_on_children(state, enqueue=True) == {(7, 1): Decimal("40.00")}
+    assert group_money_on_children(state, enqueue=False) == {}
 
 
 def analyze(ops, restarts=()):
