@@ -133,6 +133,10 @@ class BalanceOrder(models.Model):
         null=True, blank=True, verbose_name=_("pulled money"),
         help_text=_("Wallet money a pull credited ahead of the notifications (empty: they have caught up)"))
     pulled_at = models.DateTimeField(null=True, blank=True, verbose_name=_("pulled at"))
+    read_at = models.DateTimeField(
+        null=True, blank=True, verbose_name=_("read at"),
+        help_text=_("When the last pull applied began reading Balance (a credit invoice drawn after it holds the "
+                    "order's notifications until the next pull)"))
     created_at = models.DateTimeField(default=timezone.now, editable=False, verbose_name=_("created at"))
 
     class Meta:

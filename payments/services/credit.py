@@ -29,18 +29,19 @@ count, and leaves the order's notifications unapplied while a draw's invoice is 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Sum
+from django.db.models import F, Q, QuerySet, Sum
 from django.utils import timezone
 
 from agencies.models import Agency
 from balance_gateway.client import BalanceClient, RequestItem
-from balance_gateway.exceptions import BalanceFinalError, BalanceRetryableError, BalanceUnknownOutcome
+from balance_gateway.exceptions import BalanceError, BalanceFinalError, BalanceRetryableError, BalanceUnknownOutcome
 from customers.models import Customer
 from disbalance.models import OutboxOperation
 from disbalance.money import ZERO
@@ -71,6 +72,24 @@ def credit_drawn_since(*, order_id: int, since: datetime | None) -> bool:
     before it may not include its money yet."""
     draws = CreditDraw.objects.filter(order_id=order_id, status__in=CreditDraw.COUNTING)
     return (draws if since is None else draws.filter(updated_at__gt=since)).exists()
+
+
+def orders_drawn_unread() -> QuerySet:
+    """Ids of wallet orders with a credit invoice drawn since Balance was last read for them (`BalanceOrder.read_at`):
+    their notifications wait for the next pull (`order_apply_balance_state`)."""
+    return CreditDraw.objects.filter(status__in=CreditDraw.COUNTING).filter(
+        Q(order__read_at__isnull=True) | Q(updated_at__gt=F("order__read_at"))).values("order_id")
+
+
+# Called with the orders that just got a credit invoice and the open client: payments' order state registers the
+# pull that reads their figures with the invoice in them (a registry, as the pull's module imports this one).
+_after_draw: list[Callable[[list[BalanceOrder], BalanceClient], object]] = []
+
+
+def on_credit_drawn(func: Callable[[list[BalanceOrder], BalanceClient], object]
+                    ) -> Callable[[list[BalanceOrder], BalanceClient], object]:
+    _after_draw.append(func)
+    return func
 
 
 def credit_draw_in_flight(order_id: int) -> bool:
@@ -206,22 +225,43 @@ def credit_draw_in_balance(operation: OutboxOperation) -> dict[str, Any]:
     if agency.balance_client_id is None or agency.balance_person_id is None:
         raise OutboxRetry(f"agency {agency.external_id} has no Balance client or person yet")
     results: dict[str, Any] = {}
+    drawn: dict[int, BalanceOrder] = {}
     with BalanceClient() as client:
-        # A draw of the agency left unfinished (a lost answer) first: LIMIT_SPENT must move for it alone.
-        for draw in CreditDraw.objects.filter(agency=agency, status__in=CreditDraw.UNFINISHED
-                                              ).select_related("order__service").order_by("id"):
-            results[f"draw:{draw.pk}"] = _settle(client, draw, agency, draw.order)
-        need = credit_needed(order=order)
-        if need <= 0:
-            return results or {"drawn": "0.00"}
-        contract = overdraft_selectors.postpaid_contract(agency=agency)
-        if contract is None:
-            return {**results, "skipped": "the agency has no active postpaid contract"}
         try:
-            with transaction.atomic():
-                draw = CreditDraw.objects.create(order=order, agency=agency, contract_id=contract.balance_contract_id,
-                                                 amount=need)
-        except IntegrityError as exc:  # an unfinished draw of the order appeared meanwhile: the next try settles it
-            raise OutboxRetry("another draw of the order is unfinished") from exc
-        results[f"draw:{draw.pk}"] = _settle(client, draw, agency, order)
+            # A draw of the agency left unfinished (a lost answer) first: LIMIT_SPENT must move for it alone.
+            for draw in CreditDraw.objects.filter(agency=agency, status__in=CreditDraw.UNFINISHED
+                                                  ).select_related("order__service").order_by("id"):
+                results[f"draw:{draw.pk}"] = _settle(client, draw, agency, draw.order)
+                if draw.status == Status.INVOICED:
+                    drawn[draw.order.pk] = draw.order
+            need = credit_needed(order=order)
+            if need <= 0:
+                return results or {"drawn": "0.00"}
+            contract = overdraft_selectors.postpaid_contract(agency=agency)
+            if contract is None:
+                return {**results, "skipped": "the agency has no active postpaid contract"}
+            try:
+                with transaction.atomic():
+                    draw = CreditDraw.objects.create(order=order, agency=agency,
+                                                     contract_id=contract.balance_contract_id, amount=need)
+            except IntegrityError as exc:  # an unfinished draw of the order appeared meanwhile: the next try
+                raise OutboxRetry("another draw of the order is unfinished") from exc
+            results[f"draw:{draw.pk}"] = _settle(client, draw, agency, order)
+            if draw.status == Status.INVOICED:
+                drawn[order.pk] = order
+        finally:
+            _read_after_draws(client, list(drawn.values()))
     return results
+
+
+def _read_after_draws(client: BalanceClient, orders: list[BalanceOrder]) -> None:
+    """Read the orders that just got an invoice at once, so that their notifications (held until Balance is read
+    after a draw) go on; a failure leaves it to the periodic pull (`orders_pull` includes such orders)."""
+    if not orders:
+        return
+    for hook in _after_draw:
+        try:
+            hook(orders, client)
+        except BalanceError as exc:
+            logger.warning("pull after a credit invoice failed; the periodic pull reads the orders",
+                           extra={"orders": [o.pk for o in orders], "error": str(exc)[:200]})

@@ -11,6 +11,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from balance_gateway.client import BalanceClient, OrderInfo
@@ -21,7 +22,13 @@ from disbalance.events import MoneyEvent
 from disbalance.money import CENT, ZERO, format_amount
 from overdrafts import services as overdrafts
 from payments.models import BalanceOrder, TopUp
-from payments.services.credit import credit_draw_in_flight, credit_drawn, credit_drawn_since
+from payments.services.credit import (
+    credit_draw_in_flight,
+    credit_drawn,
+    credit_drawn_since,
+    on_credit_drawn,
+    orders_drawn_unread,
+)
 from payments.services.transfers import money_in_flight
 from wallets import services as ledger
 
@@ -101,12 +108,30 @@ def order_apply_balance_state(*, order_id: int, state: OrderState) -> str:
         # part of a top-up as money without one (and the rest later, again without it). The next pull, or the
         # invoice's own notification, brings figures that include it.
         return "stale"
+    drawn_unread = bool(order.payer_agency_id) and credit_drawn_since(order_id=order.pk, since=order.read_at)
+    if state.tid is not None and drawn_unread:
+        # A credit invoice was drawn after Balance was last read. A notification sent before it, delivered after,
+        # lacks the credit: taking the credit off its money would credit part of a paid top-up as money without
+        # one, or match the wrong top-up, and its Tid cannot tell it from the invoice's own (Balance gives no Tid
+        # with an invoice). Balance re-sends it; the pull made right after every draw (`credit_draw_in_balance`,
+        # and `orders_pull` for orders waiting so) reads figures that include the invoice, and from then on an
+        # older notification showing less waits for the pull guard below.
+        raise UnknownObject(f"order {order.pk}: a credit invoice was drawn after Balance was last read; re-send "
+                            "after the next pull")
     # Agency credit drawn on the order (credit invoices) is the agency's, not money paid into the wallet.
     wallet_money = state.consume_money - credit_drawn(order_id=order.pk) if order.payer_agency_id else \
         state.consume_money
     delta = wallet_money - order.credited_qty
     if state.tid is None and delta <= 0:
-        return "stale"
+        if not (drawn_unread and state.read_at is not None):
+            return "stale"
+        # The first read after a credit invoice: no new money, but the figures include the invoice. Noted, so that
+        # the order's notifications go on, and guarded like a pull that credited money (an older notification
+        # showing less waits for the invoice's own).
+        order.read_at, order.balance_refreshed_at = state.read_at, timezone.now()
+        order.pulled_money, order.pulled_at = (wallet_money, timezone.now()) if delta == 0 else (None, None)
+        order.save(update_fields=["read_at", "balance_refreshed_at", "pulled_money", "pulled_at"])
+        return "applied"
     if state.tid is not None and order.pulled_money is not None:
         if wallet_money >= order.pulled_money or order.pulled_at is None or \
                 order.pulled_at < timezone.now() - timedelta(seconds=settings.BALANCE_PULL_GUARD_SECONDS):
@@ -135,6 +160,7 @@ def order_apply_balance_state(*, order_id: int, state: OrderState) -> str:
             _credit(order, customer, remaining, None, reference_tid)
         if state.tid is None:
             order.pulled_money, order.pulled_at = wallet_money, timezone.now()
+            order.read_at = state.read_at or order.read_at
     elif delta < 0:
         # Balance took money off the order (a refund or transfer made in Balance): mirror it, with the reason.
         ledger.wallet_adjust(
@@ -154,7 +180,7 @@ def order_apply_balance_state(*, order_id: int, state: OrderState) -> str:
         order.last_tid = state.tid
     order.balance_refreshed_at = timezone.now()
     order.save(update_fields=["credited_qty", "balance_consume_qty", "balance_completion_qty", "last_tid",
-                              "balance_refreshed_at", "pulled_money", "pulled_at"])
+                              "balance_refreshed_at", "pulled_money", "pulled_at", "read_at"])
     return "applied"
 
 
@@ -229,11 +255,13 @@ def wallet_money_from_info(wallet: OrderInfo, children: list[OrderInfo]) -> Deci
 
 
 def orders_pull(*, orders: list[BalanceOrder] | None = None, client: BalanceClient | None = None) -> dict[str, int]:
-    """Read wallet orders with top-ups still waiting from Balance (GetOrdersInfo, batched) and credit money that
-    came in, so that a lost notification delays nothing for long. Money is read from the money fields."""
+    """Read wallet orders with top-ups still waiting, or with a credit invoice drawn since they were last read,
+    from Balance (GetOrdersInfo, batched) and credit money that came in, so that a lost notification delays nothing
+    for long. Money is read from the money fields."""
     if orders is None:
         waiting = TopUp.objects.filter(status__in=[TopUp.Status.AWAITING_PAYMENT]).values("order_id")
-        orders = list(BalanceOrder.objects.filter(pk__in=waiting, sync_status=BalanceOrder.SyncStatus.SYNCED)
+        orders = list(BalanceOrder.objects.filter(Q(pk__in=waiting) | Q(pk__in=orders_drawn_unread()),
+                                                  sync_status=BalanceOrder.SyncStatus.SYNCED)
                       .select_related("service"))
     client = client or BalanceClient()
     outcomes = {"orders": len(orders), "applied": 0, "stale": 0, "missing": 0}
@@ -262,3 +290,9 @@ def orders_pull(*, orders: list[BalanceOrder] | None = None, client: BalanceClie
                 tid=None, read_at=read_at))
             outcomes[outcome] += 1
     return outcomes
+
+
+@on_credit_drawn
+def orders_read_after_draw(orders: list[BalanceOrder], client: BalanceClient) -> None:
+    """Right after a credit invoice: read the orders (their notifications wait for it; `order_apply_balance_state`)."""
+    orders_pull(orders=orders, client=client)

@@ -264,7 +264,10 @@ def test_a_draw_balance_refuses_is_shown_to_support_not_retried(api, emulator, r
 @pytest.mark.django_db
 def test_a_notification_sent_before_a_credit_invoice_never_takes_money_back():
     """Reordered delivery: Balance's figures from before a credit invoice arrive after the draw is counted. Their
-    money lacks the credit, which is not money taken away: not applied; the invoice's own notification follows."""
+    money lacks the credit, which is not money taken away. Every notification of the order waits (Balance is told
+    "not found" and re-sends) until a pull read after the invoice; then the pull guard holds back older figures
+    until the invoice's own notification comes."""
+    from balance_gateway.notifications import UnknownObject
     from payments.services import OrderState, order_apply_balance_state
     from tests.factories import AgencyFactory, CustomerFactory
 
@@ -275,18 +278,59 @@ def test_a_notification_sent_before_a_credit_invoice_never_takes_money_back():
     assert order_apply_balance_state(order_id=order.pk, state=OrderState(
         consume_money=Decimal("100.00"), completion_qty=ZERO, tid=10)) == "applied"
     CreditDraw.objects.create(order=order, agency=agency, contract_id=1, amount=Decimal("500.00"), status="invoiced")
-    assert order_apply_balance_state(order_id=order.pk, state=OrderState(  # sent before the invoice
-        consume_money=Decimal("100.00"), completion_qty=ZERO, tid=11)) == "stale"
+    before_invoice = OrderState(consume_money=Decimal("100.00"), completion_qty=ZERO, tid=11)
+    own = OrderState(consume_money=Decimal("600.00"), completion_qty=ZERO, tid=12)  # the invoice's own
+    for state in (before_invoice, own):
+        with pytest.raises(UnknownObject):  # not read since the draw: re-sent later
+            order_apply_balance_state(order_id=order.pk, state=state)
+    assert order_apply_balance_state(order_id=order.pk, state=OrderState(  # the pull right after the invoice
+        consume_money=Decimal("600.00"), completion_qty=ZERO, tid=None, read_at=timezone.now())) == "applied"
     order.refresh_from_db()
-    assert (order.credited_qty, order.last_tid) == (Decimal("100.00"), 10)
-    assert order_apply_balance_state(order_id=order.pk, state=OrderState(  # the invoice's own notification
-        consume_money=Decimal("600.00"), completion_qty=ZERO, tid=12)) == "applied"
+    assert (order.credited_qty, order.last_tid, order.pulled_money) == (Decimal("100.00"), 10, Decimal("100.00"))
+    with pytest.raises(UnknownObject):  # re-sent, still older than what the pull read: waits for the invoice's
+        order_apply_balance_state(order_id=order.pk, state=before_invoice)
+    assert order_apply_balance_state(order_id=order.pk, state=own) == "applied"
+    assert order_apply_balance_state(order_id=order.pk, state=before_invoice) == "stale"  # re-sent again: older
     order.refresh_from_db()
     assert (order.credited_qty, wallet_balance(customer, agency.pk)) == (Decimal("100.00"), Decimal("100.00"))
     # A later lowering is Balance taking money off: mirrored as before.
     assert order_apply_balance_state(order_id=order.pk, state=OrderState(
         consume_money=Decimal("550.00"), completion_qty=ZERO, tid=13)) == "applied"
     assert wallet_balance(customer, agency.pk) == Decimal("50.00")
+
+
+@pytest.mark.django_db
+def test_a_notification_sent_before_a_credit_invoice_pays_no_wrong_top_up():
+    """make soak seed 303, enqueue variant: a NotifyOrder2 sent before a credit invoice of 127.02 and delivered after
+    it showed a paid top-up of 1,674.83; taking the credit off, billing credited 1,547.81, marked an unpaid 1,040.30
+    top-up succeeded and the rest as money without a top-up, and left the paid one waiting. Now the notification
+    waits for the pull read after the invoice, which pays the right top-up whole."""
+    from balance_gateway.notifications import UnknownObject
+    from payments.models import TopUp
+    from payments.services import OrderState, order_apply_balance_state
+    from tests.factories import AgencyFactory, CustomerFactory
+
+    agency = AgencyFactory()
+    customer = CustomerFactory(service=agency.service, agency=agency)
+    order = BalanceOrder.objects.create(key=f"wallet:c{customer.pk}:p{agency.pk}", service=customer.service,
+                                        customer=customer, payer_agency=agency, kind="wallet", sync_status="synced")
+    unpaid, paid = (TopUp.objects.create(service=customer.service, customer=customer, payer_agency=agency,
+                                         order=order, amount=Decimal(amount), status="awaiting_payment",
+                                         expires_at=timezone.now() + timedelta(days=1))
+                    for amount in ("1040.30", "1674.83"))
+    CreditDraw.objects.create(order=order, agency=agency, contract_id=1, amount=Decimal("127.02"), status="invoiced")
+    with pytest.raises(UnknownObject):  # sent before the invoice: the paid top-up without the credit
+        order_apply_balance_state(order_id=order.pk, state=OrderState(
+            consume_money=Decimal("1674.83"), completion_qty=ZERO, tid=7))
+    assert order_apply_balance_state(order_id=order.pk, state=OrderState(  # read after the invoice
+        consume_money=Decimal("1801.85"), completion_qty=ZERO, tid=None, read_at=timezone.now())) == "applied"
+    unpaid.refresh_from_db()
+    paid.refresh_from_db()
+    assert (unpaid.status, paid.status) == ("awaiting_payment", "succeeded")
+    assert wallet_balance(customer, agency.pk) == Decimal("1674.83")
+    assert order_apply_balance_state(order_id=order.pk, state=OrderState(  # re-sent: now it adds nothing
+        consume_money=Decimal("1801.85"), completion_qty=ZERO, tid=8)) == "applied"
+    assert wallet_balance(customer, agency.pk) == Decimal("1674.83")
 
 
 @pytest.mark.django_db
