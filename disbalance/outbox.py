@@ -213,7 +213,7 @@ def _run_with_quick_retries(handler: Handler, operation: OutboxOperation) -> dic
         except Exception as exc:
             if attempt == settings.OUTBOX_INLINE_RETRIES or not _retry_inline(exc):
                 raise
-            time.sleep(min(0.05 * (2**attempt), 0.5) * random.uniform(0.5, 1.0))
+            time.sleep(min(settings.OUTBOX_INLINE_RETRY_PAUSE_SECONDS * (2**attempt), 0.5) * random.uniform(0.5, 1.0))
     return None  # pragma: no cover - the loop returns or raises
 
 

@@ -252,6 +252,8 @@ BALANCE_CALL_RETENTION_DAYS = env_int("BALANCE_CALL_RETENTION_DAYS", 30)
 OUTBOX_MAX_ATTEMPTS = env_int("OUTBOX_MAX_ATTEMPTS", 20)
 # Quick retries inside one attempt after a fast retryable Balance error (not after a timeout).
 OUTBOX_INLINE_RETRIES = env_int("OUTBOX_INLINE_RETRIES", 2)
+# The first quick retry's pause (doubled for each next one, at most 0.5 s, with jitter). Tests shorten it.
+OUTBOX_INLINE_RETRY_PAUSE_SECONDS = env_float("OUTBOX_INLINE_RETRY_PAUSE_SECONDS", 0.05)
 OUTBOX_BACKOFF_BASE_SECONDS = env_float("OUTBOX_BACKOFF_BASE_SECONDS", 2.0)
 OUTBOX_BACKOFF_CAP_SECONDS = env_float("OUTBOX_BACKOFF_CAP_SECONDS", 600.0)
 OUTBOX_LEASE_SECONDS = env_int("OUTBOX_LEASE_SECONDS", 120)

@@ -122,6 +122,10 @@ def balance(balance_emulator, settings):
     settings.BALANCE_READ_TIMEOUT = 1.0
     settings.OUTBOX_BACKOFF_BASE_SECONDS = 0.01
     settings.OUTBOX_BACKOFF_CAP_SECONDS = 0.05
+    # The pauses before a quick retry (the transport's repeat of a read, the outbox's inline retry): tenths of a
+    # second in production, where they let a flaky Balance recover; here they only make fault tests wait.
+    settings.BALANCE_RETRY_BACKOFF_SECONDS = 0.01
+    settings.OUTBOX_INLINE_RETRY_PAUSE_SECONDS = 0.005
     # Billing is told how Balance is set up for the service, as it would be in production: the unified-account
     # reporting type, and a TVM ticket when the emulator requires one (the suite runs in each variant).
     settings.BALANCE_GROUP_REPORTING = balance_emulator.options.group_type

@@ -36,6 +36,9 @@ def real_worker(balance, settings, tmp_path):
         "OUTBOX_BACKOFF_BASE_SECONDS": "0.05",
         "OUTBOX_BACKOFF_CAP_SECONDS": "1",
         "OUTBOX_MAX_ATTEMPTS": "100",
+        # The quick-retry pauses as the balance fixture sets them in this process (production's only make it wait).
+        "BALANCE_RETRY_BACKOFF_SECONDS": str(django_settings.BALANCE_RETRY_BACKOFF_SECONDS),
+        "OUTBOX_INLINE_RETRY_PAUSE_SECONDS": str(django_settings.OUTBOX_INLINE_RETRY_PAUSE_SECONDS),
         "LOG_LEVEL": "WARNING",
     }
     celery_app.control.purge()
