@@ -76,7 +76,10 @@ def compare(run: Any, batch: CustomerBatch, checks: Checks) -> None:
 def _fix_pull(client: BalanceClient, mismatches: list[Mismatch],
               infos: dict[int, OrderInfo | None]) -> dict[int, tuple[bool, str]]:
     notes: dict[int, tuple[bool, str]] = {}
-    fresh = [m for m in mismatches if m.order_id not in infos or infos[m.order_id] is None]
+    # An order paid by an agency is read again rather than given the figures read earlier: a credit invoice drawn
+    # since would be taken off money that may not include it (orders_pull knows when it read; these do not).
+    fresh = [m for m in mismatches if m.order_id not in infos or infos[m.order_id] is None
+             or (m.order is not None and m.order.payer_agency_id is not None)]
     if fresh:
         outcome = orders_pull(orders=[m.order for m in fresh if m.order is not None], client=client)
         for m in fresh:
