@@ -12,7 +12,8 @@
    idempotency keys; meanwhile a chaos thread, at seeded random times, kills the Celery worker (SIGKILL),
    restarts Redis (`shutdown nosave`: the queue is lost) and restarts gunicorn (SIGTERM).
 4. Faults off; the system drains (outbox empty, notifications delivered, spend reported); `spend_report` and
-   `orders_pull` run once more, then reconciliation (`manage.py reconcile`) twice; `soak.checker` checks
+   `orders_pull` run once more, beat stops (its jobs would start new work during the checks), then reconciliation
+   (`manage.py reconcile`) twice; `soak.checker` checks
    everything, prints a summary and every violation. Exit 0 only without violations.
 
 Seeded: the same seed gives the same workload plan, fault sequence and chaos schedule (timing still varies).
@@ -604,9 +605,17 @@ def main(argv: list[str] | None = None) -> int:
         timeline["drained"] = time.time()
         checker.final_jobs(report)
         checker.drain(control, timeout=60, report=report, label="after spend_report/orders_pull")
+        # Beat's periodic jobs (20x more often here) may start new Balance work at any moment, e.g. an auto-overdraft
+        # update after overdrafts_pull: beat stops now, and what it started is drained, so that the checks read a
+        # still system (seed 101, enqueue variant: an overdraft.params operation created during the checks, done
+        # 6 s later, was reported as left waiting).
+        supervisor.stop_event.set()
+        supervisor.join(timeout=30)
+        with lock:
+            stack.services["beat"].stop()
+        checker.drain(control, timeout=60, report=report, label="after beat stopped")
         timeline["converged"] = time.time()
         report.converge_seconds = timeline["converged"] - timeline["faults_off"] if converged else None
-        supervisor.stop_event.set()
         report.supervisor = supervisor.events
         checker.check_all(report, run_dir=run_dir, control=control, stack=stack,
                           chaos_events=chaos.events if chaos else [], chaos_errors=chaos.errors if chaos else [])
