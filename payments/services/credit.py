@@ -68,8 +68,8 @@ def credit_drawn(*, order_id: int) -> Decimal:
 
 
 def credit_drawn_since(*, order_id: int, since: datetime | None) -> bool:
-    """A draw on the order counted after `since` (the order's last applied Balance state): Balance's figures read
-    before it may not include its money yet."""
+    """A draw on the order counted after `since` (when Balance was read; None: ever): Balance's figures read before
+    it may not include its money yet."""
     draws = CreditDraw.objects.filter(order_id=order_id, status__in=CreditDraw.COUNTING)
     return (draws if since is None else draws.filter(updated_at__gt=since)).exists()
 

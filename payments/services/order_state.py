@@ -143,10 +143,6 @@ def order_apply_balance_state(*, order_id: int, state: OrderState) -> str:
             # older one is then stale, a newer one showing less is a real cut and applies).
             raise UnknownObject(f"order {order.pk}: notification Tid {state.tid} shows {format_amount(wallet_money)}"
                                 f", less than the {format_amount(order.pulled_money)} a pull credited; re-send later")
-    if delta < 0 and order.payer_agency_id and credit_drawn_since(order_id=order.pk, since=order.balance_refreshed_at):
-        # A notification sent before a credit invoice, delivered after it (reordered): its money lacks the credit
-        # just drawn, which would look like money taken away. The invoice's own notification (a newer Tid) follows.
-        return "stale"
     reference_tid = state.tid if state.tid is not None else f"pull:{wallet_money}"
     if delta > 0:
         remaining = delta
