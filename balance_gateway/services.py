@@ -10,7 +10,10 @@ it creates, with criteria that cannot match someone else's object:
   a company, last and first name for an individual); several matches go to support as well.
 - with BALANCE_TRUSTS_SERVICE_CLIENT_ID the client also carries SERVICE_CLIENT_ID (the marker).
 
-Progress is stored after every step, so a crash between steps repeats only the lookup.
+Progress is stored after every step, so a crash between steps repeats only the lookup. A lookup tries every name
+and identity the party has had (its history), not only the current one: a change made after a call whose answer
+was lost must not hide what that call created. An object found that way, when the sync carries a change
+(`update`), is given the party's current data, as one created by this sync would have been.
 """
 
 from __future__ import annotations
@@ -45,10 +48,14 @@ def _client_args(party: BalanceParty) -> dict:
 
 
 def party_find_client(party: BalanceParty, client: BalanceClient) -> int | None:
-    """Our client in Balance, found by the marker in its name; None if there is none."""
-    name = client_name(party)
-    found: list[ClientInfo] = client.find_client(name=name)
-    matches = sorted({m.client_id for m in found if m.name == name and m.is_agency == party.IS_AGENCY})
+    """Our client in Balance, found by the marker in its name (with any name the party has had); None if there is
+    none. One FindClient per name: the page does not say whether `Name` matches exactly or in part."""
+    matches_found: set[int] = set()
+    for (name_had,) in values_had(party, ("name",)):
+        name = f"{name_had} [{party.balance_key}]"
+        found: list[ClientInfo] = client.find_client(name=name)
+        matches_found |= {m.client_id for m in found if m.name == name and m.is_agency == party.IS_AGENCY}
+    matches = sorted(matches_found)
     if len(matches) > 1:
         raise PartyAmbiguous(
             f"{len(matches)} Balance clients carry this party's marker ({', '.join(map(str, matches))}): "
@@ -57,19 +64,34 @@ def party_find_client(party: BalanceParty, client: BalanceClient) -> int | None:
     return matches[0] if matches else None
 
 
-def _same_person(party: BalanceParty, person: PersonInfo) -> bool:
-    if person.hidden or person.type != party.person_type:
-        return False
-    if party.person_type == "ur":
-        return (person.inn or "") == party.inn and (person.kpp or "") == (party.kpp or "")
-    return (person.lname or "") == party.lname and (person.fname or "") == party.fname
+def values_had(party: BalanceParty, fields: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """The distinct values of `fields` the party has had, the current ones first, then its history newest first:
+    what an earlier call, whose answer was lost, may have sent to Balance."""
+    values = [tuple(getattr(party, field) or "" for field in fields)]
+    history = getattr(party, "history", None)
+    if history is not None and party.pk is not None:
+        for row in history.order_by("-history_date", "-history_id").values_list(*fields):
+            row = tuple(value or "" for value in row)
+            if row not in values:
+                values.append(row)
+    return values
+
+
+def _person_identity(person_type: str, person: PersonInfo) -> tuple[str, str]:
+    if person_type == "ur":
+        return (person.inn or "", person.kpp or "")
+    return (person.lname or "", person.fname or "")
 
 
 def party_find_person(party: BalanceParty, client: BalanceClient) -> int | None:
-    """Our person on our own client, by type and identity; None if there is none."""
+    """Our person on our own client, by type and identity (INN and KPP, or last and first name: any the party has
+    had); None if there is none."""
     assert party.balance_client_id is not None
+    identities = values_had(party, ("inn", "kpp") if party.person_type == "ur" else ("lname", "fname"))
     persons = client.get_client_persons(party.balance_client_id)
-    matches = sorted({p.person_id for p in persons if _same_person(party, p)})
+    matches = sorted({p.person_id for p in persons
+                      if not p.hidden and p.type == party.person_type
+                      and _person_identity(party.person_type, p) in identities})
     if len(matches) > 1:
         raise PartyAmbiguous(
             f"{len(matches)} persons of client {party.balance_client_id} match this party "
@@ -92,6 +114,10 @@ def party_sync(*, party: BalanceParty, client: BalanceClient, update: bool = Fal
                 service_client_id=party.balance_key if settings.BALANCE_TRUSTS_SERVICE_CLIENT_ID else None,
             )
             done["client"] = "created"
+        elif update:
+            # Made by an earlier attempt whose answer was lost, perhaps with data older than this change.
+            client.create_client(**_client_args(party), client_id=client_id)
+            done["client"] = "found, updated"
         model.objects.filter(pk=party.pk).update(balance_client_id=client_id)
         party.balance_client_id = client_id
     elif update:
@@ -104,6 +130,9 @@ def party_sync(*, party: BalanceParty, client: BalanceClient, update: bool = Fal
         if person_id is None:
             person_id = client.create_person(client_id=party.balance_client_id, person=person_spec(party))
             done["person"] = "created"
+        elif update:
+            client.create_person(client_id=party.balance_client_id, person=person_spec(party), person_id=person_id)
+            done["person"] = "found, updated"
         model.objects.filter(pk=party.pk).update(balance_person_id=person_id)
         party.balance_person_id = person_id
     elif update:

@@ -67,6 +67,58 @@ def test_a_client_made_by_a_lost_call_is_found_not_created_again(party, fake_bal
     assert fake_balance.last("GetClientPersons").params == (1000, 0)  # on our own client only
 
 
+def test_a_client_made_under_an_earlier_name_is_found_and_given_the_new_data(party, fake_balance):
+    """CreateClient's answer lost, then the customer renamed before the retry (the soak's seed 303, JSON variant,
+    for the person): the lookup tries the name the lost call sent too, and the sync carrying the change pushes it."""
+    old_marked = f"Motors LLC [disbalance:customer:{party.pk}]"
+    new_marked = f"Motors Group LLC [disbalance:customer:{party.pk}]"
+    party.name = "Motors Group LLC"
+    party.save()
+    fake_balance.reply("FindClient", [0, "", []], [0, "", [found_client(1000, old_marked)]])
+    fake_balance.reply("CreateClient", [0, "SUCCESS", 1000])
+    fake_balance.reply("GetClientPersons", [person(2000)])
+    fake_balance.reply("CreatePerson", 2000)
+    with BalanceClient(url=fake_balance.url) as client:
+        done = party_sync(party=party, client=client, update=True)
+    assert done == {"client": "found, updated", "person": "found, updated"}
+    assert [call.params for call in fake_balance.calls("FindClient")] == [({"Name": new_marked},),
+                                                                          ({"Name": old_marked},)]
+    (edit,) = fake_balance.calls("CreateClient")
+    assert edit.params[1]["CLIENT_ID"] == 1000 and edit.params[1]["NAME"] == new_marked
+    (person_edit,) = fake_balance.calls("CreatePerson")
+    assert person_edit.params[1]["person_id"] == 2000 and person_edit.params[1]["name"] == "Motors Group LLC"
+    party.refresh_from_db()
+    assert (party.balance_client_id, party.balance_person_id) == (1000, 2000)
+
+
+def test_a_client_found_without_a_change_to_carry_is_not_edited(party, fake_balance):
+    marked = f"Motors LLC [disbalance:customer:{party.pk}]"
+    fake_balance.reply("FindClient", [0, "", [found_client(1000, marked)]])
+    fake_balance.reply("GetClientPersons", [person(2000)])
+    assert sync(party, fake_balance.url) == {"client": "found", "person": "found"}
+    assert len(fake_balance.calls("FindClient")) == 1  # never renamed: one lookup
+    assert not fake_balance.calls("CreateClient") and not fake_balance.calls("CreatePerson")
+
+
+def test_a_person_made_under_earlier_details_is_found_not_created_again(party, fake_balance):
+    """CreatePerson's answer lost, then the company's KPP changed: the person the lost call made carries the old
+    KPP; it is ours (same client, an identity the party had) and gets the new details."""
+    party.balance_client_id = 1000
+    party.save()
+    party.kpp = "770702002"
+    party.save()
+    fake_balance.reply("CreateClient", [0, "SUCCESS", 1000])
+    fake_balance.reply("GetClientPersons", [person(2000, kpp="770701001"), person(2001, inn="7700000000")])
+    fake_balance.reply("CreatePerson", 2000)
+    with BalanceClient(url=fake_balance.url) as client:
+        done = party_sync(party=party, client=client, update=True)
+    assert done["person"] == "found, updated"
+    (person_edit,) = fake_balance.calls("CreatePerson")
+    assert person_edit.params[1]["person_id"] == 2000 and person_edit.params[1]["kpp"] == "770702002"
+    party.refresh_from_db()
+    assert party.balance_person_id == 2000
+
+
 def test_two_clients_with_our_marker_go_to_support(party, fake_balance):
     marked = f"Motors LLC [disbalance:customer:{party.pk}]"
     fake_balance.reply("FindClient", [0, "", [found_client(1000, marked), found_client(1002, marked)]])
