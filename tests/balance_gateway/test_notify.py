@@ -59,6 +59,24 @@ def test_notify_client2_is_parsed_into_a_typed_object():
         is None
 
 
+def test_members_billing_does_not_act_on_never_refuse_a_notification():
+    """The page names `Signal`, `BusinessUnit`, `NonResident`... without their types. Billing only keeps them, so a
+    type it did not expect (an XML-RPC boolean `Signal`, a flag spelled "yes") must not refuse the notification:
+    Balance would send it again and again, and the totals in it would never be applied."""
+    order = parse_notification("NotifyOrder2", {**ORDER_STRUCT, "Signal": True, "ProductCurrency": 643,
+                                                "OverdraftSpentQty": "n/a"})
+    assert order.signal == 1 and order.product_currency == "643" and order.overdraft_spent_qty is None
+    assert order.consume_sum == Decimal("3000.00") and order.tid == 17064300000000123
+    assert parse_notification("NotifyOrder2", {**ORDER_STRUCT, "Signal": "balance"}).signal is None
+    client = parse_notification("NotifyClient2", {**CLIENT_STRUCT, "BusinessUnit": "yes", "NonResident": 2,
+                                                  "HasEquivalentOrBrandClients": True})
+    assert (client.business_unit, client.non_resident, client.has_equivalent_or_brand_clients) == (False, False, True)
+    assert client.overdraft_limit == Decimal("5000.00") and client.tid == 17064300000000500
+    # What billing does act on stays strict.
+    with pytest.raises(InvalidNotification):
+        parse_notification("NotifyClient2", {**CLIENT_STRUCT, "OverdraftBan": "yes"})
+
+
 @pytest.mark.parametrize(("method", "struct"), [
     ("NotifyOrder2", {k: v for k, v in ORDER_STRUCT.items() if k != "Tid"}),
     ("NotifyOrder2", {**ORDER_STRUCT, "CompletionQty": "1.1234567"}),
