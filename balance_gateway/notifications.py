@@ -64,9 +64,9 @@ class OrderNotification:
 @dataclass(frozen=True, slots=True)
 class ClientNotification:
     """NotifyClient2: a client's overdraft. A client may get one per (firm, service) with different limits, and the
-    struct names neither: `service_id` is the service whose notification URL Balance called (`?service=<ServiceID>`
-    in the URL configured for that service in Balance), None when the URL does not say. The Tid rule is kept per
-    (client, service)."""
+    struct names neither: `service_id` is the service whose notification URL Balance called
+    (`/balance/notify/<ServiceID>`, the URL configured for that service in Balance), None when the URL does not
+    say. The Tid rule is kept per (client, service)."""
 
     client_id: int
     tid: int

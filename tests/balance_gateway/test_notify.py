@@ -169,6 +169,26 @@ def test_a_limit_for_another_service_is_kept_apart(customer):
     assert set(BalanceNotification.objects.values_list("object_key", flat=True)) == {"1234567@11", "1234567@7"}
 
 
+def test_the_service_in_the_path_serves_both_protocols(customer):
+    """The page: JSON delivery is `POST <url>/BalanceClient/NotifyOrder2`, Balance appending the path to the URL
+    configured for the service. A `?service=` in that URL would come before the appended path (the request would
+    reach the XML-RPC view with `service=7/BalanceClient/...`), so the ServiceID goes in the path: one URL per
+    service, `/balance/notify/<ServiceID>`, for both protocols."""
+    client = Client()
+    secret = {"HTTP_X_BALANCE_SECRET": "s3cret"}
+    other = client.post("/balance/notify/11/BalanceClient/NotifyClient2",
+                        json.dumps({**CLIENT_STRUCT, "OverdraftLimit": "99.00", "Tid": "17064300000000900"}),
+                        content_type="application/json", **secret)
+    assert other.status_code == 200 and other.json()["outcome"] == "received"  # another service's limit
+    own = client.post("/balance/notify/7", xmlrpc_body("NotifyClient2", CLIENT_STRUCT), content_type="text/xml",
+                      **secret)
+    (answer,), _ = xmlrpc.client.loads(own.content)
+    assert answer == [0, "SUCCESS"]
+    customer.refresh_from_db()
+    assert customer.overdraft.granted_limit == Decimal("5000.00")
+    assert set(BalanceNotification.objects.values_list("object_key", flat=True)) == {"1234567@11", "1234567@7"}
+
+
 # --- TVM through tvmtool ------------------------------------------------------------------------------------------
 
 class FakeTvmTool:
