@@ -1,8 +1,11 @@
 """`/balance/notify`: Balance's callbacks, as XML-RPC (`POST /balance/notify`, methodCall
 `BalanceClient.NotifyOrder2|NotifyClient2`) or as JSON (`POST /balance/notify/BalanceClient/NotifyOrder2`, the body
-the struct), as Balance is configured per service. Accepted with a valid TVM ticket (`X-Ya-Service-Ticket`,
-checked by the ticket provider, from BALANCE_NOTIFY_TVM_SOURCES), with the shared secret (the emulator and tests),
-or from an allowed address. Each call is parsed once into a typed notification (`notifications.py`)."""
+the struct), as Balance is configured per service. The service whose URL Balance called is in the path
+(`/balance/notify/<ServiceID>`; JSON: `/balance/notify/<ServiceID>/BalanceClient/<method>`, since Balance builds
+it by appending `/BalanceClient/<method>` to the configured URL) or, for XML-RPC only, in `?service=<ServiceID>`.
+Accepted with a valid TVM ticket (`X-Ya-Service-Ticket`, checked by the ticket provider, from
+BALANCE_NOTIFY_TVM_SOURCES), with the shared secret (the emulator and tests), or from an allowed address. Each call
+is parsed once into a typed notification (`notifications.py`)."""
 
 from __future__ import annotations
 
@@ -72,8 +75,11 @@ def _read_body(request: HttpRequest) -> bytes | None:
     return None if len(body) > settings.MAX_REQUEST_BODY_BYTES else body
 
 
-def _service_id(request: HttpRequest) -> int | None:
-    """The service whose notification URL Balance called: `?service=<ServiceID>`, set per service in Balance."""
+def _service_id(request: HttpRequest, from_path: int | None) -> int | None:
+    """The service whose notification URL Balance called: `/balance/notify/<ServiceID>` (or `?service=`), set per
+    service in Balance."""
+    if from_path is not None:
+        return from_path
     value = request.GET.get("service", "")
     return int(value) if value.isdigit() and len(value) < 10 else None
 
@@ -97,7 +103,7 @@ def _receive(method: str, data: dict[str, Any], service_id: int | None) -> tuple
 
 @csrf_exempt
 @require_POST
-def balance_notify(request: HttpRequest) -> HttpResponse:
+def balance_notify(request: HttpRequest, service_id: int | None = None) -> HttpResponse:
     """XML-RPC: answered `[0, "SUCCESS"]`, or a fault (NOT_FOUND: Balance retries later)."""
     if not _allowed(request):
         return HttpResponse("forbidden", status=403, content_type="text/plain")
@@ -114,7 +120,7 @@ def balance_notify(request: HttpRequest) -> HttpResponse:
         return _fault("INVALID_PARAM", f"unknown method {full_method[:100]}", full_method[:100])
     if len(params) != 1 or not isinstance(params[0], dict):
         return _fault("INVALID_PARAM", "one struct expected", full_method)
-    status, code, message = _receive(method, params[0], _service_id(request))
+    status, code, message = _receive(method, params[0], _service_id(request, service_id))
     if status != "ok":
         return _fault(code, message[:300], full_method, status=400 if code == "INVALID_PARAM" else 200)
     return _success()
@@ -126,7 +132,7 @@ def _json(status: int, body: dict[str, Any]) -> HttpResponse:
 
 @csrf_exempt
 @require_POST
-def balance_notify_json(request: HttpRequest, method: str) -> HttpResponse:
+def balance_notify_json(request: HttpRequest, method: str, service_id: int | None = None) -> HttpResponse:
     """JSON: `POST .../BalanceClient/<method>` with the struct as the body; 200 `{"status": "ok"}`, or an error
     status Balance retries on (404 for an object billing does not know yet)."""
     if not _allowed(request):
@@ -142,7 +148,7 @@ def balance_notify_json(request: HttpRequest, method: str) -> HttpResponse:
         return _json(400, {"status": "error", "code": "INVALID_PARAM", "message": "malformed JSON"})
     if not isinstance(data, dict):
         return _json(400, {"status": "error", "code": "INVALID_PARAM", "message": "a JSON object expected"})
-    status, code, message = _receive(method, data, _service_id(request))
+    status, code, message = _receive(method, data, _service_id(request, service_id))
     if status != "ok":
         return _json(404 if code == "NOT_FOUND" else 400, {"status": "error", "code": code, "message": message})
     return _json(200, {"status": "ok", "outcome": code})

@@ -520,10 +520,14 @@ class BalanceClient:
     # --- overdraft and credit ---
 
     def get_overdraft_params(self, *, service_id: int, client_id: int) -> AutoOverdraft | None:
-        """The client's auto-overdraft settings; None when it has none (Balance's NOT_FOUND)."""
+        """The client's auto-overdraft settings; None when it has none. The page does not say how Balance answers
+        for a client without them: a `NOT_FOUND` fault and an empty struct both mean none (a struct with other keys
+        but no `ClientLimit`, such as version 1's `{OverdraftLimit, ...}`, is still a bad response)."""
 
-        def parse(raw: Any, note: CallNote) -> AutoOverdraft:
+        def parse(raw: Any, note: CallNote) -> AutoOverdraft | None:
             data = wire.struct(raw)
+            if not data:
+                return None
             return AutoOverdraft(
                 person_id=wire.optional_id(data.get("PersonID")),
                 payment_method=wire.text(data.get("PaymentMethodCC")),

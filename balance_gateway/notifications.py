@@ -64,9 +64,9 @@ class OrderNotification:
 @dataclass(frozen=True, slots=True)
 class ClientNotification:
     """NotifyClient2: a client's overdraft. A client may get one per (firm, service) with different limits, and the
-    struct names neither: `service_id` is the service whose notification URL Balance called (`?service=<ServiceID>`
-    in the URL configured for that service in Balance), None when the URL does not say. The Tid rule is kept per
-    (client, service)."""
+    struct names neither: `service_id` is the service whose notification URL Balance called
+    (`/balance/notify/<ServiceID>`, the URL configured for that service in Balance), None when the URL does not
+    say. The Tid rule is kept per (client, service)."""
 
     client_id: int
     tid: int
@@ -118,6 +118,24 @@ def _optional(data: dict[str, Any], key: str, reader: Any) -> Any:
     return None if value is None or value == "" else reader(value)
 
 
+def _signal(value: Any) -> int:
+    """`Signal`: the page gives no type; an int, a digit string or an XML-RPC boolean."""
+    return int(value) if isinstance(value, bool) else wire.id_(value)
+
+
+def _informational(data: dict[str, Any], key: str, reader: Any, default: Any) -> Any:
+    """A member billing keeps but never acts on, in a type the page leaves open (`Signal`, `BusinessUnit`, ...):
+    read when it can be, else the default; the raw value stays in the stored payload. Refusing the whole
+    notification over it would make Balance send it again and again and hold back the totals billing does need."""
+    value = data.get(key)
+    if value is None or value == "":
+        return default
+    try:
+        return reader(value)
+    except wire.SHAPE_ERRORS:
+        return default
+
+
 def parse_notification(method: str, data: dict[str, Any], *, service_id: int | None = None) -> Notification:
     """The typed notification for `NotifyOrder2` / `NotifyClient2` (without the `BalanceClient.` prefix);
     `service_id`: the service whose notification URL was called, if the URL says."""
@@ -133,13 +151,13 @@ def parse_notification(method: str, data: dict[str, Any], *, service_id: int | N
                 consume_sum=_total(data.get("ConsumeSum"), "ConsumeSum"),
                 consume_amount=_total(data.get("ConsumeAmount"), "ConsumeAmount"),
                 completion_qty=_total(data.get("CompletionQty"), "CompletionQty", wire.qty),
-                consume_currency=wire.currency(data.get("ConsumeCurrency")),
-                signal=_optional(data, "Signal", wire.id_),
-                signal_description=wire.text(data.get("SignalDescription")),
-                product_currency=wire.currency(data.get("ProductCurrency")),
+                consume_currency=_informational(data, "ConsumeCurrency", wire.currency, ""),
+                signal=_informational(data, "Signal", _signal, None),
+                signal_description=_informational(data, "SignalDescription", wire.text, ""),
+                product_currency=_informational(data, "ProductCurrency", wire.currency, ""),
                 total_consume_qty=_optional(data, "TotalConsumeQty", wire.qty),
-                overdraft_limit=_optional(data, "OverdraftLimit", wire.qty),
-                overdraft_spent_qty=_optional(data, "OverdraftSpentQty", wire.qty),
+                overdraft_limit=_informational(data, "OverdraftLimit", wire.qty, None),
+                overdraft_spent_qty=_informational(data, "OverdraftSpentQty", wire.qty, None),
             )
         if method == "NotifyClient2":
             return ClientNotification(
@@ -149,11 +167,13 @@ def parse_notification(method: str, data: dict[str, Any], *, service_id: int | N
                 overdraft_spent=wire.money(data.get("OverdraftSpent")),
                 min_payment_term=wire.day(data.get("MinPaymentTerm")),
                 overdraft_ban=wire.flag(data.get("OverdraftBan")),
-                business_unit=wire.flag(data.get("BusinessUnit")),
-                non_resident=wire.flag(data.get("NonResident")),
-                migrate_to_currency_done=wire.flag(data.get("MigrateToCurrencyDone")),
-                can_be_force_currency_converted=wire.flag(data.get("CanBeForceCurrencyConverted")),
-                has_equivalent_or_brand_clients=wire.flag(data.get("HasEquivalentOrBrandClients")),
+                business_unit=_informational(data, "BusinessUnit", wire.flag, False),
+                non_resident=_informational(data, "NonResident", wire.flag, False),
+                migrate_to_currency_done=_informational(data, "MigrateToCurrencyDone", wire.flag, False),
+                can_be_force_currency_converted=_informational(data, "CanBeForceCurrencyConverted", wire.flag,
+                                                               False),
+                has_equivalent_or_brand_clients=_informational(data, "HasEquivalentOrBrandClients", wire.flag,
+                                                               False),
                 service_id=service_id,
             )
     except KeyError as exc:

@@ -96,8 +96,8 @@ def overdraft_apply_balance_params(*, customer_id: int, params: BalanceOverdraft
 
 def _for_our_service(notification: ClientNotification, customer: Customer) -> bool:
     """A client may get one NotifyClient2 per (firm, service) with different limits: only the one sent to the
-    customer's service's notification URL is the customer's limit. One that does not say (a URL without
-    `?service=`) is taken as the customer's own service's."""
+    customer's service's notification URL is the customer's limit. One that does not say (a URL without the
+    ServiceID) is taken as the customer's own service's."""
     return notification.service_id is None or notification.service_id == customer.service.balance_service_id
 
 

@@ -445,6 +445,15 @@ def test_get_overdraft_params_not_found_is_none(gateway, fake_balance):
     assert gateway.get_overdraft_params(service_id=7, client_id=1234567) is None
 
 
+def test_get_overdraft_params_empty_settings_are_none(gateway, fake_balance):
+    """The page leaves open how Balance answers for a client with no auto-overdraft settings; an empty struct is
+    the other way it may say so (docs/balance-conformance.md lists both), and it is none, not a bad response that
+    would make `overdrafts_pull` skip the customer on every run."""
+    fake_balance.reply("GetOverdraftParams", {})
+    assert gateway.get_overdraft_params(service_id=7, client_id=1234567) is None
+    assert BalanceCall.objects.filter(method="GetOverdraftParams").latest("pk").outcome == "ok"
+
+
 def test_get_overdraft_params_refuses_version_1(gateway, fake_balance):
     fake_balance.reply("GetOverdraftParams", {"OverdraftLimit": "5000.00", "OverdraftSpent": "0.00"})
     with pytest.raises(BalanceUnknownOutcome) as exc_info:

@@ -59,6 +59,24 @@ def test_notify_client2_is_parsed_into_a_typed_object():
         is None
 
 
+def test_members_billing_does_not_act_on_never_refuse_a_notification():
+    """The page names `Signal`, `BusinessUnit`, `NonResident`... without their types. Billing only keeps them, so a
+    type it did not expect (an XML-RPC boolean `Signal`, a flag spelled "yes") must not refuse the notification:
+    Balance would send it again and again, and the totals in it would never be applied."""
+    order = parse_notification("NotifyOrder2", {**ORDER_STRUCT, "Signal": True, "ProductCurrency": 643,
+                                                "OverdraftSpentQty": "n/a"})
+    assert order.signal == 1 and order.product_currency == "643" and order.overdraft_spent_qty is None
+    assert order.consume_sum == Decimal("3000.00") and order.tid == 17064300000000123
+    assert parse_notification("NotifyOrder2", {**ORDER_STRUCT, "Signal": "balance"}).signal is None
+    client = parse_notification("NotifyClient2", {**CLIENT_STRUCT, "BusinessUnit": "yes", "NonResident": 2,
+                                                  "HasEquivalentOrBrandClients": True})
+    assert (client.business_unit, client.non_resident, client.has_equivalent_or_brand_clients) == (False, False, True)
+    assert client.overdraft_limit == Decimal("5000.00") and client.tid == 17064300000000500
+    # What billing does act on stays strict.
+    with pytest.raises(InvalidNotification):
+        parse_notification("NotifyClient2", {**CLIENT_STRUCT, "OverdraftBan": "yes"})
+
+
 @pytest.mark.parametrize(("method", "struct"), [
     ("NotifyOrder2", {k: v for k, v in ORDER_STRUCT.items() if k != "Tid"}),
     ("NotifyOrder2", {**ORDER_STRUCT, "CompletionQty": "1.1234567"}),
@@ -146,6 +164,26 @@ def test_a_limit_for_another_service_is_kept_apart(customer):
     own = client.post("/balance/notify/BalanceClient/NotifyClient2?secret=s3cret&service=7", json.dumps(CLIENT_STRUCT),
                       content_type="application/json")
     assert own.json()["outcome"] == "applied"  # its own Tid order: an older Tid than the other service's
+    customer.refresh_from_db()
+    assert customer.overdraft.granted_limit == Decimal("5000.00")
+    assert set(BalanceNotification.objects.values_list("object_key", flat=True)) == {"1234567@11", "1234567@7"}
+
+
+def test_the_service_in_the_path_serves_both_protocols(customer):
+    """The page: JSON delivery is `POST <url>/BalanceClient/NotifyOrder2`, Balance appending the path to the URL
+    configured for the service. A `?service=` in that URL would come before the appended path (the request would
+    reach the XML-RPC view with `service=7/BalanceClient/...`), so the ServiceID goes in the path: one URL per
+    service, `/balance/notify/<ServiceID>`, for both protocols."""
+    client = Client()
+    secret = {"HTTP_X_BALANCE_SECRET": "s3cret"}
+    other = client.post("/balance/notify/11/BalanceClient/NotifyClient2",
+                        json.dumps({**CLIENT_STRUCT, "OverdraftLimit": "99.00", "Tid": "17064300000000900"}),
+                        content_type="application/json", **secret)
+    assert other.status_code == 200 and other.json()["outcome"] == "received"  # another service's limit
+    own = client.post("/balance/notify/7", xmlrpc_body("NotifyClient2", CLIENT_STRUCT), content_type="text/xml",
+                      **secret)
+    (answer,), _ = xmlrpc.client.loads(own.content)
+    assert answer == [0, "SUCCESS"]
     customer.refresh_from_db()
     assert customer.overdraft.granted_limit == Decimal("5000.00")
     assert set(BalanceNotification.objects.values_list("object_key", flat=True)) == {"1234567@11", "1234567@7"}
