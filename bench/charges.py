@@ -4,9 +4,9 @@ against a raw-SQL floor that writes the same rows; plus Balance calls per 10,000
     .venv/bin/python bench/charges.py            # full run (1,000 wallets; a few minutes on 2 cores)
     .venv/bin/python bench/charges.py --quick    # smoke check (100 wallets, 2,000 cold charges)
 
-It drops and recreates the PostgreSQL database `disbalance_bench`, starts its own Balance emulator and gunicorn
-(both on free ports), and leaves the database behind for inspection. The printed report is also saved under
-bench/results/ (git-ignored), with the emulator and gunicorn logs.
+It drops and recreates the PostgreSQL database `disbalance_bench` (`--db NAME` for another), starts its own
+Balance emulator and gunicorn (both on free ports), and leaves the database behind for inspection. The printed
+report is also saved under bench/results/ (git-ignored), with the emulator and gunicorn logs.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,7 +38,7 @@ from psycopg.types.json import Jsonb
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-DB_NAME = "disbalance_bench"
+DB_NAME = "disbalance_bench"  # the default of --db
 CLIENTS = 16
 CLIENT_COUNTS = (16, 32, 64)  # the warm runs, each scenario and path
 PRODUCTS = (("placement", "Listing placement", "placement", 503162), ("boost", "Boost to the top", "vas", 503163))
@@ -108,10 +108,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def recreate_database(pg_base: str) -> None:
+def recreate_database(pg_base: str, db_name: str) -> None:
     with psycopg.connect(f"{pg_base}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+        conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{db_name}"')
 
 
 def manage(*args: str, env: dict[str, str]) -> str:
@@ -374,6 +374,210 @@ class FloorClient:
         self.conn.close()
 
 
+# --- the floors of the other money operations (single-threaded: "Statements per operation") --------------------
+
+OPS_LOCK_CUSTOMER = "SELECT id FROM customers_customer WHERE id = %s FOR NO KEY UPDATE"
+# A wallet order's customer, locked by the order's id: the service reads the order's customer, then locks it.
+OPS_LOCK_ORDER_CUSTOMER = """SELECT id FROM customers_customer
+    WHERE id = (SELECT customer_id FROM payments_balanceorder WHERE id = %s) FOR NO KEY UPDATE"""
+OPS_LOCK_HOLD = "SELECT status, amount, description, metadata FROM payments_hold WHERE id = %s FOR UPDATE"
+OPS_LOCK_CHARGE = "SELECT amount, refunded_amount FROM payments_charge WHERE id = %s FOR UPDATE"
+# The order and, in the same statement, what decides how its money is credited: top-ups waiting for money (the
+# crediting marks them succeeded), money being moved onto or off the order (adoption, payer transfer: it waits).
+OPS_LOCK_ORDER = """SELECT o.last_tid, o.credited_qty,
+    EXISTS (SELECT 1 FROM payments_topup t WHERE t.order_id = o.id AND t.status IN ('pending', 'awaiting_payment')),
+    EXISTS (SELECT 1 FROM payments_orderadoption a WHERE a.wallet_order_id = o.id AND a.status = 'transferring')
+    OR EXISTS (SELECT 1 FROM payments_payertransfer p WHERE (p.from_order_id = o.id OR p.to_order_id = o.id)
+               AND p.status = 'sending')
+    FROM payments_balanceorder o WHERE o.id = %s FOR UPDATE OF o"""
+OPS_TXN = """INSERT INTO wallets_ledgertransaction (public_id, type, reference_kind, reference_id, description,
+    reason, created_at, created_by_id, customer_id, payer_agency_id, service_id)
+    VALUES (%s, %s, %s, %s, %s, '', %s, NULL, %s, NULL, %s) RETURNING id"""
+OPS_EVENT = FLOOR_EVENT.replace("'charge.succeeded'", "%s")
+OPS_HOLD = """INSERT INTO payments_hold (id, amount, captured_amount, status, description, metadata, expires_at,
+    created_at, closed_at, customer_id, payer_agency_id, product_id, service_id)
+    VALUES (%s, %s, 0, 'held', '', '{}', %s, %s, NULL, %s, NULL, %s, %s)"""
+OPS_HOLD_CAPTURED = "UPDATE payments_hold SET status = 'captured', captured_amount = %s, closed_at = %s WHERE id = %s"
+OPS_HOLD_RELEASED = "UPDATE payments_hold SET status = 'released', closed_at = %s WHERE id = %s"
+OPS_CAPTURE_CHARGE = """INSERT INTO payments_charge (id, amount, refunded_amount, status, description, metadata,
+    created_at, customer_id, payer_agency_id, service_id, hold_id, product_id)
+    VALUES (%s, %s, 0, 'succeeded', %s, %s, %s, %s, NULL, %s, %s, %s)"""
+OPS_REFUND = "INSERT INTO payments_refund (id, amount, reason, created_at, charge_id) VALUES (%s, %s, %s, %s, %s)"
+OPS_CHARGE_REFUNDED = "UPDATE payments_charge SET refunded_amount = %s WHERE id = %s"
+OPS_ORDER_CREDITED = """UPDATE payments_balanceorder SET credited_qty = %s, balance_consume_qty = %s,
+    balance_completion_qty = %s, last_tid = %s, balance_refreshed_at = %s WHERE id = %s"""
+
+
+class FloorRefused(Exception):
+    """The floor's input is not the case it writes (not held, too much, a top-up waiting, ...): a bench bug."""
+
+
+class OperationsFloor:
+    """The least hold, capture, release, refund and top-up crediting must do, in raw SQL on psycopg, one
+    transaction each, for a customer that pays itself: the service's row locks in the service's order (the
+    customer; then the hold, charge or order the operation changes; then the customer's accounts in id order, FOR
+    NO KEY UPDATE, in one statement, with the holds account whose balance the event reports), the ledger
+    transaction, its entries with `balance_after`, the cached balances (one UPDATE however many accounts), the
+    operation's own rows and its event (sequence computed in the INSERT, as `disbalance.events` does). Reads that
+    decide what to write are folded into a lock statement (top-ups waiting, money in flight). Not done, because
+    for these customers they write nothing: the overdraft hooks (no Overdraft row, no debt) and the low-balance
+    event (no threshold in the bench). The same rows as the services, so `verify_ledger` checks them too.
+    `statements` counts the statements sent, BEGIN and COMMIT included."""
+
+    def __init__(self, world: World, conninfo: str, clearing_id: int) -> None:
+        self.world = world
+        self.conninfo = conninfo
+        self.clearing_id = clearing_id
+        self.statements = 0
+
+    def open(self) -> None:
+        self.conn = psycopg.connect(self.conninfo, autocommit=True)
+        self.cur = self.conn.cursor()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _sql(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> psycopg.Cursor:
+        self.statements += 1
+        return self.cur.execute(sql, params)
+
+    def _transaction(self) -> Any:
+        self.statements += 2  # BEGIN, COMMIT
+        return self.conn.transaction()
+
+    def _lock_accounts(self, ids: list[int]) -> dict[int, Decimal]:
+        return dict(self._sql(FLOOR_LOCK, (sorted(ids),)).fetchall())
+
+    def _post(self, type_: str, reference_kind: str, reference_id: str, description: str, customer_id: int,
+              entries: list[tuple[int, Decimal]], locked: dict[int, Decimal]) -> dict[int, Decimal]:
+        """The transaction, the cached balances (accounts in `locked`; the others, e.g. clearing, keep none)
+        and the entries; returns every locked account's balance after it."""
+        (txn_id,) = self._sql(OPS_TXN, (uuid.uuid4(), type_, reference_kind, reference_id, description[:500],
+                                        datetime.now(UTC), customer_id, self.world.service_id)).fetchone()
+        moved = {account: locked[account] + amount for account, amount in entries if account in locked}
+        self._sql("UPDATE wallets_account AS a SET balance = v.balance FROM (VALUES "
+                  + ", ".join(["(%s::bigint, %s::numeric)"] * len(moved)) + ") AS v(id, balance) WHERE a.id = v.id",
+                  [value for item in moved.items() for value in item])
+        self._sql("INSERT INTO wallets_ledgerentry (amount, balance_after, account_id, transaction_id) VALUES "
+                  + ", ".join(["(%s, %s, %s, %s)"] * len(entries)),
+                  [value for account, amount in entries for value in (amount, moved.get(account), account, txn_id)])
+        return {**locked, **moved}
+
+    def _event(self, type_: str, index: int, amount: Decimal, wallet: Decimal, held: Decimal,
+               fields: dict[str, Any]) -> None:
+        world = self.world
+        customer_id = world.customer_ids[index]
+        data = {"customer": world.external_ids[index], "payer": None, "amount": f"{amount:.2f}",
+                "balance": f"{wallet + held:.2f}", "held": f"{held:.2f}", "currency": world.currency, **fields}
+        self._sql(OPS_EVENT, (uuid.uuid4(), world.service_id, type_, customer_id, world.external_ids[index],
+                              customer_id, Jsonb(data), datetime.now(UTC)))
+
+    def _accounts(self, index: int, product: int | None = None) -> tuple[int, int, int | None]:
+        customer_id = self.world.customer_ids[index]
+        spend = self.world.spend_ids[(customer_id, product)] if product is not None else None
+        return self.world.wallet_ids[customer_id], self.world.holds_ids[customer_id], spend
+
+    def hold(self, index: int, product: int, amount: Decimal, expires_at: datetime) -> None:
+        world = self.world
+        customer_id = world.customer_ids[index]
+        wallet, holds, _ = self._accounts(index)
+        hold_id = uuid.uuid4()
+        with self._transaction():
+            self._sql(OPS_LOCK_CUSTOMER, (customer_id,))
+            locked = self._lock_accounts([wallet, holds])
+            if locked[wallet] < amount:
+                raise InsufficientFloorFunds
+            after = self._post("hold", "hold", str(hold_id), f"Hold for {world.product_names[product]}", customer_id,
+                               [(wallet, -amount), (holds, amount)], locked)
+            self._event("hold.created", index, amount, after[wallet], after[holds],
+                        {"hold": str(hold_id), "product": world.product_codes[product],
+                         "expires_at": expires_at.isoformat()})
+            self._sql(OPS_HOLD, (hold_id, amount, expires_at, datetime.now(UTC), customer_id,
+                                 world.product_ids[product], world.service_id))
+
+    def capture(self, hold_id: uuid.UUID, index: int, product: int, captured: Decimal) -> None:
+        world = self.world
+        customer_id = world.customer_ids[index]
+        wallet, holds, spend = self._accounts(index, product)
+        assert spend is not None
+        charge_id, now = uuid.uuid4(), datetime.now(UTC)
+        with self._transaction():
+            self._sql(OPS_LOCK_CUSTOMER, (customer_id,))
+            status, amount, description, metadata = self._sql(OPS_LOCK_HOLD, (hold_id,)).fetchone()
+            if status != "held" or not 0 < captured <= amount:
+                raise FloorRefused(f"capture {captured} of a {status} hold of {amount}")
+            locked = self._lock_accounts([wallet, holds, spend])
+            entries = [(holds, -amount), (spend, captured)] + ([(wallet, amount - captured)] if amount > captured
+                                                               else [])
+            after = self._post("capture", "hold", str(hold_id), f"Capture of hold {hold_id}", customer_id, entries,
+                               locked)
+            self._event("hold.captured", index, captured, after[wallet], after[holds],
+                        {"hold": str(hold_id), "charge": str(charge_id), "product": world.product_codes[product],
+                         "captured": f"{captured:.2f}", "released": f"{amount - captured:.2f}"})
+            self._sql(OPS_HOLD_CAPTURED, (captured, now, hold_id))
+            self._sql(OPS_CAPTURE_CHARGE, (charge_id, captured, description, Jsonb(metadata), now, customer_id,
+                                           world.service_id, hold_id, world.product_ids[product]))
+
+    def release(self, hold_id: uuid.UUID, index: int, product: int) -> None:
+        world = self.world
+        customer_id = world.customer_ids[index]
+        wallet, holds, _ = self._accounts(index)
+        with self._transaction():
+            self._sql(OPS_LOCK_CUSTOMER, (customer_id,))
+            status, amount, _description, _metadata = self._sql(OPS_LOCK_HOLD, (hold_id,)).fetchone()
+            if status != "held":
+                raise FloorRefused(f"release of a {status} hold")
+            locked = self._lock_accounts([wallet, holds])
+            if locked[holds] < amount:
+                raise FloorRefused(f"release {amount} of {locked[holds]} held")
+            after = self._post("release", "hold", str(hold_id), f"Release of hold {hold_id}", customer_id,
+                               [(holds, -amount), (wallet, amount)], locked)
+            self._event("hold.released", index, amount, after[wallet], after[holds],
+                        {"hold": str(hold_id), "product": world.product_codes[product]})
+            self._sql(OPS_HOLD_RELEASED, (datetime.now(UTC), hold_id))
+
+    def refund(self, charge_id: uuid.UUID, index: int, product: int, amount: Decimal, reason: str) -> None:
+        world = self.world
+        customer_id = world.customer_ids[index]
+        wallet, holds, spend = self._accounts(index, product)
+        assert spend is not None
+        refund_id = uuid.uuid4()
+        with self._transaction():
+            self._sql(OPS_LOCK_CUSTOMER, (customer_id,))
+            charged, refunded = self._sql(OPS_LOCK_CHARGE, (charge_id,)).fetchone()
+            if not 0 < amount <= charged - refunded:
+                raise FloorRefused(f"refund {amount} of a charge of {charged} with {refunded} refunded")
+            locked = self._lock_accounts([wallet, spend, holds])
+            if locked[spend] < amount:
+                raise FloorRefused(f"refund {amount} of {locked[spend]} spent")
+            after = self._post("refund", "refund", str(refund_id), f"Refund of charge {charge_id}: {reason}",
+                               customer_id, [(spend, -amount), (wallet, amount)], locked)
+            self._event("refund.succeeded", index, amount, after[wallet], after[holds],
+                        {"refund": str(refund_id), "charge": str(charge_id), "reason": reason,
+                         "product": world.product_codes[product]})
+            self._sql(OPS_REFUND, (refund_id, amount, reason, datetime.now(UTC), charge_id))
+            self._sql(OPS_CHARGE_REFUNDED, (refunded + amount, charge_id))
+
+    def topup_credit(self, order_id: int, index: int, consume_money: Decimal, completion_qty: Decimal,
+                     tid: int) -> None:
+        """Money Balance reports on the wallet order with a new Tid, no top-up waiting for it: `money.received`."""
+        customer_id = self.world.customer_ids[index]
+        wallet, holds, _ = self._accounts(index)
+        with self._transaction():
+            (locked_customer,) = self._sql(OPS_LOCK_ORDER_CUSTOMER, (order_id,)).fetchone()
+            last_tid, credited, waiting, in_flight = self._sql(OPS_LOCK_ORDER, (order_id,)).fetchone()
+            delta = consume_money - credited
+            if locked_customer != customer_id or tid <= last_tid or waiting or in_flight or delta <= 0:
+                raise FloorRefused(f"order {order_id}: not a new Tid bringing money without a top-up")
+            locked = self._lock_accounts([wallet, holds])
+            after = self._post("topup", "balance_order", f"{order_id}@{tid}",
+                               f"Money received on Balance order {order_id}", customer_id,
+                               [(wallet, delta), (self.clearing_id, -delta)], locked)
+            self._event("money.received", index, delta, after[wallet], after[holds], {"order": order_id, "tid": tid})
+            self._sql(OPS_ORDER_CREDITED, (consume_money, consume_money, completion_qty, tid, datetime.now(UTC),
+                                           order_id))
+
+
 # --- running clients and collecting figures --------------------------------------------------------------------
 
 @dataclass
@@ -483,6 +687,10 @@ def verify_ledger() -> str:
         charges, charge_txns, orphans = cursor.fetchone()
     match = "" if charges == charge_txns and orphans == 0 else f"; CHARGES/LEDGER MISMATCH ({orphans} orphans)"
     return f"{verdict} [{checked}; {charges} charges = {charge_txns} charge transactions{match}]"
+
+
+def ledger_ok(verdict: str) -> bool:
+    return verdict.startswith("ledger OK") and "MISMATCH" not in verdict
 
 
 def measure(scenario: str, path: str, ops: list[Op], make_client: Callable[[int], Client],
@@ -764,7 +972,8 @@ def profile_steps(run: Callable[[], None], count: int, steps: tuple[tuple[str, s
 class AnatomyFigures:
     statements: dict[str, float] = field(default_factory=dict)  # path -> SQL statements per charge
     cpu_ms: dict[str, float] = field(default_factory=dict)  # path -> CPU ms per charge, single thread
-    operations: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # op -> (statements, wall, CPU)
+    operations: dict[str, OperationFigures] = field(default_factory=dict)  # money operation -> its figures
+    operations_verdict: str = ""  # verify_ledger after the operations and their floors
 
 
 HTTP_ANATOMY = "HTTP stack (the WSGI application in process)"
@@ -791,7 +1000,7 @@ def wsgi_post(application: Callable[..., Any], path: str, body: bytes, headers: 
         getattr(chunks, "close", lambda: None)()
 
 
-def anatomy(world: World, sizes: Sizes) -> AnatomyFigures:
+def anatomy(world: World, sizes: Sizes, conninfo: str) -> AnatomyFigures:
     """One charge, single-threaded, through the service layer and through the HTTP stack (Django's WSGI application
     in process: the middleware, auth, throttling, idempotency and views gunicorn runs, without the socket):
     time and CPU per charge, SQL statements per charge by kind, and a cProfile breakdown by step."""
@@ -864,14 +1073,35 @@ def anatomy(world: World, sizes: Sizes) -> AnatomyFigures:
     out("  (HTTP: the Idempotency-Key is claimed in the same transaction as the charge; BEGIN and COMMIT count; not\n"
         "  counted, as not a statement of the request's: Django's connection health check, one `SELECT 1` round\n"
         "  trip per request on a reused connection, CONN_HEALTH_CHECKS)")
-    figures.operations = operations_anatomy(world, count)
+    figures.operations, figures.operations_verdict = operations_anatomy(world, count, conninfo)
     return figures
 
 
-def operations_anatomy(world: World, count: int) -> dict[str, tuple[float, float, float]]:
-    """Every money operation of the service layer, single-threaded, `count` times each: SQL statements (BEGIN and
-    COMMIT included), wall and CPU ms per operation. Inputs are read outside the measured calls, the way the API
-    reads them (e.g. a hold with its customer, product and payer) before calling the service."""
+@dataclass(frozen=True)
+class OperationFigures:
+    """One money operation, single thread: the service layer against its raw-SQL floor (per operation)."""
+
+    statements: float  # service, BEGIN and COMMIT included
+    wall_ms: float  # service, timed without the statement log
+    cpu_ms: float
+    floor_statements: float
+    floor_wall_ms: float
+    floor_cpu_ms: float  # psycopg's CPU in this process
+
+    @property
+    def ratio(self) -> float:
+        """Floor time / service time: 1.0 = as fast as raw SQL (the charge runs' `ops/s vs floor`)."""
+        return self.floor_wall_ms / self.wall_ms if self.wall_ms else float("nan")
+
+
+def operations_anatomy(world: World, count: int, conninfo: str) -> tuple[dict[str, OperationFigures], str]:
+    """Every money operation of the service layer, single-threaded, on warm customers (accounts and Balance
+    orders exist), against its raw-SQL floor (`FloorClient` for the charge, `OperationsFloor` for the others) in
+    the same run: `count` timed service calls (no statement log), `count` more with the statement log (SQL
+    statements by kind, BEGIN and COMMIT included), then `count` floor transactions. Inputs are read outside the
+    measured calls, the way the API reads them (e.g. a hold with its customer, product and payer) before calling
+    the service. `verify_ledger` runs after the floors."""
+    from django.conf import settings
     from django.db import connection, connections, reset_queries
     from django.test.utils import CaptureQueriesContext
 
@@ -886,16 +1116,24 @@ def operations_anatomy(world: World, count: int) -> dict[str, tuple[float, float
         order_apply_balance_state,
         refund_create,
     )
+    from wallets.models import Account
+    from wallets.services import holds_account_get_or_create
 
     rng = random.Random(SEED + 7)
     products = [Product.objects.get(pk=pk) for pk in world.product_ids]
     wallets = len(world.customer_ids) - 1
 
-    def customer() -> Customer:
-        return Customer(pk=world.customer_ids[rng.randrange(wallets)])
+    # Warm customers: a customer's first hold creates its holds account; make them all now (untimed), so that
+    # no measured hold pays for a first use and every floor has the account to lock.
+    for customer in Customer.objects.filter(pk__in=world.customer_ids[:wallets]).select_related("service"):
+        holds_account_get_or_create(customer=customer, payer_agency=None)
+    load_accounts(world)
+    clearing_id = Account.objects.get(service_id=world.service_id, kind=Account.Kind.CLEARING).pk
+    orders = dict(BalanceOrder.objects.filter(customer_id__in=world.customer_ids, kind=BalanceOrder.Kind.WALLET,
+                                              payer_agency__isnull=True).values_list("customer_id", "pk"))
 
-    def amount() -> Decimal:
-        return Decimal(rng.randint(100, 5_000)) / 100
+    def pick() -> tuple[int, int, Decimal]:
+        return rng.randrange(wallets), rng.randrange(len(products)), Decimal(rng.randint(100, 5_000)) / 100
 
     def hold_for_api(pk: Any) -> Hold:
         return Hold.objects.select_related("customer", "payer_agency", "product").get(pk=pk)
@@ -903,49 +1141,114 @@ def operations_anatomy(world: World, count: int) -> dict[str, tuple[float, float
     def charge_for_api(pk: Any) -> Charge:
         return Charge.objects.select_related("customer", "payer_agency", "product").get(pk=pk)
 
-    def credit_input() -> dict[str, Any]:
-        order = BalanceOrder.objects.get(customer_id=world.customer_ids[rng.randrange(wallets)],
-                                         kind=BalanceOrder.Kind.WALLET, payer_agency__isnull=True)
-        return {"order_id": order.pk, "state": OrderState(consume_money=order.credited_qty + amount(),
-                                                          completion_qty=order.balance_completion_qty,
-                                                          tid=order.last_tid + 1)}
+    def order_state(index: int) -> tuple[int, Decimal, Decimal, int]:
+        """A new Tid on the customer's wallet order bringing new money (no top-up waits for it)."""
+        order = BalanceOrder.objects.get(pk=orders[world.customer_ids[index]])
+        return order.pk, order.credited_qty + pick()[2], order.balance_completion_qty, order.last_tid + 1
 
-    holds = [hold_create(customer=customer(), product=rng.choice(products), amount=amount()).pk
-             for _ in range(2 * count)]
-    charges = [charge_create(customer=customer(), product=rng.choice(products), amount=amount()).pk
-               for _ in range(count)]
-    cases: list[tuple[str, Callable[[], Any], Callable[..., Any]]] = [
-        ("charge", lambda: {"customer": customer(), "product": rng.choice(products), "amount": amount()},
-         charge_create),
-        ("hold", lambda: {"customer": customer(), "product": rng.choice(products), "amount": amount()}, hold_create),
-        ("capture (part)", lambda: {"hold": hold_for_api(holds.pop()), "amount": Decimal("0.50")}, hold_capture),
-        ("release", lambda: {"hold": hold_for_api(holds.pop())}, hold_release),
-        ("refund (part)", lambda: {"charge": charge_for_api(charges.pop()), "amount": Decimal("0.50"),
-                                   "reason": "bench"}, refund_create),
-        ("top-up crediting", credit_input, order_apply_balance_state),
+    def made(maker: Callable[..., Any], n: int) -> list[tuple[Any, int, int]]:
+        """`n` holds or charges made through the service (untimed), as (id, customer index, product index)."""
+        ops = [pick() for _ in range(n)]
+        return [(maker(customer=Customer(pk=world.customer_ids[i]), product=products[p], amount=a).pk, i, p)
+                for i, p, a in ops]
+
+    # Each case needs `count` inputs for the timed service calls, `count` for the counted ones, `count` for its floor.
+    to_capture, to_release, to_refund = made(hold_create, 3 * count), made(hold_create, 3 * count), \
+        made(charge_create, 3 * count)
+
+    def service_charge() -> dict[str, Any]:
+        i, p, a = pick()
+        return {"customer": Customer(pk=world.customer_ids[i]), "product": products[p], "amount": a}
+
+    def service_credit() -> dict[str, Any]:
+        order_id, money, completion, tid = order_state(rng.randrange(wallets))
+        return {"order_id": order_id, "state": OrderState(consume_money=money, completion_qty=completion, tid=tid)}
+
+    def floor_credit() -> tuple[Any, ...]:
+        index = rng.randrange(wallets)
+        order_id, money, completion, tid = order_state(index)
+        return order_id, index, money, completion, tid
+
+    def credit(**kwargs: Any) -> None:
+        outcome = order_apply_balance_state(**kwargs)
+        assert outcome == "applied", outcome
+
+    expires = timedelta(days=settings.HOLD_DEFAULT_DAYS)
+    charge_floor = FloorClient(world, conninfo)
+    floor = OperationsFloor(world, conninfo, clearing_id)
+    charge_floor.open()
+    floor.open()
+
+    def floor_charge(*op: Any) -> None:
+        error = charge_floor.charge(op)
+        if error:
+            raise FloorRefused(error)
+        floor.statements += 9  # FloorClient's: BEGIN, the accounts' lock, 4 inserts, 2 updates, COMMIT
+
+    cases: list[tuple[str, Callable[[], Any], Callable[..., Any], Callable[[], tuple[Any, ...]], Callable[..., Any]]]
+    cases = [
+        ("charge", service_charge, charge_create, pick, floor_charge),
+        ("hold", service_charge, hold_create, lambda: (*pick(), datetime.now(UTC) + expires), floor.hold),
+        ("capture (part)", lambda: {"hold": hold_for_api(to_capture.pop()[0]), "amount": Decimal("0.50")},
+         hold_capture, lambda: (*to_capture.pop(), Decimal("0.50")), floor.capture),
+        ("release", lambda: {"hold": hold_for_api(to_release.pop()[0])}, hold_release, to_release.pop,
+         floor.release),
+        ("refund (part)", lambda: {"charge": charge_for_api(to_refund.pop()[0]), "amount": Decimal("0.50"),
+                                   "reason": "bench"}, refund_create,
+         lambda: (*to_refund.pop(), Decimal("0.50"), "bench"), floor.refund),
+        ("top-up crediting", service_credit, credit, floor_credit, floor.topup_credit),
     ]
-    figures: dict[str, tuple[float, float, float]] = {}
-    out(f"\nStatements per operation (service layer, single thread, {count} each; BEGIN and COMMIT included)")
-    out(f"  {'operation':<20} {'statements':>10} {'ms wall':>8} {'ms CPU':>7}   statements by kind")
-    for name, make_input, operation in cases:
-        statements: Counter = Counter()
+    figures: dict[str, OperationFigures] = {}
+    kinds: dict[str, str] = {}
+    out(f"\nStatements per operation (single thread, warm customers, {count} each: the service layer, then its "
+        "raw-SQL floor)")
+    out(f"  {'operation':<18} {'statements':>10} {'floor':>6} {'ms':>7} {'CPU ms':>7} {'floor ms':>8} {'CPU ms':>7} "
+        f"{'ops/s':>7} {'floor':>7} {'floor/service':>13}")
+    for name, service_input, operation, floor_input, floor_operation in cases:
         wall = cpu = 0.0
         for _ in range(count):
-            kwargs = make_input()
+            kwargs = service_input()
+            reset_queries()
+            started, cpu_started = time.perf_counter(), time.process_time()
+            operation(**kwargs)
+            wall += time.perf_counter() - started
+            cpu += time.process_time() - cpu_started
+        statements: Counter = Counter()
+        for _ in range(count):
+            kwargs = service_input()
             reset_queries()
             with CaptureQueriesContext(connection) as queries:
-                started, cpu_started = time.perf_counter(), time.process_time()
                 operation(**kwargs)
-                wall += time.perf_counter() - started
-                cpu += time.process_time() - cpu_started
             statements.update(statement_label(q["sql"]) for q in queries.captured_queries)
-        per_op = sum(statements.values()) / count
-        figures[name] = (per_op, wall * 1000 / count, cpu * 1000 / count)
-        kinds = ", ".join(f"{label} {n / count:g}" for label, n in statements.most_common())
-        out(f"  {name:<20} {per_op:>10.1f} {wall * 1000 / count:>8.2f} {cpu * 1000 / count:>7.2f}   {kinds}")
-    out("  (timed with the statement log on: CaptureQueriesContext adds a little CPU to each statement)")
+        floor.statements = 0
+        floor_wall = floor_cpu = 0.0
+        for _ in range(count):
+            args = floor_input()
+            started, cpu_started = time.perf_counter(), time.process_time()
+            floor_operation(*args)
+            floor_wall += time.perf_counter() - started
+            floor_cpu += time.process_time() - cpu_started
+        op = figures[name] = OperationFigures(
+            statements=sum(statements.values()) / count, wall_ms=wall * 1000 / count, cpu_ms=cpu * 1000 / count,
+            floor_statements=floor.statements / count, floor_wall_ms=floor_wall * 1000 / count,
+            floor_cpu_ms=floor_cpu * 1000 / count)
+        kinds[name] = ", ".join(f"{label} {n / count:g}" for label, n in statements.most_common())
+        out(f"  {name:<18} {op.statements:>10.1f} {op.floor_statements:>6.1f} {op.wall_ms:>7.2f} {op.cpu_ms:>7.2f} "
+            f"{op.floor_wall_ms:>8.2f} {op.floor_cpu_ms:>7.2f} {1000 / op.wall_ms:>7.0f} "
+            f"{1000 / op.floor_wall_ms:>7.0f} {op.ratio:>13.3f}")
+    charge_floor.close()
+    floor.close()
+    out("  (ms: wall per operation; CPU ms: of this process (service: the application; floor: psycopg); "
+        "floor/service:\n  the floor's time over the service's, 1.0 = as fast as raw SQL, as the charge runs' "
+        "`ops/s vs floor`. The service's\n  time is taken without the statement log; its statements are counted in "
+        "as many more calls.)")
+    out("  Service statements by kind:")
+    for name, listed in kinds.items():
+        out(f"    {name}: {listed}")
+    verdict = verify_ledger()
+    out(f"  verify_ledger after the operations and their floors: {verdict}")
     connections.close_all()
-    return figures
+    return figures, verdict
 
 
 def goals(results: list[RunResult], floors: dict[tuple[str, int], RunResult], anatomy: AnatomyFigures,
@@ -976,6 +1279,10 @@ def goals(results: list[RunResult], floors: dict[tuple[str, int], RunResult], an
         f"HTTP {anatomy.statements.get('http', float('nan')):.1f} (goal <= 12)")
     out(f"  CPU per charge, one thread: service {anatomy.cpu_ms.get('service', float('nan')):.2f} ms (goal <= 2), "
         f"HTTP {anatomy.cpu_ms.get('http', float('nan')):.2f} ms (goal <= 5; WSGI application in process)")
+    out("  money operations, one thread, floor time / service time (information: the issue sets no goal for them):")
+    for name, op in anatomy.operations.items():
+        out(f"    {name:<18} {op.ratio:.3f}  (service {op.wall_ms:.2f} ms, {op.cpu_ms:.2f} ms CPU, "
+            f"{op.statements:g} statements; floor {op.floor_wall_ms:.2f} ms, {op.floor_statements:g} statements)")
     known = [value for value in hot_ratios.values() if value is not None]
     return (f"service/floor={ratio(spread, 'service', CLIENTS) or 0:.3f} "
             f"http/floor={ratio(spread, 'http', CLIENTS) or 0:.3f} "
@@ -992,6 +1299,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small smoke run (100 wallets, 2,000 cold charges)")
     parser.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432",
                         help="PostgreSQL server URL without database (default: %(default)s)")
+    parser.add_argument("--db", default=DB_NAME,
+                        help="the database to drop, recreate and keep (default: %(default)s); --anatomy-only reads it")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="gunicorn workers (default: one per core = %(default)s, as in the README's production "
                              "section)")
@@ -1013,7 +1322,7 @@ def main() -> int:
     (run_dir / "broker").mkdir(parents=True, exist_ok=True)
     (run_dir / "broker-processed").mkdir(parents=True, exist_ok=True)
 
-    db_url = f"{args.pg}/{DB_NAME}"
+    db_url = f"{args.pg}/{args.db}"
     # No REDIS_URL: the embedded mode (Celery eager), as `make run` without Redis.
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_CONN_MAX_AGE")}
     env.update({"DATABASE_URL": db_url, "LOG_LEVEL": "WARNING", "DJANGO_SETTINGS_MODULE": "disbalance.settings",
@@ -1030,15 +1339,15 @@ def main() -> int:
         import django
 
         django.setup()
-        anatomy(load_world(), sizes)
-        return 0
+        figures = anatomy(load_world(), sizes, db_url.replace("postgres://", "postgresql://", 1))
+        return 0 if ledger_ok(figures.operations_verdict) else 1
     try:
         out(f"Disbalance charges benchmark ({'quick' if args.quick else 'full'}), {stamp} UTC")
         out("\nSet-up")
-        recreate_database(args.pg)
+        recreate_database(args.pg, args.db)
         started = time.perf_counter()
         manage("migrate", "--no-input", env=env)
-        out(f"  database {DB_NAME} recreated and migrated in {time.perf_counter() - started:.1f}s")
+        out(f"  database {args.db} recreated and migrated in {time.perf_counter() - started:.1f}s")
         emulator, balance_url = start_emulator(env, log_dir)
         env["BALANCE_URL"] = gunicorn_env["BALANCE_URL"] = balance_url
         out(f"  Balance emulator (manage.py balance_emulator, own process) at {balance_url}")
@@ -1130,7 +1439,7 @@ def main() -> int:
         gunicorn = None
         warm_calls = balance_calls_since(warm_mark)
 
-        anatomy_figures = anatomy(world, sizes)
+        anatomy_figures = anatomy(world, sizes, conninfo)
         report_balance_calls(sizes.cold_charges, sizes.wallets, charging_calls, reporting_calls, spend_totals, drained)
         out(f"  warm runs (orders already in Balance): {sum(warm_calls.values())} Balance calls"
             + (f" {dict(warm_calls)}" if warm_calls else ""))
@@ -1151,18 +1460,19 @@ def main() -> int:
                 f"{r.seconds:>8.1f} {r.rate:>8.1f} {r.p(50):>7.1f} {r.p(99):>7.1f} {vs_rate:>14} {vs_p50:>12} "
                 f"{r.cpu_ms(r.bench_cpu):>9} {r.cpu_ms(r.server_cpu):>7}")
         summary = goals(results, floors, anatomy_figures, scenario_spread, scenario_hot)
-        bad = [r for r in results if not r.verdict.startswith("ledger OK") or "MISMATCH" in r.verdict]
+        bad = [r for r in results if not ledger_ok(r.verdict)]
+        operations_ok = ledger_ok(anatomy_figures.operations_verdict)
         out(f"\nverify_ledger after every run: {'all OK' if not bad else f'{len(bad)} run(s) NOT OK'}; "
-            f"final: {verify_ledger()}")
+            f"after the operations and their floors: {'OK' if operations_ok else 'NOT OK'}; final: {verify_ledger()}")
         out("CPU ms/op: CPU of this process per charge (service: the application itself plus 16 threads; http: the "
             "HTTP clients;\n  floor: psycopg); server: CPU of gunicorn's workers per charge. PostgreSQL's CPU is not "
             "counted.")
         out(f"Load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}. "
-            f"Total time {time.perf_counter() - started_all:.0f}s. Database {DB_NAME} kept for inspection; "
+            f"Total time {time.perf_counter() - started_all:.0f}s. Database {args.db} kept for inspection; "
             f"logs in {log_dir.relative_to(ROOT)}")
         if args.quick:
             out(summary)  # the last line, for comparing quick runs
-        return 1 if bad or any(r.errors for r in results) else 0
+        return 1 if bad or not operations_ok or any(r.errors for r in results) else 0
     finally:
         stop(gunicorn)
         stop(emulator)

@@ -24,12 +24,12 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Sum
+from django.db.models import Exists, OuterRef, Subquery, Sum
 from django.utils import timezone
 
 from agencies.models import Agency, Contract
 from customers.models import Customer
-from disbalance.money import ZERO
+from disbalance.money import ZERO, MoneyField
 from overdrafts.models import AgencyCredit, Block, LimitOverride, Overdraft
 from wallets.models import Account
 
@@ -48,6 +48,17 @@ def payer_balance(*, customer_id: int, payer_id: int | None) -> Decimal:
 def own_debt(*, customer_id: int) -> Decimal:
     """The customer's own (overdraft) debt: max(0, -(wallet + held)) under itself as payer."""
     return max(ZERO, -payer_balance(customer_id=customer_id, payer_id=None))
+
+
+def own_debt_and_overdraft(*, customer_id: int) -> tuple[Decimal, bool]:
+    """`own_debt` and whether the customer has an Overdraft row, in one statement (the debt hook's first read)."""
+    balance = (Account.objects.filter(customer_id=OuterRef("pk"), payer_agency__isnull=True, kind__in=BALANCE_KINDS)
+               .order_by().values("customer_id").annotate(total=Sum("balance")).values("total"))
+    total, has_overdraft = Customer.objects.filter(pk=customer_id).annotate(
+        balance=Subquery(balance, output_field=MoneyField()),
+        has_overdraft=Exists(Overdraft.objects.filter(customer_id=OuterRef("pk"))),
+    ).values_list("balance", "has_overdraft").get()
+    return max(ZERO, -(total if total is not None else ZERO)), has_overdraft
 
 
 def agency_credit_used(*, agency: Agency, exclude_customer_id: int | None = None) -> Decimal:

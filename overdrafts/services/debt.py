@@ -45,11 +45,13 @@ def _debt_refresh(customer: Customer) -> DebtRefresh:
     (repaid, or support moved the due date), the block is lifted.
     """
     now = timezone.now()
-    debt = selectors.own_debt(customer_id=customer.pk)
-    overdraft = _lock_overdraft(customer.pk)
-    if debt == 0 and overdraft is None:
-        # No debt and never a due date: no overdue block can be open (one needs a due date first).
+    debt, has_overdraft = selectors.own_debt_and_overdraft(customer_id=customer.pk)
+    if debt == 0 and not has_overdraft:
+        # No debt and never a due date: no overdue block can be open (one needs a due date first). "No Overdraft
+        # row" is exact: every writer of one holds the customer's lock, held here since before this read's
+        # snapshot; and a row that does not exist is nothing to lock. One statement for a customer that pays.
         return DebtRefresh(debt=debt, due_at=None, blocked=False, unblocked=False)
+    overdraft = _lock_overdraft(customer.pk)
     if debt > 0:
         if overdraft is None:
             overdraft = Overdraft(customer_id=customer.pk)

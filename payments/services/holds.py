@@ -68,7 +68,7 @@ def hold_capture(*, hold: Hold, amount: Decimal | None = None) -> Hold:
     """Capture all or part of a hold (the rest is released) under the payer it was made under; at most once."""
     # A hold's customer, product and payer never change: the order check rides on the customer's lock.
     customer = lock_for_spend(hold.customer_id, product=hold.product, payer_id=hold.payer_agency_id,
-                              current_payer=False)
+                              current_payer=False, limit=False)
     hold = _lock_hold(hold, customer)
     captured = hold.amount if amount is None else amount
     if captured > hold.amount:

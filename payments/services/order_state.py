@@ -11,7 +11,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from balance_gateway.client import BalanceClient, OrderInfo
@@ -29,7 +29,7 @@ from payments.services.credit import (
     on_credit_drawn,
     orders_drawn_unread,
 )
-from payments.services.transfers import money_in_flight
+from payments.services.transfers import money_in_flight, money_in_flight_annotations
 from wallets import services as ledger
 
 
@@ -65,9 +65,8 @@ def _match_topups(order: BalanceOrder, delta: Decimal) -> list[TopUp]:
     """The top-ups this money pays. Balance reports totals, not requests: prefer a set of waiting top-ups whose
     amounts add up exactly to the new money (fewest, oldest first), else the oldest that fit."""
     waiting = list(
-        TopUp.objects.select_for_update().filter(
-            order=order, status__in=[TopUp.Status.AWAITING_PAYMENT, TopUp.Status.PENDING]
-        ).order_by("created_at")[:MATCH_WINDOW]
+        TopUp.objects.select_for_update().filter(order=order, status__in=TOPUP_WAITING).order_by("created_at")
+        [:MATCH_WINDOW]
     )
     for size in range(1, min(len(waiting), MATCH_MAX_SET) + 1):
         for combo in itertools.combinations(waiting, size):
@@ -83,6 +82,7 @@ def _match_topups(order: BalanceOrder, delta: Decimal) -> list[TopUp]:
 
 # How many waiting top-ups of one order are considered, and the largest set tried for an exact match.
 MATCH_WINDOW, MATCH_MAX_SET = 24, 4
+TOPUP_WAITING = (TopUp.Status.AWAITING_PAYMENT, TopUp.Status.PENDING)  # a top-up money may still pay
 
 
 @transaction.atomic
@@ -93,12 +93,21 @@ def order_apply_balance_state(*, order_id: int, state: OrderState) -> str:
 
     Returns `applied` or `stale`. Duplicates, older Tids and pulls showing no new money change nothing.
     """
-    customer_id = BalanceOrder.objects.values_list("customer_id", flat=True).get(pk=order_id)
-    customer = lock_customer(customer_id)
-    order = BalanceOrder.objects.select_for_update(of=("self",)).select_related("payer_agency").get(pk=order_id)
+    # The order's customer never changes: its lock finds it through the order, in the same statement.
+    customer = lock_customer(Subquery(BalanceOrder.objects.filter(pk=order_id).values("customer_id")))
+    # The order, and in the same statement what decides how its money is applied. Read under the customer's lock,
+    # which every top-up's creation takes, so `topups_waiting` is exact (a top-up only ever leaves the waiting
+    # states without it: then the matching below finds fewer). Money in flight is started without either lock,
+    # before Balance moves the money: money showing the move is read after that start, so after it committed.
+    order = (BalanceOrder.objects.select_for_update(of=("self",)).select_related("payer_agency")
+             .annotate(topups_waiting=Exists(TopUp.objects.filter(order_id=OuterRef("pk"), status__in=TOPUP_WAITING)),
+                       **money_in_flight_annotations())
+             .get(pk=order_id))
+    if order.customer_id != customer.pk:
+        raise AssertionError(f"order {order_id} changed customer")  # never: an order's customer is not changed
     if state.tid is not None and state.tid <= order.last_tid:
         return "stale"
-    if money_in_flight(order.pk):
+    if order.adopting or order.moving:  # type: ignore[attr-defined]
         return "stale"  # money is being moved here or away in Balance (adoption, payer transfer): posted by that
     if order.payer_agency_id and credit_draw_in_flight(order.pk):
         return "stale"  # a credit invoice is being made: the money may or may not include it yet
@@ -146,7 +155,7 @@ def order_apply_balance_state(*, order_id: int, state: OrderState) -> str:
     reference_tid = state.tid if state.tid is not None else f"pull:{wallet_money}"
     if delta > 0:
         remaining = delta
-        for topup in _match_topups(order, delta):
+        for topup in _match_topups(order, delta) if order.topups_waiting else []:  # type: ignore[attr-defined]
             _credit(order, customer, topup.amount, topup, reference_tid)
             remaining -= topup.amount
             topup.status = TopUp.Status.SUCCEEDED

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from django.db.models import Exists, OuterRef
 
@@ -32,8 +33,8 @@ def _spend_checks(customer: Customer) -> None:
     _require_not_blocked(customer)
 
 
-def lock_for_spend(customer_id: int, *, product: Product, payer_id: int | None, current_payer: bool = True
-                   ) -> Customer:
+def lock_for_spend(customer_id: int, *, product: Product, payer_id: int | None, current_payer: bool = True,
+                   limit: bool = True) -> Customer:
     """Lock the customer, and learn in the same statement whether it uses an overdraft at all
     (`uses_overdraft`) and whether the product's child order of `payer_id` exists (`child_order_exists`), so that
     a charge needs no query for either. With `current_payer`, `payer_id` is the caller's idea of the customer's
@@ -43,14 +44,16 @@ def lock_for_spend(customer_id: int, *, product: Product, payer_id: int | None, 
     never deleted, so "exists" is exact; a missed Overdraft or override gives a limit of 0 instead of the one
     granted a moment ago (the spend is refused rather than overdrawn), and a missed order is looked up again by
     `orders_ensure`.
+
+    Without `limit` (a capture: it spends money already held, under no limit) `uses_overdraft` is not read.
     """
     key = child_order_key(customer_id=customer_id, payer_id=payer_id, product_code=product.code)
-    customer = lock_customer(
-        customer_id,
-        uses_overdraft=Exists(Overdraft.objects.filter(customer_id=OuterRef("pk")))
-        | Exists(LimitOverride.objects.filter(customer_id=OuterRef("pk"), ended_at__isnull=True)),
-        child_order_exists=Exists(BalanceOrder.objects.filter(key=key)),
-    )
+    annotations: dict[str, Any] = {"child_order_exists": Exists(BalanceOrder.objects.filter(key=key))}
+    if limit:
+        annotations["uses_overdraft"] = (
+            Exists(Overdraft.objects.filter(customer_id=OuterRef("pk")))
+            | Exists(LimitOverride.objects.filter(customer_id=OuterRef("pk"), ended_at__isnull=True)))
+    customer = lock_customer(customer_id, **annotations)
     if current_payer and customer.agency_id != payer_id:
         customer.child_order_exists = False  # type: ignore[attr-defined]  # the payer changed: look it up
     return customer

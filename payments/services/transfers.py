@@ -58,15 +58,23 @@ def payer_name(payer: Agency | None) -> str:
     return payer.external_id if payer is not None else "the customer itself"
 
 
-def money_in_flight(order_id: int) -> bool:
-    """Whether money is being moved onto or off this wallet order in Balance (an adoption or a payer transfer):
-    its notifications and pulls wait until billing has posted the move. One statement: it runs on every
-    notification and pull of a wallet order."""
+def money_in_flight_annotations() -> dict[str, Exists]:
+    """`adopting` and `moving`, to annotate a query of wallet orders with: money is being moved onto or off the
+    order in Balance (an adoption, a payer transfer) if either is true (`money_in_flight`)."""
     adopting = OrderAdoption.objects.filter(wallet_order_id=OuterRef("pk"),
                                             status=OrderAdoption.Status.TRANSFERRING)
     moving = PayerTransfer.objects.filter(Q(from_order_id=OuterRef("pk")) | Q(to_order_id=OuterRef("pk")),
                                           status=PayerTransfer.Status.SENDING)
-    return BalanceOrder.objects.filter(Q(Exists(adopting)) | Q(Exists(moving)), pk=order_id).exists()
+    return {"adopting": Exists(adopting), "moving": Exists(moving)}
+
+
+def money_in_flight(order_id: int) -> bool:
+    """Whether money is being moved onto or off this wallet order in Balance (an adoption or a payer transfer):
+    its notifications and pulls wait until billing has posted the move. One statement (`order_apply_balance_state`
+    reads the same in its lock of the order, with `money_in_flight_annotations`)."""
+    flags = BalanceOrder.objects.filter(pk=order_id).annotate(**money_in_flight_annotations()).values_list(
+        "adopting", "moving").first()
+    return flags is not None and any(flags)
 
 
 def _wallet_order(customer: Customer, payer: Agency | None) -> BalanceOrder | None:

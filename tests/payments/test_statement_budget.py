@@ -41,10 +41,15 @@ PG_BUDGET = {
 BUDGET = {
     "charge": 9,  # lock customer (+ overdraft? + order exists?), lock 2 accounts, txn, balances, entries, event, charge
     "hold": 9,
-    "capture": 13,  # + the hold's lock and update, the charge, and the debt check of the overdraft hooks (2)
-    "release": 12,
-    "refund": 13,
-    "topup_credit": 16,  # + whether the order is being adopted (its notifications wait until the transfer is posted)
+    # + the hold's lock and update, the charge, and the overdraft hooks' debt check: one statement (the debt and
+    # whether an Overdraft row exists; none, no debt: nothing to lock)
+    "capture": 12,
+    "release": 11,  # + the hold's lock and update, the debt check
+    "refund": 12,  # + the charge's lock and update, the refund, the debt check
+    # The customer locked through the order; the order locked with, in the same statement, whether money is in
+    # flight on it (adoption, payer transfer) and whether top-ups wait (none here: no top-up lookup); the accounts,
+    # the clearing account, txn, balances, entries, event, the debt check, the order's figures.
+    "topup_credit": 12,
     "http_charge": 12,  # + customer and product (one statement), the key's claim and its stored answer; token cached
 }
 if settings.IS_POSTGRES:
