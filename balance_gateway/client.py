@@ -552,18 +552,20 @@ class BalanceClient:
         self._call("SetOverdraftParams", (params,), key_args, parse, repeatable=True)
 
     def create_invoice(self, *, request_id: int, person_id: int, contract_id: int | None = None,
-                       credit: bool = False) -> int:
+                       credit: bool = False, paysys_id: int | None = None) -> int:
         """An invoice on a request; with `credit` a **credit invoice** on the payer's postpaid contract
         (`ContractID`), which puts the request's money on its orders at once, within the contract's credit
         (LIMIT_TOTAL less LIMIT_SPENT). Answers the invoice id [client: the shape is how real clients call it].
         Not repeatable: an invoice is money, so an unknown outcome is looked up by the caller before another."""
         params: dict[str, Any] = {"RequestID": request_id, "PersonID": person_id}
+        if paysys_id:
+            params["PaysysID"] = paysys_id
         if credit:
             params["Credit"] = 1
         if contract_id is not None:
             params["ContractID"] = contract_id
         key_args = {"request_id": request_id, "person_id": person_id, "contract_id": contract_id,
-                    "credit": int(credit)}
+                    "credit": int(credit), "paysys_id": paysys_id}
 
         def parse(raw: Any, note: CallNote) -> int:
             if isinstance(raw, dict):

@@ -353,6 +353,10 @@ OVERDRAFT_PULL_BATCH = env_int("OVERDRAFT_PULL_BATCH", 200)
 # covered spend with ("" = Balance's default) and the currency when NotifyClient2 named none.
 BALANCE_OVERDRAFT_PAYMENT_METHOD = os.environ.get("BALANCE_OVERDRAFT_PAYMENT_METHOD", "")
 BALANCE_OVERDRAFT_DEFAULT_CURRENCY = os.environ.get("BALANCE_OVERDRAFT_DEFAULT_CURRENCY", "RUB")
+# The PaysysID (payment system) of an agency's credit invoices (CreateInvoice): not on the protocol page, sent by
+# Balance's own tests and by other services' clients. Unset (0): not sent. Set it if Balance refuses credit invoices
+# without one (PAYSYS_NOT_FOUND): the paysys of the agency's firm, person type and currency.
+BALANCE_CREDIT_PAYSYS_ID = env_int("BALANCE_CREDIT_PAYSYS_ID", 0)
 
 # --- Reconciliation ----------------------------------------------------------------------------------------------
 RECONCILE_BATCH_SIZE = env_int("RECONCILE_BATCH_SIZE", 500)

@@ -174,7 +174,8 @@ def _invoice(client: BalanceClient, draw: CreditDraw, agency: Agency) -> dict[st
     try:
         invoice_id = client.create_invoice(request_id=draw.request_id,  # type: ignore[arg-type]
                                            person_id=agency.balance_person_id,  # type: ignore[arg-type]
-                                           contract_id=draw.contract_id, credit=True)
+                                           contract_id=draw.contract_id, credit=True,
+                                           paysys_id=settings.BALANCE_CREDIT_PAYSYS_ID or None)
     except BalanceFinalError as exc:
         _update(draw, status=Status.REFUSED, error=str(exc)[:500])
         logger.warning("credit invoice refused by Balance", extra={"draw": draw.pk, "error": str(exc)})

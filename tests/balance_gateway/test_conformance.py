@@ -507,6 +507,16 @@ def test_create_invoice_credit(gateway, fake_balance):
     assert gateway.create_invoice(request_id=3345, person_id=765432, contract_id=55, credit=True) == 778900
 
 
+def test_create_invoice_sends_the_paysys_only_when_set(gateway, fake_balance):
+    """Balance's own tests send a PaysysID with every invoice; the page names none: BALANCE_CREDIT_PAYSYS_ID."""
+    fake_balance.reply("CreateInvoice", 778899)
+    gateway.create_invoice(request_id=3344, person_id=765432, contract_id=55, credit=True, paysys_id=1003)
+    assert fake_balance.last("CreateInvoice").params[1] == {
+        "RequestID": 3344, "PersonID": 765432, "PaysysID": 1003, "Credit": 1, "ContractID": 55}
+    gateway.create_invoice(request_id=3345, person_id=765432, contract_id=55, credit=True, paysys_id=None)
+    assert "PaysysID" not in fake_balance.last("CreateInvoice").params[1]
+
+
 def test_create_invoice_refusals_are_final_and_other_shapes_bad(gateway, fake_balance):
     fake_balance.reply("CreateInvoice", balance_fault("CREDIT_LIMIT_EXCEEDED", "Contract 55 has credit 0.00 left"))
     with pytest.raises(BalanceFinalError) as exc_info:

@@ -19,6 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from balance_gateway.client import BalanceClient
+from balance_gateway.models import BalanceCall
 from customers.models import Customer
 from disbalance.models import OutboxOperation
 from disbalance.outbox import outbox_process
@@ -151,7 +152,8 @@ def test_a_lowered_limit_keeps_the_debt_covered_and_a_refusal_is_shown(api, emul
 
 
 @pytest.mark.django_db(transaction=True)
-def test_agency_customers_spend_on_credit_invoices(api, emulator, run_outbox, balance_live, products):
+def test_agency_customers_spend_on_credit_invoices(api, emulator, run_outbox, balance_live, products, settings):
+    settings.BALANCE_CREDIT_PAYSYS_ID = 1003  # sent with every credit invoice when set (not on the protocol page)
     agency = agency_with_contract(api, emulator, run_outbox, credit_limit="10000.00")
     a = register(api, run_outbox, "dealer:a", agency="agency:1")
     b = register(api, run_outbox, "dealer:b", agency="agency:1", inn="7707654321")
@@ -174,6 +176,8 @@ def test_agency_customers_spend_on_credit_invoices(api, emulator, run_outbox, ba
     assert {c: (d.amount, d.status) for c, d in draws.items()} == {
         a.pk: (Decimal("6000.00"), "invoiced"), b.pk: (Decimal("4000.00"), "invoiced")}
     assert all(d.request_id and d.invoice_id and d.contract_id == limit.contract_id for d in draws.values())
+    invoices = BalanceCall.objects.filter(method="CreateInvoice", outcome="ok")
+    assert sorted(call.arguments["paysys_id"] for call in invoices) == [1003, 1003]
 
     # Wallets equal on both sides; the credit on the orders is never counted as wallet money.
     for customer, spent in ((a, Decimal("6000.00")), (b, Decimal("4000.00"))):
