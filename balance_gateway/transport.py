@@ -219,6 +219,9 @@ class Transport:
             raise _transport_error(exc, method) from exc
         with contextlib.closing(response):
             if response.status_code != 200:
+                fault = self._fault_in(response, method)
+                if fault is not None:
+                    raise wire.fault_error(fault, method, fault_codes) from None
                 raise _http_error(response.status_code, response.reason or "", method)
             try:
                 content = self._read_body(response, method)
@@ -230,6 +233,18 @@ class Transport:
             raise BalanceUnknownOutcome(str(exc), method=method, code="BAD_RESPONSE", outcome=BAD_RESPONSE) from exc
         except Fault as exc:
             raise wire.fault_error(exc, method, fault_codes) from exc
+
+    def _fault_in(self, response: requests.Response, method: str) -> Fault | None:
+        """An XML-RPC fault sent with an error status. XML-RPC says a fault comes with 200 and the page does not say
+        what Balance does; some servers answer faults with 500. A fault is Balance's answer whatever the status
+        (final or transient by its code, as with 200); any other body is an HTTP error."""
+        try:
+            loads_response(self._read_body(response, method))
+        except Fault as fault:
+            return fault
+        except Exception:  # noqa: BLE001 - not a fault: the status decides
+            return None
+        return None
 
     def _read_body(self, response: requests.Response, method: str) -> bytes:
         too_large = BalanceUnknownOutcome(

@@ -81,6 +81,21 @@ def test_non_xml_fault_on_a_creation_is_an_unknown_outcome_never_repeated_blindl
     assert len(fake_balance.calls("CreateClient")) == 1
 
 
+def test_a_fault_sent_with_http_500_is_read_as_the_fault(gateway, fake_balance):
+    """XML-RPC sends faults with 200; a Balance (or a proxy) answering one with 500 still refused the call: a final
+    fault stays final (not an unknown outcome retried for ever), and a 500 without a fault stays unknown."""
+    body = xmlrpc.client.dumps(balance_fault("INVALID_PARAM", "Invalid parameter for function"), methodresponse=True)
+    fake_balance.reply("GetClientPersons", Raw(500, body.encode()))
+    with pytest.raises(BalanceFinalError) as exc_info:
+        gateway.get_client_persons(100)
+    assert (exc_info.value.code, exc_info.value.outcome) == ("INVALID_PARAM", "fault")
+    assert len(fake_balance.calls("GetClientPersons")) == 1
+    fake_balance.reply("CreateClient", Raw(500, b"<html>Internal Server Error</html>"))
+    with pytest.raises(BalanceUnknownOutcome) as unknown:
+        gateway.create_client(name="Motors LLC", email="", phone="", is_agency=False, currency="RUB")
+    assert unknown.value.code == "HTTP_500"
+
+
 def test_http_502_is_retried(gateway, fake_balance):
     fake_balance.reply("GetClientPersons", Raw(502, b"Bad Gateway"), Raw(502, b"Bad Gateway"), [])
     assert gateway.get_client_persons(1234567) == []
