@@ -339,7 +339,7 @@ class Phase:
     cpu_clients: dict[str, float]  # CPU seconds per kind while the clients ran
     machine_cores: float  # busy cores of the whole machine while the clients ran
     samples: list[Sample]
-    lag: dict[str, tuple[int, int, float, float, float, int]] = field(default_factory=dict)
+    lag: dict[str, tuple[int, int, float, float, float, int, float]] = field(default_factory=dict)
     load: tuple[float, float] = (0.0, 0.0)  # 1-minute load average at the start and at the end
 
     @property
@@ -362,19 +362,25 @@ def wait_outbox(conn: psycopg.Connection, timeout: float) -> float | None:
     return None
 
 
-def outbox_lag(conn: psycopg.Connection, mark: int) -> dict[str, tuple[int, int, float, float, float, int]]:
+def outbox_lag(conn: psycopg.Connection, mark: int) -> dict[str, tuple[int, int, float, float, float, int, float]]:
     """Per kind of the operations written since `mark`: (count, done, p50, p99, max of done_at - created_at in
-    ms, operations that needed more than one attempt)."""
-    rows = conn.execute(f"""SELECT kind, status, attempts, EXTRACT(EPOCH FROM done_at - created_at) * 1000
+    ms, operations that needed more than one attempt, done per second from the first written to the last done:
+    what the workers sustained while work was waiting)."""
+    rows = conn.execute(f"""SELECT kind, status, attempts, EXTRACT(EPOCH FROM done_at - created_at) * 1000,
+                                   EXTRACT(EPOCH FROM created_at), EXTRACT(EPOCH FROM done_at)
                             FROM {OUTBOX} WHERE id > %s""", (mark,)).fetchall()
-    by_kind: dict[str, list[tuple[str, int, float | None]]] = {}
-    for kind, status, attempts, lag in rows:
-        by_kind.setdefault(kind, []).append((status, attempts, float(lag) if lag is not None else None))
+    by_kind: dict[str, list[tuple[str, int, float | None, float, float | None]]] = {}
+    for kind, status, attempts, lag, created, done in rows:
+        by_kind.setdefault(kind, []).append((status, attempts, float(lag) if lag is not None else None,
+                                             float(created), float(done) if done is not None else None))
     result = {}
     for kind, items in sorted(by_kind.items()):
-        lags = sorted(lag for status, _, lag in items if status == "done" and lag is not None)
+        lags = sorted(lag for status, _, lag, _, _ in items if status == "done" and lag is not None)
+        dones = [done for _, _, _, _, done in items if done is not None]
+        span = (max(dones) - min(created for *_, created, _ in items)) if dones else 0.0
         result[kind] = (len(items), len(lags), percentile(lags, 50), percentile(lags, 99),
-                        lags[-1] if lags else float("nan"), sum(1 for _, attempts, _ in items if attempts > 1))
+                        lags[-1] if lags else float("nan"), sum(1 for _, attempts, *_ in items if attempts > 1),
+                        len(dones) / span if span else float("nan"))
     return result
 
 
@@ -413,9 +419,10 @@ def report_phase(phase: Phase) -> None:
         f"of {os.cpu_count()}, other work {max(0.0, phase.machine_cores - ours):.2f})")
     per_op = "  ".join(f"{kind} {phase.cpu[kind] * 1000 / phase.ops:.2f}" for kind in KINDS)
     out(f"    CPU ms per operation, whole phase (clients + drain): {per_op}")
-    for kind, (count, done, p50, p99, worst, retried) in phase.lag.items():
-        out(f"    outbox {kind:<16} {count:>5} written, {done:>5} done; commit -> done p50 {p50:.0f} ms, "
-            f"p99 {p99:.0f} ms, max {worst:.0f} ms; {retried} needed a retry")
+    for kind, (count, done, p50, p99, worst, retried, rate) in phase.lag.items():
+        out(f"    outbox {kind:<16} {count:>5} written ({count / phase.seconds:.1f}/s while the clients ran), "
+            f"{done:>5} done ({rate:.1f}/s); commit -> done p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {worst:.0f} ms; "
+            f"{retried} needed a retry")
     if phase.samples:
         out(f"    outbox backlog (pending + in progress; due now) and connections, one sample per "
             f"{max(1, len(phase.samples) // 12)} s:")
@@ -629,6 +636,12 @@ def main() -> int:
                 f"{c['emulator']:>5.2f} {c['bench']:>5.2f} {p.machine_cores:>5.2f} {max(p.load):>5.1f} "
                 f"{max((s.backlog for s in p.samples), default=0):>7} "
                 f"{'' if p.drain_seconds is None else f'{p.drain_seconds:.1f}':>7}")
+        out("\nBalance calls of the run (BalanceCall rows: as the workers timed them, queueing in the emulator "
+            "included)")
+        for method, count, mean, p99 in conn.execute(
+                "SELECT method, COUNT(*), AVG(duration_ms), PERCENTILE_CONT(0.99) WITHIN GROUP (ORDER BY duration_ms) "
+                "FROM balance_gateway_balancecall GROUP BY method ORDER BY COUNT(*) DESC").fetchall():
+            out(f"  {method:<28} {count:>6} calls, mean {mean:.0f} ms, p99 {p99:.0f} ms")
         verdict = verify_ledger()
         out(f"\nverify_ledger: {verdict}")
         out(f"Load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}. Total time "
