@@ -385,7 +385,7 @@ def outbox_lag(conn: psycopg.Connection, mark: int) -> dict[str, tuple[int, int,
 
 
 def run_phase(name: str, ops: list[Any], make_client: Callable[[int], Any], clients: int, sampler: Sampler,
-              conn: psycopg.Connection, drain: bool, drain_timeout: float = 300) -> Phase:
+              conn: psycopg.Connection, drain: bool, drain_timeout: float = 300, max_connections: int = 100) -> Phase:
     out(f"\n  {name}: {len(ops)} operations, {clients} clients (load {os.getloadavg()[0]:.1f}) ...")
     mark = outbox_mark(conn)
     load_start = os.getloadavg()[0]
@@ -399,11 +399,29 @@ def run_phase(name: str, ops: list[Any], make_client: Callable[[int], Any], clie
                   cpu=after.cpu_since(before), cpu_clients=after_clients.cpu_since(before),
                   machine_cores=after_clients.machine_cores_since(before), samples=samples,
                   lag=outbox_lag(conn, mark), load=(load_start, os.getloadavg()[0]))
-    report_phase(phase)
+    report_phase(phase, max_connections)
     return phase
 
 
-def report_phase(phase: Phase) -> None:
+def saturation(phase: Phase, max_connections: int) -> list[str]:
+    """What ran out in this phase, by the figures: the machine's CPU, the workers (operations written faster than
+    done while the clients ran), PostgreSQL connections (past 80 % of max_connections)."""
+    signs = []
+    cores = os.cpu_count() or 1
+    if phase.machine_cores >= 0.95 * cores:
+        ours = sum(phase.cpu_clients.values()) / phase.seconds
+        signs.append(f"the machine's CPU ({phase.machine_cores:.2f} of {cores} cores busy, {ours:.2f} of them ours)")
+    for kind, (count, *_, done_rate) in phase.lag.items():
+        written_rate = count / phase.seconds
+        if done_rate == done_rate and written_rate > 1.1 * done_rate:  # not NaN, and clearly faster
+            signs.append(f"the workers on {kind} (written {written_rate:.1f}/s, done {done_rate:.1f}/s)")
+    most = max((s.connections for s in phase.samples), default=0)
+    if most >= 0.8 * max_connections:
+        signs.append(f"PostgreSQL connections ({most} of max_connections {max_connections})")
+    return signs
+
+
+def report_phase(phase: Phase, max_connections: int = 100) -> None:
     ok = phase.ops - sum(phase.errors.values())
     drained = ("not waited for" if phase.drain_seconds is None and not phase.lag else
                f"drained {phase.drain_seconds:.1f} s after the last request" if phase.drain_seconds is not None
@@ -432,6 +450,7 @@ def report_phase(phase: Phase) -> None:
         out(f"    max backlog {max(s.backlog for s in phase.samples)}, PostgreSQL connections of the bench database "
             f"max {max(s.connections for s in phase.samples)} (active max {max(s.active for s in phase.samples)}, "
             f"idle in transaction max {max(s.idle_in_txn for s in phase.samples)})")
+    out(f"    ran out: {'; '.join(saturation(phase, max_connections)) or 'nothing this bench measures'}")
 
 
 # --- main -------------------------------------------------------------------------------------------------------
@@ -565,7 +584,7 @@ def main() -> int:
         # (a1) Registrations: each writes an outbox operation that a worker sends to Balance.
         phases.append(run_phase("a1 registrations (POST /customers)", new_ids,
                                 lambda n: RegisterClient(world.token, pick(n)), args.clients, sampler, conn,
-                                drain=True))
+                                drain=True, max_connections=int(max_connections)))
         statuses = Counter(Customer.objects.filter(external_id__in=new_ids).values_list("status", flat=True))
         out(f"    customers after the drain: {dict(statuses)}")
         customers = {c.external_id: c for c in Customer.objects.filter(external_id__in=new_ids, status="active")
@@ -588,7 +607,8 @@ def main() -> int:
                  range(len(PRODUCTS))]
         rng.shuffle(first)
         phases.append(run_phase("a2 first charges (POST /charges, orders created in Balance)", first,
-                                lambda n: HttpClient(world, pick(n)), args.clients, sampler, conn, drain=True))
+                                lambda n: HttpClient(world, pick(n)), args.clients, sampler, conn, drain=True,
+                                max_connections=int(max_connections)))
         load_accounts(world)
 
         # (b) Warm charges: no Balance work on the path.
@@ -596,20 +616,23 @@ def main() -> int:
             ops = [(rng.randrange(len(active)), rng.randrange(len(PRODUCTS)), Decimal(rng.randint(100, 10_000)) / 100)
                    for _ in range(workload.warm_ops)]
             phases.append(run_phase(f"b warm charges, {clients} clients", ops, lambda n: HttpClient(world, pick(n)),
-                                    clients, sampler, conn, drain=True, drain_timeout=60))
+                                    clients, sampler, conn, drain=True, drain_timeout=60,
+                                    max_connections=int(max_connections)))
 
         # (c1) Top-ups: a worker asks Balance for each payment request; (c2) the payers pay, Balance notifies.
         topup_ops = [(rng.randrange(len(active)), Decimal(rng.randint(10, 500))) for _ in range(workload.topups)]
         since = datetime.now(UTC)
         phases.append(run_phase("c1 top-ups (POST /topups, payment requests made in Balance)", topup_ops,
-                                lambda n: TopUpClient(world, pick(n)), args.clients, sampler, conn, drain=True))
+                                lambda n: TopUpClient(world, pick(n)), args.clients, sampler, conn, drain=True,
+                                max_connections=int(max_connections)))
         topups = dict(TopUp.objects.filter(created_at__gte=since, customer__external_id__in=new_ids)
                       .values_list("balance_request_id", "pk"))
         request_ids = sorted(request_id for request_id in topups if request_id)
         paid: set[int] = set()
         paid_mark = time.time()
         phases.append(run_phase("c2 payments (Emulator.PayRequest; Balance notifies web node 1)", request_ids,
-                                lambda n: PayClient(balance_url, paid), args.clients, sampler, conn, drain=False))
+                                lambda n: PayClient(balance_url, paid), args.clients, sampler, conn, drain=False,
+                                max_connections=int(max_connections)))
         paid_pks = [topups[request_id] for request_id in paid]
         deadline = time.monotonic() + 120
         while TopUp.objects.filter(pk__in=paid_pks).exclude(status="succeeded").exists():
