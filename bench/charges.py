@@ -108,10 +108,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def recreate_database(pg_base: str, db_name: str) -> None:
+def recreate_database(pg_base: str, name: str = DB_NAME) -> None:
     with psycopg.connect(f"{pg_base}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{db_name}"')
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def manage(*args: str, env: dict[str, str]) -> str:
@@ -122,10 +122,11 @@ def manage(*args: str, env: dict[str, str]) -> str:
     return result.stdout
 
 
-def start_emulator(env: dict[str, str], log_dir: Path) -> tuple[subprocess.Popen, str]:
+def start_emulator(env: dict[str, str], log_dir: Path, extra_args: tuple[str, ...] = ()
+                   ) -> tuple[subprocess.Popen, str]:
     """`manage.py balance_emulator --port 0` in its own process; returns it and its XML-RPC URL."""
     log = (log_dir / "emulator.log").open("w")
-    proc = subprocess.Popen([PYTHON, "manage.py", "balance_emulator", "--port", "0"], cwd=ROOT, env=env,
+    proc = subprocess.Popen([PYTHON, "manage.py", "balance_emulator", "--port", "0", *extra_args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=log, text=True)
     line = proc.stdout.readline() if proc.stdout else ""
     match = re.search(r"at (http://\S+/xmlrpc)", line)
@@ -151,10 +152,11 @@ class GunicornConfig:
         return f"{self.workers} workers ({kind})"
 
 
-def start_gunicorn(config: GunicornConfig, env: dict[str, str], log_dir: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
+def start_gunicorn(config: GunicornConfig, env: dict[str, str], log_dir: Path, port: int | None = None,
+                   log_name: str = "gunicorn.log") -> tuple[subprocess.Popen, str]:
+    port = port or free_port()
     gunicorn = str(Path(PYTHON).parent / "gunicorn")
-    log = log_dir / "gunicorn.log"
+    log = log_dir / log_name
     # gunicorn's own log and the app's (Django logs a 500 with its traceback on stderr) go to the same file.
     with log.open("a") as log_file:
         proc = subprocess.Popen(
