@@ -385,7 +385,11 @@ class BalanceClient:
             criteria["Dt"] = dt.date().isoformat() if isinstance(dt, datetime) else dt.isoformat()
 
         def parse(raw: Any, note: CallNote) -> list[ContractInfo]:
-            return [_contract_info(item) for item in wire.array(raw)]
+            contracts = [_contract_info(item) for item in wire.array(raw)]
+            if None in contracts:
+                note.error_code = "OTHER_PAYMENT_TYPE"
+                note.error_message = f"{contracts.count(None)} contract(s) of a payment type other than 2 or 3 left out"
+            return [contract for contract in contracts if contract is not None]
 
         return self._call("GetClientContracts", (criteria,), {"client_id": client_id, "dt": wire.short(dt)}, parse,
                           repeatable=True)
@@ -585,9 +589,8 @@ class BalanceClient:
                 )
                 for d in map(wire.struct, wire.array(data["LIMITS"]))
             ]
-            price = data.get("PRODUCT_PRICE")
             return CreditLimits(currency=wire.currency(data.get("CURRENCY")), limits=limits,
-                                product_price=wire.money(price) if price not in (None, "") else None)
+                                product_price=_informational_number(data.get("PRODUCT_PRICE")))
 
         return self._call("GetClientCreditLimits", (client_id, product_id),
                           {"client_id": client_id, "product_id": product_id}, parse, repeatable=True)
@@ -649,11 +652,22 @@ def _person_info(raw: Any) -> PersonInfo:
 _PAYMENT_TYPES: dict[str, Literal["prepaid", "postpaid"]] = {"2": "prepaid", "3": "postpaid"}
 
 
-def _contract_info(raw: Any) -> ContractInfo:
+def _informational_number(value: Any) -> Decimal | None:
+    """A figure billing keeps for people and never computes with (GetClientCreditLimits' PRODUCT_PRICE, whose
+    places the page does not give): exact as sent, or None if absent or not a number; it never fails an answer."""
+    try:
+        return wire.number(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _contract_info(raw: Any) -> ContractInfo | None:
+    """A contract, or None for one of a payment type billing does not use: the page names 2 (prepaid) and 3
+    (postpaid) only, and a client's other contracts must not make its prepaid and postpaid ones unreadable."""
     data = wire.struct(raw)
     payment_type = _PAYMENT_TYPES.get(wire.text(data["PAYMENT_TYPE"]).strip())
     if payment_type is None:
-        raise ValueError(f"unknown PAYMENT_TYPE {data.get('PAYMENT_TYPE')!r:.20}")
+        return None
     return ContractInfo(
         contract_id=wire.id_(data["ID"]), external_id=wire.text(data.get("EXTERNAL_ID")),
         is_active=wire.flag(data.get("IS_ACTIVE")), dt=wire.day(data.get("DT")),

@@ -139,6 +139,11 @@ def _number(value: Any) -> Decimal:
     return result
 
 
+def number(value: Any) -> Decimal:
+    """Any exact number as Balance sends it, whatever its places."""
+    return _number(value)
+
+
 def money(value: Any) -> Decimal:
     """Money: exact, two places (Balance's money fields never carry more)."""
     number = _number(value)

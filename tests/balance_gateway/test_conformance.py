@@ -311,6 +311,18 @@ def test_get_client_contracts(gateway, fake_balance):
     assert fake_balance.last("GetClientContracts").params == ({"ClientID": 7654321},)
 
 
+def test_contracts_of_other_payment_types_are_left_out_not_fatal(gateway, fake_balance):
+    """The page names PAYMENT_TYPE 2 and 3 only: a contract of another type is left out (and noted on the call),
+    the prepaid and postpaid ones are still read."""
+    fake_balance.reply("GetClientContracts", [
+        {"ID": 54, "EXTERNAL_ID": "1/25", "IS_ACTIVE": 1, "PAYMENT_TYPE": 1, "SERVICES": [7], "DT": "2025-01-01"},
+        {"ID": 55, "EXTERNAL_ID": "12345/26", "IS_ACTIVE": 1, "PAYMENT_TYPE": "2", "SERVICES": [7], "DT": "2026-01-01"},
+    ])
+    assert [(c.contract_id, c.payment_type) for c in gateway.get_client_contracts(7654321)] == [(55, "prepaid")]
+    call = BalanceCall.objects.filter(method="GetClientContracts").latest("pk")
+    assert (call.outcome, call.error_code) == ("ok", "OTHER_PAYMENT_TYPE")
+
+
 # --- orders, requests, completions -------------------------------------------------------------------------------
 
 def test_orders_are_sent_whole(gateway, fake_balance):
@@ -501,6 +513,10 @@ def test_get_client_credit_limits(gateway, fake_balance):
     assert [(x.contract_id, x.contract_external_id, x.limit_total, x.limit_spent) for x in limits.limits] == [
         (55, "12345/26", Decimal("10000.00"), Decimal("2500.50"))]
     assert fake_balance.last("GetClientCreditLimits").params == (7654321, 503162)
+    # PRODUCT_PRICE is only kept: any places, or none that can be read, never fail the limits billing needs.
+    for price, kept in (("30.000000", Decimal("30.000000")), (30.5, Decimal("30.5")), ("n/a", None)):
+        fake_balance.reply("GetClientCreditLimits", {"CURRENCY": "RUB", "PRODUCT_PRICE": price, "LIMITS": []})
+        assert gateway.get_client_credit_limits(client_id=7654321, product_id=503162).product_price == kept
 
 
 def test_money_with_more_than_two_places_is_refused(gateway, fake_balance):
