@@ -115,8 +115,10 @@ def balance_notify(request: HttpRequest, service_id: int | None = None) -> HttpR
     except (DefusedXmlException, xml.parsers.expat.ExpatError, ValueError, TypeError, KeyError, IndexError,
             OverflowError, AttributeError, xmlrpc.client.ResponseError) as exc:
         return _fault("INVALID_PARAM", f"malformed XML-RPC call: {type(exc).__name__}", "unknown", status=400)
-    prefix, _, method = full_method.partition(".")
-    if prefix != "BalanceClient" or method not in METHOD_KINDS:
+    # The page gives JSON's path (`BalanceClient/NotifyOrder2`), not the XML-RPC methodName: `BalanceClient.` as
+    # that path says, or the bare name; nothing else.
+    prefix, dot, method = full_method.rpartition(".")
+    if (dot and prefix != "BalanceClient") or method not in METHOD_KINDS:
         return _fault("INVALID_PARAM", f"unknown method {full_method[:100]}", full_method[:100])
     if len(params) != 1 or not isinstance(params[0], dict):
         return _fault("INVALID_PARAM", "one struct expected", full_method)

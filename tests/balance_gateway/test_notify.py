@@ -24,6 +24,7 @@ from balance_gateway.notifications import (
     OrderNotification,
     parse_notification,
 )
+from overdrafts.models import Overdraft
 from tests.factories import ConsumerServiceFactory, CustomerFactory
 
 pytestmark = pytest.mark.django_db
@@ -112,6 +113,25 @@ def test_xmlrpc_notification_with_the_secret(customer):
     assert answer == [0, "SUCCESS"]
     customer.overdraft.refresh_from_db()
     assert customer.overdraft.granted_limit == Decimal("5000.00") and customer.overdraft.last_tid == 17064300000000500
+
+
+@pytest.mark.parametrize(("method_name", "accepted"), [
+    ("NotifyClient2", True), ("BalanceClient.NotifyClient2", True), ("Balance2.NotifyClient2", False),
+    ("BalanceClient.NotifyClient3", False), ("x.BalanceClient.NotifyClient2", False),
+])
+def test_xmlrpc_method_names(customer, method_name, accepted):
+    """The page names JSON's path (`BalanceClient/NotifyClient2`), not the XML-RPC methodName: `BalanceClient.`
+    and the bare name are both taken; another prefix or method is refused and changes nothing."""
+    body = xmlrpc.client.dumps((CLIENT_STRUCT,), methodname=method_name).encode()
+    response = Client().post("/balance/notify?secret=s3cret", body, content_type="text/xml")
+    if accepted:
+        (answer,), _ = xmlrpc.client.loads(response.content)
+        assert answer == [0, "SUCCESS"]
+    else:
+        with pytest.raises(xmlrpc.client.Fault) as fault:
+            xmlrpc.client.loads(response.content)
+        assert "<code>INVALID_PARAM</code>" in fault.value.faultString
+    assert Overdraft.objects.filter(customer=customer, last_tid=17064300000000500).exists() is accepted
 
 
 def test_xmlrpc_notification_for_an_unknown_order_is_not_found(customer):
