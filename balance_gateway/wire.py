@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from balance_gateway.exceptions import BalanceError, BalanceFinalError, BalanceRetryableError, BalanceUnknownOutcome
 from balance_gateway.xmlrpc import Fault, parse_fault_string
-from disbalance.money import from_balance, to_balance
+from disbalance.money import from_balance, quantize, to_balance
 
 # BalanceCall.Outcome values (kept as strings so that importing this module needs no app registry).
 OK = "ok"
@@ -151,6 +151,13 @@ def money(value: Any) -> Decimal:
     if amount != number:
         raise ValueError(f"money with more than 2 decimal places: {value!r:.50}")
     return amount
+
+
+def computed_money(value: Any) -> Decimal:
+    """Money Balance derives from a quantity (GetOrdersInfo's `completion_amount`: completion in the product's unit
+    times its price): the page's samples carry two places, but a quantity has six, so up to six are read and
+    rounded half-up to kopecks, as Balance shows them. More than six is still a bad response."""
+    return quantize(qty(value))
 
 
 def qty(value: Any) -> Decimal:

@@ -519,6 +519,18 @@ def test_get_client_credit_limits(gateway, fake_balance):
         assert gateway.get_client_credit_limits(client_id=7654321, product_id=503162).product_price == kept
 
 
+def test_completion_amount_is_read_to_six_places_and_rounded_to_kopecks(gateway, fake_balance):
+    """completion_amount is a quantity times a price: 333.333333 units at 0.03 is 9.99999999 in full, 9.999999 to six
+    places; read, and rounded as Balance shows money. Paid money (consume_amount) stays exact to two places."""
+    fake_balance.reply("GetOrdersInfo", [{**ORDER_INFO, "completion_amount": "9.999999"}])
+    [info] = gateway.get_orders_info([(7, 41)])
+    assert info.completion_amount == Decimal("10.00")
+    fake_balance.reply("GetOrdersInfo", [{**ORDER_INFO, "completion_amount": "9.9999999"}])
+    with pytest.raises(BalanceUnknownOutcome) as exc_info:
+        gateway.get_orders_info([(7, 41)])
+    assert bad_response(exc_info)
+
+
 def test_money_with_more_than_two_places_is_refused(gateway, fake_balance):
     fake_balance.reply("GetOrdersInfo", [{**ORDER_INFO, "consume_amount": "3000.001"}])
     with pytest.raises(BalanceUnknownOutcome) as exc_info:
