@@ -590,7 +590,7 @@ class BalanceClient:
                 for d in map(wire.struct, wire.array(data["LIMITS"]))
             ]
             return CreditLimits(currency=wire.currency(data.get("CURRENCY")), limits=limits,
-                                product_price=_informational_number(data.get("PRODUCT_PRICE")))
+                                product_price=wire.informational(data.get("PRODUCT_PRICE"), wire.number, None))
 
         return self._call("GetClientCreditLimits", (client_id, product_id),
                           {"client_id": client_id, "product_id": product_id}, parse, repeatable=True)
@@ -650,15 +650,6 @@ def _person_info(raw: Any) -> PersonInfo:
 
 
 _PAYMENT_TYPES: dict[str, Literal["prepaid", "postpaid"]] = {"2": "prepaid", "3": "postpaid"}
-
-
-def _informational_number(value: Any) -> Decimal | None:
-    """A figure billing keeps for people and never computes with (GetClientCreditLimits' PRODUCT_PRICE, whose
-    places the page does not give): exact as sent, or None if absent or not a number; it never fails an answer."""
-    try:
-        return wire.number(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
 
 
 def _contract_info(raw: Any) -> ContractInfo | None:

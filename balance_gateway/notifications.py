@@ -124,16 +124,8 @@ def _signal(value: Any) -> int:
 
 
 def _informational(data: dict[str, Any], key: str, reader: Any, default: Any) -> Any:
-    """A member billing keeps but never acts on, in a type the page leaves open (`Signal`, `BusinessUnit`, ...):
-    read when it can be, else the default; the raw value stays in the stored payload. Refusing the whole
-    notification over it would make Balance send it again and again and hold back the totals billing does need."""
-    value = data.get(key)
-    if value is None or value == "":
-        return default
-    try:
-        return reader(value)
-    except wire.SHAPE_ERRORS:
-        return default
+    """`wire.informational` of a member (the raw value stays in the stored payload)."""
+    return wire.informational(data.get(key), reader, default)
 
 
 def parse_notification(method: str, data: dict[str, Any], *, service_id: int | None = None) -> Notification:

@@ -25,9 +25,9 @@ from balance_gateway.exceptions import PartyAmbiguous
 from balance_gateway.models import BalanceParty
 
 
-def client_name(party: BalanceParty) -> str:
-    """The client's NAME in Balance: the party's name and billing's marker."""
-    return f"{party.name} [{party.balance_key}]"
+def client_name(party: BalanceParty, name: str | None = None) -> str:
+    """The client's NAME in Balance: the party's name (or `name`, one it had) and billing's marker."""
+    return f"{party.name if name is None else name} [{party.balance_key}]"
 
 
 def person_spec(party: BalanceParty) -> PersonSpec:
@@ -52,7 +52,7 @@ def party_find_client(party: BalanceParty, client: BalanceClient) -> int | None:
     none. One FindClient per name: the page does not say whether `Name` matches exactly or in part."""
     matches_found: set[int] = set()
     for (name_had,) in values_had(party, ("name",)):
-        name = f"{name_had} [{party.balance_key}]"
+        name = client_name(party, name_had)
         found: list[ClientInfo] = client.find_client(name=name)
         matches_found |= {m.client_id for m in found if m.name == name and m.is_agency == party.IS_AGENCY}
     matches = sorted(matches_found)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import xmlrpc.client
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
@@ -142,6 +142,19 @@ def _number(value: Any) -> Decimal:
 def number(value: Any) -> Decimal:
     """Any exact number as Balance sends it, whatever its places."""
     return _number(value)
+
+
+def informational(value: Any, reader: Callable[[Any], Any], default: Any) -> Any:
+    """A member billing keeps but never acts on, in a type or precision the page leaves open (a notification's
+    `Signal` or `BusinessUnit`, GetClientCreditLimits' `PRODUCT_PRICE`): read when it can be, else the default.
+    Refusing a whole answer or notification over it would hold back the figures billing does need (and make Balance
+    send a notification again and again)."""
+    if value is None or value == "":
+        return default
+    try:
+        return reader(value)
+    except SHAPE_ERRORS:
+        return default
 
 
 def money(value: Any) -> Decimal:
